@@ -1,0 +1,121 @@
+"""Training-step time: LeeBERT (CLO-v2, CLO-v1, SLO, BLO) against joint training, measured in one run.
+
+    python bench/bench_train_step.py                  # minilm-l6, batch of 32 default sentences
+    python bench/bench_train_step.py --rounds 5 --steps 8 --variants joint leebert:clo_v2
+
+Every variant trains its own copy of the model on the same batch of the first 32 Rotten Tomatoes
+training sentences (B2 of BLO/CLO is the same batch too), through the trainer's real step function
+(`Trainer.make_step`), so the time includes everything a training step does: forward, losses,
+backward, clipping, optimizer and, for LeeBERT, Ω's updates and the extra no-grad evaluations of the
+cross-level steps. Rounds are interleaved across variants (one round = `--steps` steps of each) so
+machine load drifts hit all variants alike; the table reports the median over rounds of the mean
+ms/step and its ratio to joint. `--steps` should be a multiple of the CLO-v2 cycle C (default 4) so
+each round holds whole cycles. Goal (LeeBERT Table 2: 118 vs 109 min): leebert+clo_v2 / joint <= 1.25.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from core.train import Trainer, encode_rows, make_collate, resolve_config  # noqa: E402
+
+DEFAULT_VARIANTS = ["joint", "leebert:clo_v2", "leebert:clo_v1", "leebert:slo", "leebert:blo"]
+
+
+def build(variant: str, args, task, accelerator):
+    from core.model import ModelConfig, MultiExitModel
+
+    method, _, optimizer = variant.partition(":")
+    cfg = resolve_config({"method": method, "optimizer": optimizer or None, "backbone": args.backbone,
+                          "batch_size": args.batch_size, "cycle": args.cycle, "out": "bench-scratch"})
+    torch.manual_seed(0)
+    model = MultiExitModel(ModelConfig(backbone=cfg["backbone"], num_labels=len(task.label_names),
+                                       pooling=cfg["pooling"], exit_kind=cfg["exit_kind"], bypass=cfg["bypass"]))
+    rows = encode_rows(task.train, model.tokenizer, cfg["max_length"])
+    collate = make_collate(model.tokenizer.pad_token_id)
+    model = accelerator.prepare(model)
+    tr = Trainer(cfg, model, rows, collate, accelerator)
+    batch = {k: v.to(accelerator.device) for k, v in collate(rows[: args.batch_size]).items()}
+    step = tr.make_step(tr.stages[0])
+    model.train()
+    return {"name": variant, "step": step, "batch": batch, "t": 0, "wall": [], "cpu": []}
+
+
+def run_steps(v, n: int, sync) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per step over n steps."""
+    sync()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        v["t"] += 1
+        v["step"](v["batch"], v["t"], lambda: v["batch"])
+    sync()
+    return (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="minilm-l6")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--cycle", type=int, default=4, help="CLO-v2 cycle length C")
+    ap.add_argument("--steps", type=int, default=8, help="steps per variant per round (a multiple of C)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=4, help="untimed steps per variant first")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (1 makes the CPU-time column robust to other load)")
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
+                    help="method or method:optimizer, e.g. joint leebert:clo_v2")
+    args = ap.parse_args(argv)
+    if args.steps % args.cycle:
+        print(f"note: --steps {args.steps} is not a multiple of the cycle {args.cycle}; "
+              "CLO-v2 rounds hold partial cycles", file=sys.stderr)
+
+    from accelerate import Accelerator
+
+    from core.data import load_task
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator = Accelerator()
+    dev = accelerator.device
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    task = load_task("rotten_tomatoes", max_train=None)
+    task.train = task.train.iloc[: args.batch_size]  # the same 32 default sentences for every variant
+    variants = [build(v, args, task, accelerator) for v in args.variants]
+    for v in variants:
+        run_steps(v, args.warmup, sync)
+    for _ in range(args.rounds):
+        for v in variants:
+            wall, cpu = run_steps(v, args.steps, sync)
+            v["wall"].append(wall)
+            v["cpu"].append(cpu)
+
+    med = {v["name"]: (statistics.median(v["wall"]), statistics.median(v["cpu"])) for v in variants}
+    base = med.get("joint")
+    print(f"\ntraining step time: backbone {args.backbone}, batch {args.batch_size}, device {dev}, "
+          f"torch threads {torch.get_num_threads()}, C = {args.cycle}, {args.rounds} rounds x {args.steps} steps "
+          "(median over rounds)")
+    print(f"{'variant':<18}{'wall ms':>10}{'vs joint':>10}{'cpu ms':>10}{'vs joint':>10}")
+    for v in variants:
+        w, c = med[v["name"]]
+        rw = f"{w / base[0]:.3f}" if base else "-"
+        rc = f"{c / base[1]:.3f}" if base else "-"
+        print(f"{v['name']:<18}{w * 1e3:>10.1f}{rw:>10}{c * 1e3:>10.1f}{rc:>10}")
+    if base and "leebert:clo_v2" in med:
+        w, c = med["leebert:clo_v2"]
+        ok = lambda r: "met" if r <= 1.25 else "NOT met"  # noqa: E731
+        print(f"\nleebert+clo_v2 / joint = {w / base[0]:.3f} wall ({ok(w / base[0])}), "
+              f"{c / base[1]:.3f} cpu ({ok(c / base[1])}); goal <= 1.25")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

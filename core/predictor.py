@@ -1,0 +1,231 @@
+"""Real early-exit inference: batch size 1, one layer at a time, stop when the strategy fires.
+
+    text ─► tokenize ─► embed ─► layer 1 + exit 1 ─► decide? ─► layer 2 + exit 2 ─► decide? ─► ...
+
+After each layer m the exit's softmax joins the probabilities so far and
+`core.strategies.decide(strategy, probs[:m], confidence=conf[:m], **params)` says whether to stop.
+At the last layer `core.strategies.apply` on the full [1, L, K] array gives the rule's final
+prediction. The rules are causal, so this makes the same decision as `apply` on the exit cache.
+
+Latencies are wall-clock milliseconds at batch size 1 of the MODEL: from token ids to the decision
+(embeddings, layers, exits, softmax, decisions). Tokenization is the same fixed cost with or without
+early exit and is reported on its own (`PredictResult.tokenize_ms`); `latency_ms + tokenize_ms` is
+what a caller waits for. `measure_layer_ms` reports `embed_ms` (embeddings only) and each layer with
+its exit, the numbers an exit cache stores to estimate latency from exit layers.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core import strategies
+
+
+@dataclass
+class PredictResult:
+    probs: np.ndarray                # [m, K] float32, softmax of exits 1..m
+    exit_layer: int                  # m, counted from 1
+    pred: int                        # predicted class
+    latency_ms: float                # token ids to decision (embeddings, m layers, exits, decisions)
+    layer_ms: list[float]            # [m] layer + exit + softmax + decision, per layer
+    confidence: np.ndarray | None = None  # [m] learned exit confidence (LTE heads) or None
+    tokenize_ms: float = 0.0         # text to token ids (not in latency_ms)
+
+
+def _softmax(logits: torch.Tensor) -> list[float]:
+    """[1, K] logits -> K probabilities. One transfer (`tolist`) and plain Python: at K of 2-3 classes
+    this is several times cheaper than torch or numpy calls right after a layer has run."""
+    z = logits.tolist()[0]
+    top = max(z)
+    e = [math.exp(x - top) for x in z]
+    s = sum(e)
+    return [x / s for x in e]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class EarlyExitPredictor:
+    """Early-exit inference with a `core.model.MultiExitModel`. Runs in eval mode (a model in training
+    mode is switched to eval for the call and back after); build it after moving the model to its
+    device."""
+
+    def __init__(self, model, tokenizer=None):
+        self.model = model
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        if self.tokenizer is None:
+            raise ValueError("EarlyExitPredictor needs a tokenizer (the model carries none)")
+        self.device = next(model.parameters()).device
+        self.num_layers = model.num_layers
+        self.num_labels = model.cfg.num_labels
+        self.max_length = model.cfg.max_length
+        self.has_confidence = model.lte_heads is not None
+        self._checked: set = set()  # (strategy, params) already validated
+        # Fast path: a private copy of the Rust tokenizer with truncation fixed once. It yields the same
+        # ids as `tokenizer(text, pair, truncation=True, max_length=...)` (tested) at half the cost.
+        self._backend = None
+        self._use_tt = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ["token_type_ids"])
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if getattr(self.tokenizer, "is_fast", False) and backend is not None:
+            self._backend = copy.deepcopy(backend)
+            self._backend.no_padding()
+            self._backend.enable_truncation(self.max_length)
+
+    # ---- pieces --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _inference(self):
+        """inference_mode, and eval mode for the duration if the model is training."""
+        was_training = self.model.training
+        if was_training:
+            self.model.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            if was_training:
+                self.model.train()
+
+    def _encode(self, text, text_pair=None):
+        """Tokenize one input: (input_ids [1, T], token_type_ids [1, T] | None) on the model's device.
+        No padding at batch size 1, so no attention mask is needed anywhere."""
+        if not isinstance(text, str) or (text_pair is not None and not isinstance(text_pair, str)):
+            raise ValueError("predict takes one text (str) and optionally one text_pair (str)")
+        if self._backend is not None:
+            enc = self._backend.encode(text, text_pair)
+            ids = torch.tensor([enc.ids], device=self.device)                        # [1, T]
+            if not self._use_tt or not any(enc.type_ids):  # all segment 0: embed treats None as zeros
+                return ids, None
+            return ids, torch.tensor([enc.type_ids], device=self.device)
+        enc = self.tokenizer(text, text_pair, truncation=True, max_length=self.max_length, return_tensors="pt")
+        ids = enc["input_ids"].to(self.device)
+        tt = enc.get("token_type_ids")
+        return ids, (tt.to(self.device) if tt is not None else None)
+
+    def _check(self, strategy: str, params: dict) -> None:
+        try:
+            key = (strategy, tuple(sorted(params.items())))
+            if key in self._checked:
+                return
+        except TypeError:  # unhashable parameter value: validate every time (and fail below)
+            key = None
+        needs_conf = strategy == "lte" or (strategy == "pcee" and params.get("signal") == "learned")
+        if needs_conf and not self.has_confidence:
+            raise ValueError(f"strategy {strategy!r} needs learned exit heads; this model has none "
+                             "(train with ModelConfig.lte=True)")
+        # one dry run of the rule on a dummy sample: unknown strategy or parameter, bad type or range,
+        # a rule that needs gold labels (oracle) all raise ValueError here, before any layer runs
+        L, K = self.num_layers, self.num_labels
+        strategies.apply(strategy, np.full((1, L, K), 1.0 / K, dtype=np.float32),
+                         confidence=np.full((1, L), 0.5, dtype=np.float32) if self.has_confidence else None,
+                         **params)
+        if key is not None:
+            self._checked.add(key)
+
+    # ---- inference -----------------------------------------------------------------------------
+    def predict(self, text: str, text_pair: str | None = None, *, strategy: str, **params) -> PredictResult:
+        """Run layer by layer until `strategy` fires; see the module docstring."""
+        self._check(strategy, params)
+        model, L, decide = self.model, self.num_layers, strategies.decide
+        probs = np.empty((L, self.num_labels), dtype=np.float32)               # [L, K], filled to m
+        conf = np.empty(L, dtype=np.float32) if self.has_confidence else None  # [L]
+        layer_ms = []
+        with self._inference():
+            t_tok = time.perf_counter()
+            ids, tt = self._encode(text, text_pair)                             # [1, T]
+            t0 = time.perf_counter()
+            h, _ = model.embed(ids, None, tt)                                   # [1, T, H]
+            t_prev = time.perf_counter()
+            for i in range(L):
+                h, logits, c = model.layer_step(i, h)                          # [1, T, H], [1, K], [1]
+                probs[i] = _softmax(logits)
+                if conf is not None:
+                    conf[i] = float(c[0])
+                m = i + 1
+                if m < L:
+                    fired, pred = decide(strategy, probs[:m], confidence=None if conf is None else conf[:m],
+                                         **params)
+                else:  # last layer: the rule's own final prediction over all L exits
+                    _, preds = strategies.apply(strategy, probs[None],
+                                                confidence=None if conf is None else conf[None], **params)
+                    fired, pred = True, int(preds[0])
+                t = time.perf_counter()
+                layer_ms.append((t - t_prev) * 1e3)
+                t_prev = t
+                if fired:
+                    break
+        return PredictResult(probs=probs[:m].copy(), exit_layer=m, pred=int(pred),
+                             latency_ms=(t_prev - t0) * 1e3, layer_ms=layer_ms,
+                             confidence=None if conf is None else conf[:m].copy(),
+                             tokenize_ms=(t0 - t_tok) * 1e3)
+
+    def full_latency_ms(self, text: str, text_pair: str | None = None, *, repeats: int = 1) -> float:
+        """Median wall-clock ms of the plain full model at batch size 1, from token ids (as
+        `latency_ms`): embeddings, all L layers, the last exit and its softmax; no intermediate exits
+        and no decisions (the static baseline early exit is measured against)."""
+        model, L, times = self.model, self.num_layers, []
+        with self._inference():
+            for _ in range(max(1, int(repeats))):
+                ids, tt = self._encode(text, text_pair)
+                t0 = time.perf_counter()
+                h, _ = model.embed(ids, None, tt)
+                for i in range(L - 1):
+                    h, _ = model.runner.run_layer(i, h)
+                _, logits, _ = model.layer_step(L - 1, h)  # last layer with its exit (bypass included)
+                _softmax(logits)
+                times.append((time.perf_counter() - t0) * 1e3)
+        return float(np.median(times))
+
+    def measure_layer_ms(self, texts, *, repeats: int = 3, warmup: int = 1):
+        """Median batch-1 latency of the embeddings and of each layer with its exit.
+
+        Returns (embed_ms, layer_ms: np.ndarray [L], layer m + exit m + softmax), tokenization
+        excluded. `texts` are strings or (text, text_pair) pairs; each runs `repeats` times after
+        `warmup` untimed passes over the first text.
+        """
+        texts = list(texts)
+        if not texts:
+            raise ValueError("measure_layer_ms needs at least one text")
+        model, L, dev = self.model, self.num_layers, self.device
+        embed_t, layer_t = [], [[] for _ in range(L)]
+
+        def one(item, record):
+            a, b = (item, None) if isinstance(item, str) else tuple(item)
+            ids, tt = self._encode(a, b)
+            _sync(dev)
+            t0 = time.perf_counter()
+            h, _ = model.embed(ids, None, tt)
+            _sync(dev)
+            t_prev = time.perf_counter()
+            if record:
+                embed_t.append((t_prev - t0) * 1e3)
+            for i in range(L):
+                h, logits, _ = model.layer_step(i, h)
+                _softmax(logits)
+                t = time.perf_counter()
+                if record:
+                    layer_t[i].append((t - t_prev) * 1e3)
+                t_prev = t
+
+        # Batch 1 is timed on one CPU thread: on a shared machine, thread hand-offs swamp a single
+        # small layer and the per-layer numbers stop meaning anything.
+        threads = torch.get_num_threads()
+        if dev.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            with self._inference():
+                for _ in range(max(0, int(warmup))):
+                    one(texts[0], False)
+                for _ in range(max(1, int(repeats))):
+                    for item in texts:
+                        one(item, True)
+        finally:
+            torch.set_num_threads(threads)
+        return float(np.median(embed_t)), np.array([np.median(t) for t in layer_t])

@@ -1,0 +1,387 @@
+"""Results report: the seed papers' claims held up to the runs in checkpoints/.
+
+    python -m core.report [--root checkpoints] [--out docs]
+
+writes docs/RESULTS.md and its figures (PNG) from whatever run folders are there. The output depends
+only on the committed run folders, so it regenerates byte for byte.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import metrics as M
+from core.cache import ExitCache
+from core.io import atomic_write_bytes, atomic_write_text, read_json
+from core.runs import DEFAULT_ROOT, list_runs, read_config, read_metrics
+
+SAVINGS = (0.25, 0.50, 0.75)            # PCEE-BERT Table 2: matched saved-layer fractions
+LOW_SPEEDUP, MID_SPEEDUP = 1.3, 2.0     # Sun et al. Fig. 5b (< 1.4x); LeeBERT Table 1 (about 2x)
+STRATEGY_ORDER = ["budget", "entropy", "maxprob", "patience", "pcee", "dge", "voting", "lte"]
+
+
+@dataclass
+class Run:
+    name: str
+    path: Path
+    config: dict
+    cache: ExitCache
+    variant: str
+    seed: int
+    omega: dict | None = None
+    sweep: pd.DataFrame = field(default=None, repr=False)
+
+    @property
+    def task(self) -> str:
+        return self.cache.meta.get("task") or self.config.get("task", "?")
+
+
+def variant_of(config: dict) -> str:
+    """A short label for the training recipe: method plus what distinguishes it (not the seed)."""
+    method = config.get("method", "?")
+    parts = [method]
+    if method == "leebert":
+        weights = config.get("weights") or "learned"
+        parts.append(config.get("teachers", "lae"))
+        parts.append(config.get("optimizer") or "clo_v2" if weights == "learned" else weights)
+    if config.get("lte"):
+        parts.append("lte")
+    if config.get("exit_kind", "linear") != "linear":
+        parts.append(config["exit_kind"])
+    return " ".join(parts)
+
+
+def load_runs(root: Path) -> tuple[list[Run], list[str]]:
+    """Every finished run with a cache; problems are listed, not raised."""
+    runs, problems = [], []
+    for folder in list_runs(root):
+        try:
+            config = read_config(folder) or {}
+            cache = ExitCache.load(folder)
+        except (ValueError, FileNotFoundError) as e:
+            problems.append(f"{folder.name}: {e}")
+            continue
+        omega = None
+        for rec in read_metrics(folder):
+            if rec.get("kind") == "omega":
+                omega = rec
+        run = Run(folder.name, folder, config, cache, variant_of(config),
+                  int(config.get("seed", cache.meta.get("seed", 0)) or 0), omega)
+        run.sweep = M.sweep_all(cache)
+        runs.append(run)
+    return runs, problems
+
+
+# ---- formatting ---------------------------------------------------------------------------------
+def pct(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def mean_sd(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return pct(values[0])
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _variant_order(variants) -> list[str]:
+    first = ["joint", "two_stage", "alternating", "self_distill"]
+    return sorted(variants, key=lambda v: (v.split()[0] not in first, first.index(v.split()[0])
+                                           if v.split()[0] in first else 0, v))
+
+
+# ---- sections -----------------------------------------------------------------------------------
+def per_exit_section(runs: list[Run], task: str, fig_dir: Path, figures: dict) -> str:
+    by_variant = defaultdict(list)
+    for r in runs:
+        by_variant[r.variant].append(r)
+    num_layers = max(r.cache.L for r in runs)
+    header = ["method", "seeds"] + [f"exit {m}" for m in range(1, num_layers + 1)] + ["S-avg", "S-best"]
+    rows, curves = [], {}
+    for variant in _variant_order(by_variant):
+        group = by_variant[variant]
+        scores = np.array([M.per_exit_scores(r.cache) for r in group])          # [seeds, L]
+        curves[variant] = scores.mean(0)
+        rows.append([variant, len(group)] + [mean_sd(scores[:, m]) for m in range(scores.shape[1])]
+                    + [mean_sd(scores.mean(1)), mean_sd(scores.max(1))])
+    figures[f"{task}_per_exit.png"] = _per_exit_figure(task, curves, runs[0].cache.metric)
+    return (f"Per-exit dev {runs[0].cache.metric} (%; mean ± sample s.d. over seeds where there are several), "
+            "with BADGE's S-avg (mean over exits) and S-best (best exit).\n\n"
+            + table(header, rows) + f"\n\n![per-exit scores, {task}]({fig_dir.name}/{task}_per_exit.png)\n")
+
+
+def matched_savings_section(run: Run) -> str:
+    header = ["strategy"] + [f"saved ≈ {int(s * 100)}%: score (saved)" for s in SAVINGS]
+    rows = []
+    for name in STRATEGY_ORDER:
+        pts = run.sweep[run.sweep.strategy == name]
+        if pts.empty:
+            continue
+        cells = []
+        for s in SAVINGS:
+            best = M.best_at(pts, s, by="saved_fraction")
+            cells.append("unreachable" if best.empty else
+                         f"{pct(best.score.iloc[0])} ({pct(best.saved_fraction.iloc[0])})")
+        rows.append([name] + cells)
+    oracle = run.sweep[run.sweep.strategy == "oracle"].iloc[0]
+    rows.append(["oracle (ceiling)", f"{pct(oracle.score)} at saved {pct(oracle.saved_fraction)}", "", ""])
+    full = M.per_exit_scores(run.cache)[-1]
+    return (f"Run `{run.name}` ({run.variant}); full model {pct(full)}. Each cell is the best setting of the "
+            "default sweep that saves at least that fraction of layers (`best_at`).\n\n" + table(header, rows) + "\n")
+
+
+def patience_section(run: Run) -> str:
+    pts = run.sweep[run.sweep.strategy == "patience"].sort_values("patience")
+    rows = [[int(r.patience), f"{r.mean_exit_layer:.2f}", f"{r.layer_speedup:.2f}x", pct(r.score)]
+            for r in pts.itertuples()]
+    return (f"Run `{run.name}`: PABEE patience against mean exit layer (L = {run.cache.L}).\n\n"
+            + table(["patience", "mean exit layer", "layer speed-up", "score"], rows) + "\n")
+
+
+def methods_by_strategies_section(runs: list[Run], target: float) -> str:
+    by_variant = defaultdict(list)
+    for r in runs:
+        by_variant[r.variant].append(r)
+    names = [s for s in STRATEGY_ORDER if s != "budget"]
+    rows = []
+    for variant in _variant_order(by_variant):
+        cells = []
+        for name in names:
+            vals = []
+            for r in by_variant[variant]:
+                best = M.best_at(r.sweep[r.sweep.strategy == name], target)
+                vals.append(None if best.empty else float(best.score.iloc[0]))
+            cells.append("–" if all(v is None for v in vals) else mean_sd([v for v in vals if v is not None]))
+        rows.append([variant] + cells)
+    return (f"Best score of each strategy at layer speed-up ≥ {target:.1f}x (mean ± s.d. over seeds).\n\n"
+            + table(["method"] + names, rows) + "\n")
+
+
+def wallclock_section(run: Run) -> str:
+    c = run.cache
+    if c.layer_ms is None:
+        return f"Run `{run.name}` has no measured per-layer latency.\n"
+    full_ms = (c.embed_ms or 0.0) + c.layer_ms.sum()
+    rows = []
+    for m in range(1, c.L + 1):
+        est = full_ms / ((c.embed_ms or 0.0) + c.layer_ms[:m].sum())
+        rows.append([m, f"{c.L / m:.2f}x", f"{est:.2f}x"])
+    text = (f"Run `{run.name}`, batch size 1. Layer speed-up of exiting everyone at layer m against the "
+            f"wall-clock speed-up from the per-layer latencies measured when the run was made "
+            f"(embeddings {c.embed_ms:.2f} ms, layers {', '.join(f'{x:.2f}' for x in c.layer_ms)} ms).\n\n")
+    text += table(["exit layer m", "layer speed-up L/m", "wall-clock speed-up (measured per layer)"], rows) + "\n"
+    measured = run.path / "latency.json"
+    if measured.exists():
+        data = read_json(measured)
+        rows = [[r["layer"], f"{r['ideal']:.2f}x", f"{r['measured']:.2f}x", f"{r['ratio']:.2f}"]
+                for r in data.get("rows", [])]
+        text += ("\nEnd-to-end measurement with the real layer-by-layer predictor "
+                 f"(`{data.get('command', 'bench/bench_early_exit.py')}`):\n\n"
+                 + table(["exit layer", "ideal L/m", "measured full / exit-at-m", "measured / ideal"], rows) + "\n")
+    return text
+
+
+# ---- claims -------------------------------------------------------------------------------------
+def verdict(diffs: list[float], noise: float | None, what: str) -> str:
+    """holds / does not hold / within seed noise, from per-run differences (positive = claim holds)."""
+    d = np.array(diffs)
+    mean = float(d.mean())
+    spread = noise if noise is not None else (float(d.std(ddof=1)) if len(d) > 1 else 0.0)
+    margin = max(2 * spread / math.sqrt(len(d)) if len(d) > 1 else 2 * spread, 0.002)
+    if mean > margin and (d > 0).mean() >= 0.75:
+        word = "**holds**"
+    elif mean < -margin and (d < 0).mean() >= 0.75:
+        word = "**does not hold**"
+    else:
+        word = "**within noise here**"
+    return (f"{word}: {what}: mean difference {100 * mean:+.1f} points over {len(d)} run(s) "
+            f"(positive in {int((d > 0).sum())}), noise margin ±{100 * margin:.1f}")
+
+
+def _best(run: Run, name: str, target: float) -> float | None:
+    best = M.best_at(run.sweep[run.sweep.strategy == name], target)
+    return None if best.empty else float(best.score.iloc[0])
+
+
+def _strategy_diffs(runs, a: str, b: str, target: float) -> list[float]:
+    out = []
+    for r in runs:
+        x, y = _best(r, a, target), _best(r, b, target)
+        if x is not None and y is not None:
+            out.append(x - y)
+    return out
+
+
+def claims_section(runs: list[Run]) -> str:
+    lines = []
+    savg = defaultdict(list)
+    for r in runs:
+        savg[r.variant.split()[0] if r.variant.startswith(("joint", "badge")) else r.variant].append(
+            float(M.per_exit_scores(r.cache).mean()))
+    joint = savg.get("joint", [])
+    noise = float(np.std(joint, ddof=1)) if len(joint) > 1 else None
+    for label, key in (("LeeBERT (lae, clo_v2) raises S-avg over joint training", "leebert lae clo_v2"),
+                       ("BADGE bypasses raise S-avg over joint training", "badge")):
+        if joint and savg.get(key):
+            diffs = [v - np.mean(joint) for v in savg[key]]
+            sd = None if noise is None else noise * math.sqrt(1 + 1 / len(joint))
+            lines.append(f"- {label}: " + verdict(diffs, sd, f"S-avg {mean_sd(savg[key])} vs joint {mean_sd(joint)}"))
+        else:
+            lines.append(f"- {label}: not measured (needs `joint` and `{key}` runs).")
+    # strategy claims, over every run of the task
+    reach = [r.sweep[r.sweep.strategy == "patience"].layer_speedup.max() for r in runs]
+    high = max(MID_SPEEDUP, min(reach) * 0.95) if reach else MID_SPEEDUP
+    for label, a, b, target in (
+        (f"PCEE beats PABEE at high speed-up (≥ {high:.2f}x, about the most PABEE reaches)", "pcee", "patience", high),
+        (f"DGE beats PABEE at high speed-up (≥ {high:.2f}x)", "dge", "patience", high),
+        (f"voting beats patience at low speed-up (≥ {LOW_SPEEDUP}x)", "voting", "patience", LOW_SPEEDUP),
+        (f"voting beats entropy at low speed-up (≥ {LOW_SPEEDUP}x)", "voting", "entropy", LOW_SPEEDUP),
+    ):
+        diffs = _strategy_diffs(runs, a, b, target)
+        lines.append(f"- {label}: " + (verdict(diffs, None, f"best {a} minus best {b}") if diffs else "not reachable"))
+    # overthinking
+    over, beat = [], []
+    for r in runs:
+        preds = r.cache.probs.argmax(-1)
+        right = preds == r.cache.labels[:, None]
+        over.append(float((right[:, :-1].any(1) & ~right[:, -1]).mean()))
+        full = M.per_exit_scores(r.cache)[-1]
+        best_fast = r.sweep[(r.sweep.strategy != "oracle") & (r.sweep.layer_speedup > 1.0 + 1e-9)].score.max()
+        beat.append(float(best_fast - full))
+    lines.append("- early exits can beat the full model (overthinking): on average "
+                 f"{100 * np.mean(over):.1f}% of dev samples are right at some earlier exit and wrong at the last; "
+                 + verdict(beat, None, "best strategy score at > 1x layer speed-up minus the full model"))
+    return "\n".join(lines) + "\n"
+
+
+# ---- figures ------------------------------------------------------------------------------------
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _per_exit_figure(task: str, curves: dict, metric: str) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for variant, ys in curves.items():
+        ax.plot(range(1, len(ys) + 1), 100 * ys, marker="o", label=variant)
+    ax.set_xlabel("exit layer")
+    ax.set_ylabel(f"dev {metric} (%)")
+    ax.set_title(f"{task}: every exit's score by training method")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def _curves_figure(run: Run) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in STRATEGY_ORDER:
+        pts = M.pareto(run.sweep[run.sweep.strategy == name])
+        if not pts.empty:
+            ax.plot(pts.layer_speedup, 100 * pts.score, marker=".", label=name)
+    oracle = run.sweep[run.sweep.strategy == "oracle"].iloc[0]
+    ax.scatter([oracle.layer_speedup], [100 * oracle.score], marker="*", s=120, color="k", label="oracle")
+    ax.set_xlabel("layer speed-up (L / mean exit layer)")
+    ax.set_ylabel(f"dev {run.cache.metric} (%)")
+    ax.set_title(f"{run.name}: speed-up against score, each strategy's best points")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+# ---- the document -------------------------------------------------------------------------------
+def reference_run(runs: list[Run]) -> Run:
+    """The task's joint run with the lowest seed (else the first run by name)."""
+    joint = sorted((r for r in runs if r.variant == "joint"), key=lambda r: (r.seed, r.name))
+    return joint[0] if joint else sorted(runs, key=lambda r: r.name)[0]
+
+
+def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
+    runs, problems = load_runs(root)
+    fig_dir = out / "figures"
+    figures: dict[str, bytes] = {}
+    parts = ["# Results: the seed papers' claims on our own runs", "",
+             f"Generated by `python -m core.report` from the {len(runs)} run folder(s) in `checkpoints/`; "
+             "do not edit by hand. Scores are dev-set scores in %, computed from each run's cached per-exit "
+             "probabilities. Speed-ups are named: layer speed-up = L / mean exit layer; saved = 1 − mean exit "
+             "layer / L (PCEE-BERT's \"speed-up\"); wall-clock from measured batch-1 latencies.", ""]
+    if problems:
+        parts += ["Run folders that could not be read:", ""] + [f"- {p}" for p in problems] + [""]
+    by_task = defaultdict(list)
+    for r in runs:
+        by_task[r.task].append(r)
+    for task in sorted(by_task, key=lambda t: (t != "rotten_tomatoes", t)):
+        task_runs = sorted(by_task[task], key=lambda r: r.name)
+        ref = reference_run(task_runs)
+        c = ref.cache
+        parts += [f"## {task}", "",
+                  f"{len(task_runs)} run(s); dev set N = {c.N}, L = {c.L} exits, K = {c.K} classes, "
+                  f"metric {c.metric}, backbone `{c.meta.get('backbone', '?')}`.", ""]
+        parts += ["### Every exit's score by training method (BADGE Table 1 form)", "",
+                  per_exit_section(task_runs, task, fig_dir, figures), ""]
+        parts += ["### Strategies at matched savings (PCEE-BERT Table 2 form)", "", matched_savings_section(ref), ""]
+        figures[f"{task}_curves.png"] = _curves_figure(ref)
+        parts += [f"![speed-up against score, {ref.name}](figures/{task}_curves.png)", ""]
+        parts += ["### PABEE patience against mean exit layer (PCEE-BERT Table 1 form)", "", patience_section(ref), ""]
+        parts += [f"### Methods against strategies at about {MID_SPEEDUP:.0f}x (LeeBERT Table 1 form)", "",
+                  methods_by_strategies_section(task_runs, MID_SPEEDUP), ""]
+        if task == "rotten_tomatoes":
+            parts += ["### Wall-clock against layer speed-up (default run)", "", wallclock_section(ref), ""]
+        omega_runs = [r for r in task_runs if r.omega]
+        if omega_runs:
+            parts += ["### Learned loss weights Ω at the end of training (LeeBERT)", ""]
+            for r in omega_runs:
+                om = np.array(r.omega["omega"])
+                parts.append(f"`{r.name}` ({r.variant}), rows = exits, columns = {', '.join(r.omega['terms'])}; "
+                             f"weight on the exit's own CE: {', '.join(f'{x:.2f}' for x in om[:, 0])}")
+                parts.append("")
+        parts += ["### The papers' claims here", "", claims_section(task_runs), ""]
+    if not runs:
+        parts.append("No runs yet: train some with `python -m core.train`.")
+    return "\n".join(parts).rstrip() + "\n", figures
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Regenerate docs/RESULTS.md and its figures from checkpoints/.")
+    ap.add_argument("--root", default=str(DEFAULT_ROOT))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    text, figures = build(Path(args.root), out)
+    for name, data in sorted(figures.items()):
+        atomic_write_bytes(out / "figures" / name, data)
+    atomic_write_text(out / "RESULTS.md", text)
+    print(f"wrote {out / 'RESULTS.md'} and {len(figures)} figure(s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1022 @@
+"""Train a multi-exit model and write its run folder.
+
+    python -m core.train --task rotten_tomatoes --backbone minilm-l6 --method leebert \
+        --optimizer clo_v2 --out checkpoints/rt-leebert
+    python -m core.train --config run.json --epochs 1 --out checkpoints/quick   # flags override the file
+    accelerate launch -m core.train ...                                        # same command, any devices
+
+In-process: `train(config: dict) -> Path` (keys as the flags, with underscores).
+
+Methods (each a plan of stages; see `plan_stages`):
+    joint         Σ_m w_m CE_m / Σ_m w_m, w_m = m (PABEE; PCEE-BERT Eq. 1) or uniform (`--weights`)
+    two_stage     2ST (DeeBERT, FastBERT; BADGE A.3.1): backbone + last exit on CE_L, then the
+                  backbone and last exit frozen and exits 1..L-1 trained on their CE
+    alternating   ALT (BERxiT; BADGE A.3.2): odd steps CE_L, even steps the joint loss (Eq. 8: uniform)
+    self_distill  FastBERT: stage 1 as 2ST; stage 2 exits 1..L-1 learn KL(p_L || p_m), backbone frozen
+    leebert       LeeBERT Eq. 5: CE + mutual distillation (LAE/LLE) weighted by Ω (core.omega), Ω
+                  learned by slo | blo | clo_v1 | clo_v2, or fixed uniform / random weights
+    badge         joint training with BADGE block-wise bypasses (ModelConfig.bypass = True)
+    diversity     Sun et al. Eq. 14: Σ CE_i − λ Σ_{i≥2} min_{j<i} CE(x_i, x_j)
+`--lte` adds learned-exit heads to any method, trained with their exits (BCE vs. "exit is correct").
+
+The run folder (core.runs): config.json (every effective option, the exact command, a canonical
+command, the ModelConfig under "model", derived facts under "derived"; a run's config.json works as
+`--config` to repeat it), status.json (running -> done | failed | cancelled), metrics.jsonl (train /
+omega / eval records), model.safetensors (optional) and cache.npz (the dev-set ExitCache).
+
+Defaults and where they come from:
+    batch_size 32, lr 3e-5 (backbone)    the project's brief; within the papers' grids
+    head_lr 1e-3                         fresh exits / bypasses / LTE heads learn faster than the backbone
+    epochs 3                             Sun et al. grid {3, 4, 5}; short CPU runs
+    omega_lr 1e-3, cycle 4               LeeBERT Table 3, RTE row; CoLA (8.5k rows, Rotten Tomatoes' size)
+                                         also takes 1e-3. Ω moves about omega_lr per step under Adam, and a
+                                         default run is a few hundred steps
+    teachers lae, optimizer clo_v2       LeeBERT §4.4 main setting
+    temperature 2.0                      not given by LeeBERT; measured τ ∈ {1, 2, 4} on 1.5k Rotten
+                                         Tomatoes rows: dev S-avg 0.711 / 0.710 / 0.711 (no effect: Eq. 4
+                                         divides KD by M|T(m)|), so the common KD value 2 stays
+    warmup_ratio 0.1                     BADGE App. C (10 % warm-up); linear decay (HF default)
+    bypass_dim 16, bypass_act gelu       BADGE App. C and Table 5 (most tasks pick GELU)
+    lambda_div 0.2                       Sun et al. §4.3 (best λ on SST-2)
+    weights: joint/badge linear (PCEE-BERT Eq. 1), alternating uniform (BADGE Eq. 8),
+             diversity uniform (Sun et al. Eq. 14)
+    weight_decay 0 (Adam, as all four papers), max_grad_norm 1.0 (HF Trainer default), seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shlex
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from core import losses as LS
+from core.io import append_jsonl, atomic_write_json, read_json
+from core.omega import OPTIMIZERS, WEIGHTS as OMEGA_WEIGHTS, Omega, OmegaOptimizer, split_d1_d2, uses_split
+from core.runs import CACHE_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, check_run_name, write_status
+
+METHODS = ("joint", "two_stage", "alternating", "self_distill", "leebert", "badge", "diversity")
+TWO_STAGE = ("two_stage", "self_distill")
+JOINT_LIKE = ("joint", "alternating", "badge", "diversity")
+
+# ---- options: one table for the CLI, the --config file and train(config) ------------------------
+# (name, type, default, help); None defaults that depend on the method are filled by resolve_config.
+OPTIONS: list[tuple[str, Any, Any, str]] = [
+    ("task", str, "rotten_tomatoes", "task: rotten_tomatoes, a GLUE name (sst2, mrpc, ...), a dataset folder or hub "
+     "name; with --train-file, the name to give your data"),
+    ("backbone", str, "minilm-l6", "backbone alias, local folder or hub id"),
+    ("method", str, "joint", f"training method: {', '.join(METHODS)}"),
+    ("optimizer", str, None, f"LeeBERT Ω optimizer: {', '.join(OPTIMIZERS)} (default clo_v2)"),
+    ("out", str, None, "run folder, checkpoints/<run> (its name must be a valid run name)"),
+    ("data_dir", str, None, "GLUE folder with train.tsv / dev.tsv"),
+    ("train_file", str, None, "user training file (csv, tsv, json, jsonl, parquet)"),
+    ("dev_file", str, None, "user dev file"),
+    ("text_column", str, None, "text column of user files"),
+    ("text_pair_column", str, None, "second text column (pair tasks)"),
+    ("label_column", str, None, "label column of user files"),
+    ("metric", str, None, "task metric override: accuracy | acc_f1 | mcc | macro_f1 (default: the task's)"),
+    ("epochs", int, 3, "training epochs (per stage for two_stage / self_distill)"),
+    ("stage2_epochs", int, None, "epochs of stage 2 (two_stage, self_distill); default = --epochs"),
+    ("batch_size", int, 32, "training batch size"),
+    ("eval_batch_size", int, 64, "dev-set batch size"),
+    ("lr", float, 3e-5, "learning rate of the backbone (λ1 of LeeBERT)"),
+    ("head_lr", float, 1e-3, "learning rate of exits, bypasses and LTE heads"),
+    ("omega_lr", float, 1e-3, "learning rate of LeeBERT's Ω (λ2; LeeBERT Table 3, CoLA / RTE rows)"),
+    ("weight_decay", float, 0.0, "AdamW weight decay (0 = Adam, as the papers)"),
+    ("warmup_ratio", float, 0.1, "linear warm-up fraction of each stage's steps (BADGE: 10%)"),
+    ("max_grad_norm", float, 1.0, "gradient clipping of the model parameters (0 = off)"),
+    ("temperature", float, 2.0, "LeeBERT distillation temperature τ (Eq. 2)"),
+    ("teachers", str, "lae", "LeeBERT teachers T(m): lae (all other exits) or lle (later exits)"),
+    ("weights", str, None, "loss weights: joint-like methods linear|uniform; leebert learned|uniform|random"),
+    ("cycle", int, 4, "CLO-v2 cross-level cycle length C (LeeBERT Table 3)"),
+    ("lambda_div", float, 0.2, "diversity loss λ (Sun et al. Eq. 14)"),
+    ("exit_kind", str, "linear", "exit classifier: linear | mlp | mha"),
+    ("exit_dim", int, 0, "mlp hidden / mha width (0 = default)"),
+    ("pooling", str, "mean", "what exits read: mean | cls"),
+    ("dropout", float, 0.1, "dropout inside the exit heads"),
+    ("bypass", bool, None, "BADGE block-wise bypasses (always on for --method badge)"),
+    ("bypass_dim", int, 16, "bypass bottleneck r (BADGE: 16)"),
+    ("bypass_act", str, "gelu", "bypass activation g1 (BADGE Table 5: mostly GELU)"),
+    ("lte", bool, False, "train learned-exit (LTE) confidence heads alongside"),
+    ("max_length", int, 128, "tokenizer truncation length"),
+    ("max_train", int, None, "use at most this many training rows"),
+    ("max_dev", int, None, "use at most this many dev rows"),
+    ("seed", int, 0, "random seed (data order, D1/D2 split, initialization, dropout)"),
+    ("save_weights", bool, True, "write model.safetensors"),
+    ("fp16_weights", bool, False, "store the weights as float16"),
+    ("latency_samples", int, 50, "dev sentences timed at batch size 1 for per-layer latency (0 = skip)"),
+    ("eval_every_epoch", bool, True, "score every exit on the dev set after each epoch"),
+    ("log_every", int, 10, "write a train record every this many steps"),
+]
+DEFAULTS = {name: default for name, _, default, _ in OPTIONS}
+TYPES = {name: typ for name, typ, _, _ in OPTIONS}
+# keys of a run's config.json that are not options: a --config file may hold them (so a run's own
+# config.json repeats the run) and they are ignored there
+CONTROL_KEYS = ("command", "canonical_command", "config", "config_file", "model", "notes", "derived")
+
+
+class TrainingCancelled(Exception):
+    """Raised between steps after SIGTERM / SIGINT; the run folder's state becomes `cancelled`."""
+
+
+# ---- configuration ------------------------------------------------------------------------------
+def _coerce(name: str, value):
+    typ = TYPES[name]
+    if value is None:
+        return None
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        return typ(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {name!r}: expected {typ.__name__}, got {value!r}") from None
+
+
+def normalize_keys(d: dict, where: str) -> dict:
+    """Accept `batch-size` and `batch_size`; reject unknown keys naming the valid ones."""
+    out = {}
+    for k, v in d.items():
+        key = str(k).replace("-", "_")
+        if key in CONTROL_KEYS:
+            continue
+        if key not in DEFAULTS:
+            raise ValueError(f"{where}: unknown option {k!r}; valid options: {', '.join(DEFAULTS)}")
+        out[key] = _coerce(key, v)
+    return out
+
+
+def resolve_config(config: dict) -> dict:
+    """Defaults + `config` -> the effective configuration (method-dependent defaults filled in).
+    Raises ValueError naming the first bad value."""
+    cfg = dict(DEFAULTS)
+    cfg.update(normalize_keys(config, "config"))
+    notes = []
+
+    def bad(msg):
+        raise ValueError(msg)
+
+    m = cfg["method"]
+    if m not in METHODS:
+        bad(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
+    if not cfg["out"]:
+        bad("no output folder: pass --out checkpoints/<run>")
+    check_run_name(Path(cfg["out"]).name)
+    for k in ("epochs", "batch_size", "eval_batch_size", "cycle", "max_length", "log_every"):
+        if cfg[k] is None or cfg[k] < 1:
+            bad(f"{k} must be an integer >= 1, got {cfg[k]!r}")
+    for k in ("max_train", "max_dev", "stage2_epochs"):
+        if cfg[k] is not None and cfg[k] < 1:
+            bad(f"{k} must be >= 1 when given, got {cfg[k]!r}")
+    for k in ("lr", "head_lr", "omega_lr", "temperature"):
+        if not (cfg[k] is not None and math.isfinite(cfg[k]) and cfg[k] > 0):
+            bad(f"{k} must be a positive number, got {cfg[k]!r}")
+    for k in ("weight_decay", "max_grad_norm", "lambda_div"):
+        if not (math.isfinite(cfg[k]) and cfg[k] >= 0):
+            bad(f"{k} must be a number >= 0, got {cfg[k]!r}")
+    if not 0 <= cfg["warmup_ratio"] < 1:
+        bad(f"warmup_ratio must be in [0, 1), got {cfg['warmup_ratio']!r}")
+    if cfg["latency_samples"] is None or cfg["latency_samples"] < 0:
+        bad(f"latency_samples must be >= 0, got {cfg['latency_samples']!r}")
+    if cfg["teachers"] not in LS.TEACHERS:
+        bad(f"unknown teachers {cfg['teachers']!r}; valid: {', '.join(LS.TEACHERS)}")
+
+    # method-dependent defaults and checks
+    if m == "leebert":
+        cfg["weights"] = cfg["weights"] or "learned"
+        if cfg["weights"] not in OMEGA_WEIGHTS:
+            bad(f"--weights {cfg['weights']!r} is not valid for leebert; valid: {', '.join(OMEGA_WEIGHTS)}")
+        if cfg["weights"] == "learned":
+            cfg["optimizer"] = cfg["optimizer"] or "clo_v2"
+            if cfg["optimizer"] not in OPTIMIZERS:
+                bad(f"unknown optimizer {cfg['optimizer']!r}; valid: {', '.join(OPTIMIZERS)}")
+        elif cfg["optimizer"]:
+            notes.append(f"optimizer {cfg['optimizer']} unused: Ω is fixed ({cfg['weights']} weights)")
+            cfg["optimizer"] = None
+    else:
+        if m in JOINT_LIKE:
+            default = "uniform" if m in ("alternating", "diversity") else "linear"
+            cfg["weights"] = cfg["weights"] or default
+            if cfg["weights"] not in LS.JOINT_WEIGHTS:
+                bad(f"--weights {cfg['weights']!r} is not valid for {m}; valid: {', '.join(LS.JOINT_WEIGHTS)}")
+        elif cfg["weights"]:
+            notes.append(f"weights {cfg['weights']} unused by {m}")
+            cfg["weights"] = None
+        if cfg["optimizer"]:
+            notes.append(f"optimizer {cfg['optimizer']} unused: only --method leebert learns Ω")
+            cfg["optimizer"] = None
+    if m == "badge":
+        if cfg["bypass"] is False:
+            bad("--method badge trains with bypasses; drop --no-bypass")
+        cfg["bypass"] = True
+    cfg["bypass"] = bool(cfg["bypass"])
+    if m in TWO_STAGE:
+        cfg["stage2_epochs"] = cfg["stage2_epochs"] or cfg["epochs"]
+    elif cfg["stage2_epochs"] is not None:
+        notes.append(f"stage2_epochs unused by {m}")
+        cfg["stage2_epochs"] = None
+    cfg["notes"] = notes
+    return cfg
+
+
+def command_line(cfg: dict) -> str:
+    """A `python -m core.train ...` command that repeats the run (non-default values only)."""
+    parts = ["python", "-m", "core.train"]
+    for name, typ, default, _ in OPTIONS:
+        v = cfg.get(name)
+        if v is None or (v == default and name not in ("task", "backbone", "method", "out")):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if typ is bool:
+            parts.append(flag if v else "--no-" + name.replace("_", "-"))
+        else:
+            parts += [flag, str(v)]
+    return shlex.join(parts)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # raise instead of exiting, so main() can record it in the run folder
+        raise ValueError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(
+        prog="python -m core.train", description="Train a multi-exit model and write its run folder.",
+        argument_default=argparse.SUPPRESS)
+    ap.add_argument("--config", help="JSON file of options (same names); flags given here override it")
+    for name, typ, default, help_ in OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        shown = (f"{help_} (default: {default})" if default is not None else help_).replace("%", "%%")
+        if typ is bool:
+            ap.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=shown)
+        else:
+            ap.add_argument(flag, dest=name, type=typ, help=shown, metavar=name.upper())
+    return ap
+
+
+def parse_cli(argv: list[str]) -> dict:
+    """argv -> the config dict train() takes: --config file first, then the flags on top."""
+    args = vars(build_parser().parse_args(argv))
+    cfg = {}
+    path = args.pop("config", None)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"--config {path}: no such file")
+        data = read_json(p)
+        if not isinstance(data, dict):
+            raise ValueError(f"--config {path}: expected a JSON object of options")
+        cfg.update(normalize_keys(data, f"--config {path}"))
+        cfg["config_file"] = str(p)
+    cfg.update(args)
+    cfg["command"] = shlex.join(["python", "-m", "core.train", *argv])
+    return cfg
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def encode_rows(df, tokenizer, max_length: int) -> list[dict]:
+    """Tokenize a TaskData frame (text, [text_pair], label) without padding (dynamic padding later)."""
+    texts = df["text"].astype(str).tolist()
+    pairs = df["text_pair"].astype(str).tolist() if "text_pair" in df.columns else None
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    labels = df["label"].astype(int).tolist()
+    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+    return [{**{k: enc[k][i] for k in keys}, "labels": labels[i], "idx": i} for i in range(len(labels))]
+
+
+def make_collate(pad_id: int) -> Callable[[list[dict]], dict]:
+    def collate(rows: list[dict]) -> dict:
+        T = max(len(r["input_ids"]) for r in rows)
+        B = len(rows)
+        ids = torch.full((B, T), pad_id, dtype=torch.long)
+        mask = torch.zeros((B, T), dtype=torch.long)
+        tt = torch.zeros((B, T), dtype=torch.long) if "token_type_ids" in rows[0] else None
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            mask[i, :n] = 1
+            if tt is not None:
+                tt[i, :n] = torch.tensor(r["token_type_ids"])
+        batch = {"input_ids": ids, "attention_mask": mask,
+                 "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
+                 "idx": torch.tensor([r["idx"] for r in rows], dtype=torch.long)}
+        if tt is not None:
+            batch["token_type_ids"] = tt
+        return batch
+    return collate
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+
+
+# ---- methods as stages --------------------------------------------------------------------------
+@dataclass
+class Stage:
+    name: str        # "train" | "stage1" | "stage2"
+    epochs: int
+    trainable: str   # "all" | "last" (backbone + exit L) | "intermediate" (exits 1..L-1)
+    loss: str        # joint | alternating | diversity | leebert | last | intermediate | self_distill
+
+
+def plan_stages(cfg: dict) -> list[Stage]:
+    m, e = cfg["method"], cfg["epochs"]
+    if m in TWO_STAGE:
+        return [Stage("stage1", e, "last", "last"),
+                Stage("stage2", cfg["stage2_epochs"], "intermediate",
+                      "intermediate" if m == "two_stage" else "self_distill")]
+    loss = {"joint": "joint", "badge": "joint", "alternating": "alternating",
+            "diversity": "diversity", "leebert": "leebert"}[m]
+    return [Stage("train", e, "all", loss)]
+
+
+def _params(module) -> list[torch.nn.Parameter]:
+    return list(module.parameters()) if module is not None else []
+
+
+def stage_parameters(model, trainable: str) -> tuple[list, list]:
+    """(backbone params, head params) a stage updates. Heads = exits, bypasses, LTE heads; exit m's
+    bypass and LTE head go with exit m."""
+    def heads(idx):
+        out = []
+        for part in (model.exits, model.bypasses, model.lte_heads):
+            if part is not None:
+                for i in idx:
+                    out += _params(part[i])
+        return out
+    L = model.num_layers
+    if trainable == "all":
+        return _params(model.encoder), heads(range(L))
+    if trainable == "last":
+        return _params(model.encoder), heads([L - 1])
+    if trainable == "intermediate":
+        return [], heads(range(L - 1))
+    raise ValueError(f"unknown trainable set {trainable!r}")
+
+
+def active_exits(loss: str, step_in_stage: int, L: int) -> tuple[str, list[int]]:
+    """(effective loss, 0-based exits trained by it) for one step; ALT alternates by step parity."""
+    if loss == "alternating":
+        loss = "last" if step_in_stage % 2 == 1 else "joint"
+    if loss == "last":
+        return loss, [L - 1]
+    if loss in ("intermediate", "self_distill"):
+        return loss, list(range(L - 1))
+    return loss, list(range(L))
+
+
+def method_loss(loss: str, logits, labels, cfg: dict):
+    """(scalar loss, per-exit CE [L]) of a non-LeeBERT step."""
+    if loss == "joint":
+        return LS.joint_loss(logits, labels, cfg["weights"] or "linear")
+    if loss == "last":
+        return LS.last_exit_loss(logits, labels)
+    if loss == "intermediate":
+        return LS.intermediate_loss(logits, labels)
+    if loss == "self_distill":
+        return LS.self_distill_loss(logits), LS.exit_ce(logits.detach(), labels)
+    if loss == "diversity":
+        return LS.diversity_loss(logits, labels, cfg["lambda_div"], cfg["weights"] or "uniform")
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def linear_schedule(optimizer, total: int, warmup: int):
+    """Linear warm-up to the base rates, then linear decay to 0 (Hugging Face's default schedule)."""
+    def f(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+# ---- the trainer --------------------------------------------------------------------------------
+class Trainer:
+    """The training loop over stages, epochs and steps. It knows nothing of files: callbacks
+    (minGPT-style, `add_callback(event, fn)`, fn(trainer, **info)) write metrics, status and progress.
+
+    Events: on_train_start, on_stage_start(stage), on_step_end(record), on_omega(matrix),
+    on_epoch_end(stage, epoch), on_train_end.
+    """
+
+    def __init__(self, cfg: dict, model, train_rows: list[dict], collate, accelerator, *,
+                 should_stop: Callable[[], bool] = lambda: False):
+        self.cfg, self.model, self.rows, self.collate = cfg, model, train_rows, collate
+        self.acc = accelerator
+        self.raw = accelerator.unwrap_model(model)  # attributes (exits, encoder) behind a DDP wrap
+        self.should_stop = should_stop
+        self.callbacks: dict[str, list] = defaultdict(list)
+        self.stages = plan_stages(cfg)
+        self.L = self.raw.num_layers
+        self.step = 0                 # global optimizer steps done (1-based after the first)
+        self.epoch = 0                # epochs finished + 1 while running (1-based)
+        self.stage: Stage | None = None
+        self.stage_index = 0
+        self.omega: Omega | None = None
+        self.omega_opt: OmegaOptimizer | None = None
+        self.started = time.time()
+        self.last: dict = {}
+        if cfg["method"] in TWO_STAGE and self.L < 2:
+            raise ValueError(f"--method {cfg['method']} needs a backbone with at least 2 layers (got {self.L})")
+        if cfg["method"] == "leebert":
+            self.omega = Omega(self.L, cfg["teachers"], cfg["weights"], seed=cfg["seed"]).to(accelerator.device)
+        self.total_steps = sum(s.epochs * self.steps_per_epoch(s) for s in self.stages)
+
+    # -- callbacks --
+    def add_callback(self, event: str, fn) -> None:
+        self.callbacks[event].append(fn)
+
+    def trigger(self, event: str, **info) -> None:
+        for fn in self.callbacks.get(event, []):
+            fn(self, **info)
+
+    # -- sizes --
+    def epoch_rows(self, stage: Stage) -> int:
+        n = len(self.rows)
+        if stage.loss == "leebert" and uses_split(self.cfg["optimizer"]):
+            return (n + 1) // 2  # Θ steps on D1 only
+        return n
+
+    def steps_per_epoch(self, stage: Stage) -> int:
+        batches = math.ceil(self.epoch_rows(stage) / self.cfg["batch_size"])
+        return math.ceil(batches / max(1, self.acc.num_processes))
+
+    def loader(self, indices: np.ndarray, *, shuffle_key: tuple | None):
+        """A prepared DataLoader over rows[indices], shuffled by a numpy generator seeded with
+        (seed, *shuffle_key) so every process and every repeat of the command draws the same order."""
+        from torch.utils.data import DataLoader, Subset
+
+        idx = np.asarray(indices)
+        if shuffle_key is not None:
+            idx = idx[np.random.default_rng([int(self.cfg["seed"]), *shuffle_key]).permutation(len(idx))]
+        dl = DataLoader(Subset(self.rows, idx.tolist()), batch_size=self.cfg["batch_size"], shuffle=False,
+                        collate_fn=self.collate)
+        return self.acc.prepare(dl)
+
+    # -- the loop --
+    def run(self) -> None:
+        self.trigger("on_train_start")
+        for si, stage in enumerate(self.stages):
+            self.stage_index, self.stage = si, stage
+            self.run_stage(stage)
+        self.trigger("on_train_end")
+
+    def _set_trainable(self, stage: Stage):
+        backbone, heads = stage_parameters(self.raw, stage.trainable)
+        chosen = {id(p) for p in backbone + heads}
+        for p in self.raw.parameters():
+            p.requires_grad_(id(p) in chosen)
+        return backbone, heads
+
+    def make_step(self, stage: Stage) -> Callable:
+        """Set up `stage` (trainable parameters, optimizer, schedule, Ω optimizer) and return
+        `step(batch, step_in_stage, next_b2=None) -> record`, one optimizer step on `batch`."""
+        cfg, acc, model = self.cfg, self.acc, self.model
+        backbone, heads = self._set_trainable(stage)
+        groups = [g for g in ({"params": backbone, "lr": cfg["lr"], "name": "backbone"},
+                              {"params": heads, "lr": cfg["head_lr"], "name": "heads"}) if g["params"]]
+        names = [g["name"] for g in groups]
+        opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        stage_steps = stage.epochs * self.steps_per_epoch(stage)
+        sched = linear_schedule(opt, stage_steps, int(cfg["warmup_ratio"] * stage_steps))
+        opt = acc.prepare(opt)
+        clip_params = backbone + heads
+        mask = LS.term_mask(self.L, cfg["teachers"], device=acc.device)
+
+        raw, L = self.raw, self.L
+        head_parts = [part for part in (raw.exits, raw.bypasses, raw.lte_heads) if part is not None]
+        exit_params = {m: [p for part in head_parts for p in part[m].parameters() if p.requires_grad]
+                       for m in range(L)}
+
+        def update_theta(loss, active=None):
+            acc.backward(loss)
+            if active is not None:
+                # exits outside this step's loss still receive zero gradients (through the stacked
+                # logits); drop them so Adam's momentum does not move them (ALT odd steps)
+                for m in set(range(L)) - set(active):
+                    for p in exit_params[m]:
+                        p.grad = None
+            if cfg["max_grad_norm"] > 0:
+                acc.clip_grad_norm_(clip_params, cfg["max_grad_norm"])
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+
+        if stage.loss == "leebert":
+            reduce = (lambda g: acc.reduce(g, reduction="mean")) if acc.num_processes > 1 else None
+            self.omega_opt = OmegaOptimizer(cfg["optimizer"], self.omega, lr=cfg["omega_lr"],
+                                            theta_lr=cfg["lr"], cycle=cfg["cycle"], reduce_grad=reduce)
+
+        def step(batch, step_in_stage: int, next_b2=None) -> dict:
+            labels = batch["labels"]
+            if stage.loss == "leebert":
+                rec = self._leebert_step(batch, step_in_stage, mask, update_theta, next_b2)
+            else:
+                loss_name, active = active_exits(stage.loss, step_in_stage, self.L)
+                out = model(**model_inputs(batch))
+                loss, ce = method_loss(loss_name, out.logits, labels, cfg)
+                if out.confidence is not None:  # LTE heads train with their exits
+                    loss = loss + LS.lte_loss(out.confidence, out.logits, labels, exits=active)
+                update_theta(loss, active)
+                rec = {"loss": float(loss.detach()), "exit_losses": ce.detach().float().cpu().tolist(),
+                       "objective": loss_name}
+            lrs = dict(zip(names, sched.get_last_lr()))
+            rec["lr"], rec["head_lr"] = lrs.get("backbone", 0.0), lrs.get("heads", 0.0)
+            rec["stage"] = stage.name
+            return rec
+        return step
+
+    def run_stage(self, stage: Stage, *, max_steps: int | None = None) -> None:
+        """Train one stage: its epochs over the (shuffled) training rows, or D1 for BLO/CLO."""
+        cfg = self.cfg
+        self.stage = stage
+        step_fn = self.make_step(stage)
+        if stage.loss == "leebert":
+            self.trigger("on_omega", matrix=self.omega.matrix())
+        self.trigger("on_stage_start", stage=stage)
+        self.model.train()
+        n = len(self.rows)
+        step_in_stage = 0
+        for ep in range(stage.epochs):
+            self.epoch += 1
+            key = (self.stage_index, ep)
+            next_b2 = None
+            if stage.loss == "leebert" and uses_split(cfg["optimizer"]):
+                d1, d2 = split_d1_d2(n, seed=cfg["seed"], epoch=self.epoch)
+                train_dl = self.loader(d1, shuffle_key=(*key, 1))
+                next_b2 = self._cycler(d2, key)
+            else:
+                train_dl = self.loader(np.arange(n), shuffle_key=(*key, 1))
+            for batch in train_dl:
+                if self.should_stop():
+                    raise TrainingCancelled("cancelled by signal")
+                if max_steps is not None and step_in_stage >= max_steps:
+                    return
+                self.step += 1
+                step_in_stage += 1
+                rec = step_fn(batch, step_in_stage, next_b2)
+                self.last = rec
+                self.trigger("on_step_end", record=rec)
+            self.trigger("on_epoch_end", stage=stage, epoch=self.epoch)
+
+    def _cycler(self, d2: np.ndarray, key: tuple):
+        """Endless B2 batches from D2, reshuffled on each pass."""
+        state = {"pass": 0, "it": iter(self.loader(d2, shuffle_key=(*key, 2, 0)))}
+
+        def nxt():
+            while True:
+                try:
+                    return next(state["it"])
+                except StopIteration:
+                    state["pass"] += 1
+                    state["it"] = iter(self.loader(d2, shuffle_key=(*key, 2, state["pass"])))
+        return nxt
+
+    def _leebert_step(self, batch, step_in_stage, mask, update_theta, next_b2) -> dict:
+        cfg, model = self.cfg, self.model
+
+        def forward(b, grad):
+            with torch.set_grad_enabled(grad):
+                out = model(**model_inputs(b))
+                terms = LS.leebert_terms(out.logits, b["labels"], mask, cfg["temperature"])
+                extra = None
+                if grad and out.confidence is not None:
+                    extra = LS.lte_loss(out.confidence, out.logits, b["labels"])
+            return terms, extra, out
+
+        info = self.omega_opt.step(step_in_stage, batch, forward=forward, update_theta=update_theta,
+                                   next_b2=next_b2)
+        rec = {"loss": info.loss, "exit_losses": info.terms[:, 0].float().cpu().tolist(),
+               "objective": "leebert", "cross_level": info.cross}
+        if info.omega_updated:
+            self.trigger("on_omega", matrix=None)
+        return rec
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model, loader, accelerator, n: int, *, should_stop=lambda: False):
+    """Softmax of every exit on every row: (probs [n, L, K] float32, confidence [n, L] | None),
+    in row order (rows carry their index, so sharding and sorting do not matter)."""
+    was_training = model.training
+    model.eval()
+    probs = conf = None
+    for batch in loader:
+        if should_stop():
+            raise TrainingCancelled("cancelled by signal")
+        out = model(**model_inputs(batch))
+        p = torch.softmax(out.logits.float(), dim=-1)
+        idx = batch["idx"]
+        c = out.confidence.float() if out.confidence is not None else None
+        idx, p = accelerator.gather_for_metrics((idx, p))
+        if c is not None:
+            c = accelerator.gather_for_metrics(c)
+        if probs is None:
+            probs = np.zeros((n, p.shape[1], p.shape[2]), dtype=np.float32)
+            conf = np.zeros((n, p.shape[1]), dtype=np.float32) if c is not None else None
+        ii = idx.cpu().numpy()
+        probs[ii] = p.cpu().numpy()
+        if c is not None:
+            conf[ii] = c.cpu().numpy()
+    model.train(was_training)
+    return probs, conf
+
+
+def exit_scores(metric: str, labels: np.ndarray, probs: np.ndarray) -> list[float]:
+    from core.metrics import score
+
+    pred = probs.argmax(-1)
+    return [score(metric, labels, pred[:, m]) for m in range(probs.shape[1])]
+
+
+# ---- callbacks that write the run folder --------------------------------------------------------
+class RunWriter:
+    """metrics.jsonl and status.json (throttled to about one write a second)."""
+
+    def __init__(self, folder: Path, *, log_every: int, status_interval: float = 1.0, enabled: bool = True):
+        self.folder, self.log_every, self.interval, self.enabled = folder, log_every, status_interval, enabled
+        self.metrics = folder / METRICS_FILE
+        self._acc: list[dict] = []
+        self._last_status = 0.0
+        self._omega_dirty = False
+        self._t0 = time.time()
+
+    def record(self, trainer, kind: str, **fields):
+        if self.enabled:
+            append_jsonl(self.metrics, {"kind": kind, "step": trainer.step, "epoch": trainer.epoch,
+                                        "time": time.time(), **fields})
+
+    def status(self, trainer, *, force: bool = False, message: str | None = None):
+        now = time.time()
+        if not self.enabled or (not force and now - self._last_status < self.interval):
+            return
+        self._last_status = now
+        total = max(1, trainer.total_steps)
+        done = trainer.step
+        rate = (now - self._t0) / done if done else None
+        eta = rate * (total - done) if rate is not None else None
+        fields = dict(step=done, total_steps=trainer.total_steps, epoch=trainer.epoch,
+                      progress=round(min(done / total, 0.99), 4), eta_s=None if eta is None else round(eta, 1))
+        if message:
+            fields["message"] = message
+        write_status(self.folder, "running", **fields)
+
+    # -- events --
+    def on_train_start(self, trainer):
+        self._t0 = time.time()
+        self.status(trainer, force=True, message="training")
+
+    def on_step_end(self, trainer, record):
+        self._acc.append(record)
+        last = trainer.step >= trainer.total_steps
+        if trainer.step % self.log_every == 0 or trainer.step == 1 or last:
+            recs, self._acc = self._acc, []
+            rec = dict(recs[-1])
+            rec["loss"] = float(np.mean([r["loss"] for r in recs]))
+            rec["exit_losses"] = np.mean([r["exit_losses"] for r in recs], axis=0).round(6).tolist()
+            rec["steps_averaged"] = len(recs)
+            self.record(trainer, "train", **rec)
+            if self._omega_dirty:
+                self._write_omega(trainer)
+        self.status(trainer, message=f"{trainer.stage.name}: epoch {trainer.epoch}")
+
+    def on_omega(self, trainer, matrix):
+        if matrix is not None:  # a snapshot at a stage start: write it now
+            self._write_omega(trainer, matrix)
+        else:
+            self._omega_dirty = True
+
+    def _write_omega(self, trainer, matrix=None):
+        self._omega_dirty = False
+        om = trainer.omega
+        self.record(trainer, "omega", omega=matrix or om.matrix(), terms=om.terms,
+                    optimizer=trainer.cfg["optimizer"], weights=trainer.cfg["weights"])
+
+    def on_train_end(self, trainer):
+        if self._acc:
+            self.on_step_end(trainer, self._acc.pop())
+        if self._omega_dirty:
+            self._write_omega(trainer)
+
+
+class ProgressBar:
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bar = enabled, None
+
+    def on_train_start(self, trainer):
+        from tqdm.auto import tqdm
+
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(total=trainer.total_steps, desc=trainer.cfg["method"], unit="step",
+                        disable=not self.enabled, mininterval=0.2 if tty else 5.0, dynamic_ncols=True)
+
+    def on_step_end(self, trainer, record):
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", ep=trainer.epoch, refresh=False)
+            self.bar.update(1)
+
+    def on_train_end(self, trainer):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- the run ------------------------------------------------------------------------------------
+class _StopFlag:
+    """SIGTERM / SIGINT set a flag the loop checks between steps (handlers only in the main thread)."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = {}
+
+    def __call__(self) -> bool:
+        return self.flag
+
+    def _handler(self, signum, frame):
+        self.flag = True
+
+    def install(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def restore(self):
+        for sig, h in self.previous.items():
+            signal.signal(sig, h)
+        self.previous = {}
+
+
+def _versions() -> dict:
+    import accelerate
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
+
+
+def train(config: dict, *, stop: Callable[[], bool] | None = None) -> Path:
+    """Train as configured (keys = the CLI options with underscores) and write the run folder.
+    Returns the folder. Writes status failed (with `error`) and re-raises on any error; raises
+    TrainingCancelled after SIGTERM / SIGINT with status cancelled."""
+    config = dict(config)
+    command = config.pop("command", None)
+    config_file = config.pop("config_file", None)
+    out = config.get("out")
+    folder = None
+    if out:
+        try:
+            check_run_name(Path(out).name)
+            folder = Path(out)
+        except ValueError:
+            folder = None
+    flag = _StopFlag().install() if stop is None else None
+    should_stop = stop or flag
+    try:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # some steps leave parameters without gradients (ALT odd steps, 2ST stages): tell DDP
+        accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        main = accelerator.is_main_process
+        try:
+            cfg = resolve_config(config)
+        except ValueError:
+            if folder is not None and main:
+                folder.mkdir(parents=True, exist_ok=True)  # so the failure can be recorded there
+            raise
+        cfg["command"] = command or command_line(cfg)
+        cfg["canonical_command"] = command_line(cfg)
+        if config_file:
+            cfg["config_file"] = config_file
+        return _run(cfg, folder, accelerator, should_stop)
+    except TrainingCancelled:
+        if folder is not None and _is_main():
+            write_status(folder, "cancelled", finished=time.time(), eta_s=None, message="cancelled")
+        raise
+    except BaseException as e:
+        if folder is not None and _is_main() and folder.exists():
+            if isinstance(e, KeyboardInterrupt):
+                write_status(folder, "cancelled", finished=time.time(), eta_s=None, message="interrupted")
+            else:
+                write_status(folder, "failed", finished=time.time(), eta_s=None,
+                             error=f"{type(e).__name__}: {e}", message="failed")
+        raise
+    finally:
+        if flag is not None:
+            flag.restore()
+
+
+def _is_main() -> bool:
+    try:
+        from accelerate import PartialState
+
+        return PartialState().is_main_process
+    except Exception:
+        return True
+
+
+def _run(cfg: dict, folder: Path, accelerator, should_stop) -> Path:
+    from accelerate.utils import set_seed
+
+    from core.cache import ExitCache
+    from core.data import load_task
+    from core.model import ModelConfig, MultiExitModel
+
+    main = accelerator.is_main_process
+    t_start = time.time()
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in (METRICS_FILE, CACHE_FILE, WEIGHTS_FILE):  # a rerun replaces the old results
+            (folder / name).unlink(missing_ok=True)
+        write_status(folder, "running", pid=os.getpid(), started=t_start, progress=0.0, step=0,
+                     total_steps=None, epoch=0, eta_s=None, error=None, finished=None,
+                     message="loading data and model")
+        atomic_write_json(folder / CONFIG_FILE, cfg)
+    for note in cfg["notes"]:
+        print(f"core.train: note: {note}", file=sys.stderr)
+
+    def check_stop():
+        if should_stop():
+            raise TrainingCancelled("cancelled by signal")
+
+    set_seed(cfg["seed"])
+    task = load_task(cfg["task"], data_dir=cfg["data_dir"], train_file=cfg["train_file"],
+                     dev_file=cfg["dev_file"], text_column=cfg["text_column"],
+                     text_pair_column=cfg["text_pair_column"], label_column=cfg["label_column"],
+                     max_train=cfg["max_train"], max_dev=cfg["max_dev"], seed=cfg["seed"],
+                     metric=cfg["metric"])
+    if len(task.train) == 0 or len(task.dev) == 0:
+        raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
+    check_stop()
+
+    mcfg = ModelConfig(backbone=cfg["backbone"], num_labels=len(task.label_names), exit_kind=cfg["exit_kind"],
+                       pooling=cfg["pooling"], dropout=cfg["dropout"], bypass=cfg["bypass"],
+                       bypass_dim=cfg["bypass_dim"], bypass_act=cfg["bypass_act"], lte=cfg["lte"],
+                       max_length=cfg["max_length"], exit_dim=cfg["exit_dim"])
+    set_seed(cfg["seed"])
+    model = MultiExitModel(mcfg)
+    tokenizer = model.tokenizer
+    check_stop()
+    train_rows = encode_rows(task.train, tokenizer, cfg["max_length"])
+    dev_rows = encode_rows(task.dev, tokenizer, cfg["max_length"])
+    collate = make_collate(tokenizer.pad_token_id or 0)
+    check_stop()
+
+    model = accelerator.prepare(model)
+    raw = accelerator.unwrap_model(model)
+    trainer = Trainer(cfg, model, train_rows, collate, accelerator, should_stop=should_stop)
+    cfg["model"] = mcfg.to_dict()
+    derived = cfg["derived"] = dict(
+        task=task.name, metric=task.metric, label_names=list(task.label_names), is_pair=bool(task.is_pair),
+        n_train=len(task.train), n_dev=len(task.dev), num_layers=raw.num_layers,
+        total_steps=trainer.total_steps, stages=[vars(s) for s in trainer.stages],
+        devices={"device": str(accelerator.device), "num_processes": accelerator.num_processes,
+                 "mixed_precision": accelerator.mixed_precision},
+        versions=_versions())
+    if cfg["method"] == "leebert":
+        derived["omega_terms"] = trainer.omega.terms
+        derived["omega_d1_scale"] = cfg["lr"] / cfg["omega_lr"]  # λ1/λ2 on ∇Ω L_B1 (core.omega)
+    if main:
+        atomic_write_json(folder / CONFIG_FILE, cfg)
+
+    # dev evaluation (by length for speed; rows carry their index)
+    order = np.argsort([len(r["input_ids"]) for r in dev_rows], kind="stable")
+    from torch.utils.data import DataLoader, Subset
+
+    dev_dl = accelerator.prepare(DataLoader(Subset(dev_rows, order.tolist()), batch_size=cfg["eval_batch_size"],
+                                            shuffle=False, collate_fn=collate))
+    labels = task.dev["label"].astype(int).to_numpy()
+    writer = RunWriter(folder, log_every=cfg["log_every"], enabled=main)
+    last_eval: dict = {}
+
+    def evaluate(tr, **_):
+        probs, conf = predict(model, dev_dl, accelerator, len(dev_rows), should_stop=should_stop)
+        scores = exit_scores(task.metric, labels, probs)
+        last_eval.update(step=tr.step, probs=probs, conf=conf, scores=scores)
+        writer.record(tr, "eval", split="dev", metric=task.metric, exit_scores=[round(s, 6) for s in scores],
+                      s_avg=float(np.mean(scores)), s_best=float(np.max(scores)), stage=tr.stage.name)
+        writer.status(tr, force=True, message=f"epoch {tr.epoch}: dev {task.metric} avg {np.mean(scores):.4f}")
+
+    trainer.add_callback("on_train_start", writer.on_train_start)
+    trainer.add_callback("on_step_end", writer.on_step_end)
+    trainer.add_callback("on_omega", writer.on_omega)
+    trainer.add_callback("on_train_end", writer.on_train_end)
+    if cfg["eval_every_epoch"]:
+        trainer.add_callback("on_epoch_end", evaluate)
+    bar = ProgressBar(enabled=main)
+    for ev in ("on_train_start", "on_step_end", "on_train_end"):
+        trainer.add_callback(ev, getattr(bar, ev))
+
+    trainer.run()
+    if last_eval.get("step") != trainer.step:
+        evaluate(trainer)
+    check_stop()
+    if main:
+        writer.status(trainer, force=True, message="measuring latency and writing the cache")
+    accelerator.wait_for_everyone()
+
+    if main:
+        raw = accelerator.unwrap_model(model)
+        embed_ms = layer_ms = None
+        if cfg["latency_samples"] > 0:
+            embed_ms, layer_ms = measure_latency(raw, tokenizer, task, cfg["latency_samples"])
+        check_stop()
+        source = task.source("dev")
+        # built-in and GLUE texts are restored from `source`; other origins also keep a copy
+        texts = None if source.get("kind") in ("builtin", "glue") else task.texts("dev")
+        cache = ExitCache(
+            probs=last_eval["probs"], labels=labels, label_names=list(task.label_names), texts=texts,
+            source=source, confidence=last_eval["conf"], layer_ms=layer_ms, embed_ms=embed_ms,
+            meta={"task": task.name, "metric": task.metric, "backbone": cfg["backbone"],
+                  "method": cfg["method"], "seed": cfg["seed"], "command": cfg["command"],
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": folder.name,
+                  "optimizer": cfg["optimizer"], "weights": cfg["weights"], "teachers": cfg["teachers"]
+                  if cfg["method"] == "leebert" else None, "lte": cfg["lte"], "bypass": cfg["bypass"],
+                  "exit_kind": cfg["exit_kind"], "exit_scores": last_eval["scores"]})
+        cache.save(folder)
+        if cfg["save_weights"]:
+            raw.save_pretrained(folder, dtype=torch.float16 if cfg["fp16_weights"] else torch.float32,
+                                write_config=False)
+        write_status(folder, "done", finished=time.time(), progress=1.0, step=trainer.step,
+                     total_steps=trainer.total_steps, epoch=trainer.epoch, eta_s=0.0,
+                     seconds=round(time.time() - t_start, 2),
+                     message=f"done: dev {task.metric} avg {np.mean(last_eval['scores']):.4f}")
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def measure_latency(model, tokenizer, task, n: int):
+    """(embed_ms, layer_ms [L]) at batch size 1 on the first n dev rows (core.predictor)."""
+    from core.predictor import EarlyExitPredictor
+
+    texts = task.texts("dev")[:n]
+    pred = EarlyExitPredictor(model, tokenizer)
+    embed_ms, layer_ms = pred.measure_layer_ms(texts)
+    return float(embed_ms), np.asarray(layer_ms, dtype=np.float64)
+
+
+def _record_cli_error(argv: list[str], error: Exception) -> None:
+    """A command line that does not parse still fails its run folder, when --out names one."""
+    out = None
+    for i, a in enumerate(argv):
+        if a == "--out" and i + 1 < len(argv):
+            out = argv[i + 1]
+        elif a.startswith("--out="):
+            out = a.split("=", 1)[1]
+    try:
+        if out:
+            check_run_name(Path(out).name)
+            Path(out).mkdir(parents=True, exist_ok=True)
+            write_status(out, "failed", pid=os.getpid(), finished=time.time(), eta_s=None,
+                         error=f"bad command line: {error}", message="failed")
+    except (ValueError, OSError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = parse_cli(argv)
+    except ValueError as e:
+        print(f"core.train: error: {e}", file=sys.stderr)
+        _record_cli_error(argv, e)
+        return 2
+    try:
+        folder = train(config)
+    except TrainingCancelled:
+        print("core.train: cancelled", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        print("core.train: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        traceback.print_exc()
+        print(f"core.train: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"core.train: done -> {folder}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

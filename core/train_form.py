@@ -1,0 +1,616 @@
+"""The Train page's logic without Streamlit: form fields derived from `core.train.OPTIONS`, the form's
+values -> a validated argv for `python -m core.train`, uploads saved and checked like the CLI checks
+files, and the frames and figures of the live panel (losses, per-exit dev scores, Ω).
+
+    fields = visible_fields(values)                 # which options the form shows for this method
+    argv = build_argv(values)                       # ValueError naming the bad value
+    summary = check_task(values)                    # core.data.load_task, as core.train calls it
+    python -m core.train_form <argv> --out checkpoints/<run>   # what the JobManager starts
+
+One source of truth: every default, type and help text comes from `core.train.OPTIONS` (the papers'
+defaults live there: LeeBERT Table 3, BADGE Table 5, Sun et al. λ = 0.2); the method-dependent
+defaults (LeeBERT's optimizer, the joint weights) come from `core.train.resolve_config`.
+
+Uploads. A job's run folder may not exist before the JobManager creates it, so the page saves an
+upload under `<root>/.uploads/<run>/` (hidden from run lists), checks it there with `load_task`, and
+gives core.train the file's final path `<root>/<run>/uploads/<file>`. Jobs are started as
+`python -m core.train_form ...`: `main` below moves the staged files into the run folder and then runs
+`core.train.main` with the argv unchanged, so config.json records a plain, reproducible
+`python -m core.train ... --train-file checkpoints/<run>/uploads/train.csv` command.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.io import atomic_write_bytes, read_jsonl
+from core.runs import METRICS_FILE, check_run_name
+
+UPLOAD_LIMIT_MB = 50
+UPLOAD_TYPES = ("csv", "tsv", "jsonl")       # what the form's uploader accepts
+UPLOADS_DIR = "uploads"                      # inside the run folder
+STAGING_DIR = ".uploads"                     # inside the checkpoint root, hidden from run lists
+
+# ---- form fields from core.train.OPTIONS --------------------------------------------------------
+# Where each option goes on the form. The task options are drawn by the page's task section.
+SECTIONS = {
+    "task": ("task", "data_dir", "train_file", "dev_file", "text_column", "text_pair_column",
+             "label_column", "metric", "max_train", "max_dev"),
+    "model": ("backbone", "exit_kind", "exit_dim", "pooling", "dropout", "bypass", "bypass_dim",
+              "bypass_act", "lte", "max_length"),
+    "method": ("method", "optimizer", "weights", "teachers", "temperature", "omega_lr", "cycle",
+               "lambda_div", "stage2_epochs"),
+    "training": ("epochs", "batch_size", "lr", "head_lr", "weight_decay", "warmup_ratio", "max_grad_norm",
+                 "seed", "eval_batch_size"),
+    "output": ("latency_samples", "save_weights", "fp16_weights", "eval_every_epoch", "log_every"),
+}
+ALWAYS_PASSED = ("task", "backbone", "method")   # written into argv even at their defaults
+
+LABELS = {
+    "task": "Task", "data_dir": "GLUE folder", "metric": "Metric", "max_train": "Max training rows",
+    "max_dev": "Max dev rows", "backbone": "Backbone", "exit_kind": "Exit classifier",
+    "exit_dim": "Exit width (0 = default)", "pooling": "Pooling", "dropout": "Exit dropout",
+    "bypass": "Block-wise bypasses", "bypass_dim": "Bypass width r", "bypass_act": "Bypass activation",
+    "lte": "Learned-exit heads (LTE)", "max_length": "Max tokens", "method": "Method",
+    "optimizer": "Ω optimizer", "weights": "Loss weights", "teachers": "Teachers T(m)",
+    "temperature": "Distillation temperature τ", "omega_lr": "Ω learning rate λ2",
+    "cycle": "CLO-v2 cycle C", "lambda_div": "Diversity λ", "stage2_epochs": "Stage-2 epochs",
+    "epochs": "Epochs", "batch_size": "Batch size", "lr": "Backbone learning rate λ1",
+    "head_lr": "Head learning rate", "weight_decay": "Weight decay", "warmup_ratio": "Warm-up fraction",
+    "max_grad_norm": "Gradient clipping", "seed": "Seed", "eval_batch_size": "Dev batch size",
+    "latency_samples": "Latency samples", "save_weights": "Save weights", "fp16_weights": "Weights as float16",
+    "eval_every_epoch": "Score the exits every epoch", "log_every": "Log every (steps)",
+}
+_MINIMUM = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "cycle": 1, "max_length": 8, "log_every": 1,
+            "max_train": 1, "max_dev": 1, "stage2_epochs": 1, "latency_samples": 0, "exit_dim": 0,
+            "bypass_dim": 1, "seed": 0}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One option as a widget: name, kind (int | float | str | bool), default, help, choices."""
+    name: str
+    kind: str
+    default: object
+    help: str
+    label: str
+    choices: tuple | None = None
+    optional: bool = False          # None is a valid value (empty input)
+    minimum: float | None = None
+    step: float | None = None
+    fmt: str | None = None
+
+
+def _choices() -> dict[str, tuple]:
+    from core import losses as LS
+    from core.data import METRICS
+    from core.model import ACTIVATIONS, EXIT_KINDS, POOLINGS
+    from core.omega import OPTIMIZERS
+    from core.train import METHODS
+
+    return {"method": METHODS, "optimizer": OPTIMIZERS, "teachers": tuple(LS.TEACHERS),
+            "exit_kind": EXIT_KINDS, "pooling": POOLINGS, "bypass_act": tuple(ACTIVATIONS),
+            "metric": METRICS}
+
+
+def _float_widget(default) -> tuple[float, str]:
+    """(step, printf format) for a float option's number input."""
+    d = abs(float(default or 0.0))
+    if d == 0:
+        return 0.01, "%.3f"
+    step = 10.0 ** math.floor(math.log10(d))
+    return (step, "%.2e") if d < 1e-2 else (min(step, 0.05) if d < 1 else step, "%.3f" if d < 1 else "%.2f")
+
+
+def fields() -> dict[str, Field]:
+    """Every core.train option (but --out) as a Field, in OPTIONS order."""
+    from core.train import OPTIONS
+
+    choices = _choices()
+    out = {}
+    for name, typ, default, help_ in OPTIONS:
+        if name == "out":
+            continue
+        kind = {int: "int", float: "float", bool: "bool"}.get(typ, "str")
+        step = fmt = None
+        if kind == "float":
+            step, fmt = _float_widget(default)
+        elif kind == "int":
+            step = 1
+        out[name] = Field(name, kind, default, help_, LABELS.get(name, name.replace("_", " ")),
+                          choices=choices.get(name), optional=default is None,
+                          minimum=_MINIMUM.get(name, 0.0 if kind == "float" else None), step=step, fmt=fmt)
+    return out
+
+
+def method_defaults(method: str) -> dict:
+    """core.train.resolve_config's effective values for `method` with every other option at its default
+    (fills the method-dependent defaults: LeeBERT's clo_v2 / learned, joint's linear weights, ...)."""
+    from core.train import resolve_config
+
+    cfg = resolve_config({"method": method, "out": "checkpoints/form-defaults"})
+    cfg.pop("notes", None)
+    return cfg
+
+
+def weight_choices(method: str) -> tuple[str, ...]:
+    from core import losses as LS
+    from core.omega import WEIGHTS
+    from core.train import JOINT_LIKE
+
+    if method == "leebert":
+        return tuple(WEIGHTS)
+    return tuple(LS.JOINT_WEIGHTS) if method in JOINT_LIKE else ()
+
+
+def relevant(name: str, values: dict) -> bool:
+    """Does option `name` do anything for the method and settings in `values`?"""
+    from core.train import JOINT_LIKE, TWO_STAGE
+
+    method = values.get("method", "joint")
+    leebert = method == "leebert"
+    learned = leebert and (values.get("weights") or "learned") == "learned"
+    rules = {
+        "optimizer": learned,
+        "weights": leebert or method in JOINT_LIKE,
+        "teachers": leebert, "temperature": leebert,
+        "omega_lr": learned,
+        "cycle": learned and (values.get("optimizer") or "clo_v2") == "clo_v2",
+        "lambda_div": method == "diversity",
+        "stage2_epochs": method in TWO_STAGE,
+        "bypass": method != "badge",
+        "bypass_dim": method == "badge" or bool(values.get("bypass")),
+        "bypass_act": method == "badge" or bool(values.get("bypass")),
+        "exit_dim": values.get("exit_kind", "linear") in ("mlp", "mha"),
+        "fp16_weights": values.get("save_weights", True) is not False,
+    }
+    return rules.get(name, True)
+
+
+def visible_fields(section: str, values: dict) -> list[Field]:
+    """The fields of a form section that matter for `values` (e.g. Ω's options only for LeeBERT)."""
+    all_fields = fields()
+    return [all_fields[n] for n in SECTIONS[section] if n in all_fields and relevant(n, values)]
+
+
+# ---- values -> argv -----------------------------------------------------------------------------
+def _fmt(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def build_argv(values: dict) -> list[str]:
+    """The form's values -> argv for core.train (no --out: the JobManager adds it).
+
+    Passes task, backbone and method always, every other relevant option only when it differs from
+    its OPTIONS default; empty strings and None mean "not given". The argv is parsed back with
+    core.train's own parser and resolve_config, so a bad value raises ValueError here, with
+    core.train's message, before any job starts.
+    """
+    from core.train import DEFAULTS, TYPES, parse_cli, resolve_config
+
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; valid: {', '.join(DEFAULTS)}")
+    if "out" in values:
+        raise ValueError("the run folder is set by the run name, not by an option")
+    argv: list[str] = []
+    for name in DEFAULTS:
+        if name == "out" or name not in values or not relevant(name, values):
+            continue
+        v = values[name]
+        if v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        if isinstance(v, str):
+            v = v.strip()
+        if TYPES[name] is float and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(float(v)):
+                raise ValueError(f"{LABELS.get(name, name)} must be a finite number, got {v!r}")
+            v = float(v)
+        if TYPES[name] is int and isinstance(v, float):
+            if not v.is_integer():
+                raise ValueError(f"{LABELS.get(name, name)} must be a whole number, got {v!r}")
+            v = int(v)
+        default = DEFAULTS[name]
+        if TYPES[name] is bool and default is None:
+            default = False  # an unset switch (--bypass) is off
+        if name not in ALWAYS_PASSED and v == default and type(v) is type(default):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if TYPES[name] is bool:
+            argv.append(flag if v else "--no-" + name.replace("_", "-"))
+        else:
+            argv += [flag, _fmt(v)]
+    try:
+        cfg = parse_cli([*argv, "--out", "checkpoints/form-check"])
+    except SystemExit:  # argparse rejected a value; say which
+        raise ValueError(f"core.train does not accept these options: {' '.join(argv)}") from None
+    cfg.pop("command", None)
+    resolve_config(cfg)
+    return argv
+
+
+def display_command(argv: list[str], out: str | os.PathLike) -> str:
+    """The `python -m core.train ...` command the job runs (as config.json will record it)."""
+    import shlex
+
+    return shlex.join(["python", "-m", "core.train", *argv, "--out", str(out)])
+
+
+def suggest_run_name(root: str | os.PathLike, task: str, method: str) -> str:
+    """`<task>-<method>` made a valid run name, with -2, -3, ... when that folder exists."""
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in f"{Path(task).name}-{method}").strip("-._")
+    stem = (stem or "run")[:90]
+    root = Path(root)
+    name, k = stem, 2
+    while (root / name).exists():
+        name, k = f"{stem}-{k}", k + 1
+    return check_run_name(name)
+
+
+def check_new_run(root: str | os.PathLike, name: str, *, overwrite: bool = False) -> Path:
+    """The run folder for `name` under root (ValueError for a bad name, or an existing folder unless
+    `overwrite`)."""
+    name = (name or "").strip()
+    check_run_name(name)
+    folder = Path(root) / name
+    if folder.exists() and not overwrite:
+        raise ValueError(f"a run named {name!r} already exists in {root}; pick another name or tick "
+                         "'replace it'")
+    return folder
+
+
+# ---- task check (what core.train does first) ----------------------------------------------------
+@dataclass
+class TaskSummary:
+    name: str
+    metric: str
+    label_names: list[str]
+    is_pair: bool
+    n_train: int
+    n_dev: int
+
+    def describe(self) -> str:
+        kind = "sentence pairs" if self.is_pair else "sentences"
+        return (f"{self.name}: {self.n_train} training and {self.n_dev} dev {kind}, "
+                f"{len(self.label_names)} classes ({', '.join(map(str, self.label_names[:6]))}"
+                f"{', ...' if len(self.label_names) > 6 else ''}), metric {self.metric}")
+
+
+def check_task(values: dict, *, train_file=None, dev_file=None) -> TaskSummary:
+    """Load the task exactly as core.train will (core.data.load_task with the same arguments);
+    ValueError names the file or dataset and the fault. `train_file` / `dev_file` override the
+    values' paths (to check staged uploads before they move into the run folder)."""
+    from core.data import load_task
+
+    def get(k):
+        v = values.get(k)
+        return None if (v is None or (isinstance(v, str) and not v.strip())) else v
+
+    train_file = train_file if train_file is not None else get("train_file")
+    dev_file = dev_file if dev_file is not None else get("dev_file")
+    task = load_task(get("task") or "rotten_tomatoes", data_dir=get("data_dir"),
+                     train_file=train_file, dev_file=dev_file,
+                     text_column=get("text_column"), text_pair_column=get("text_pair_column"),
+                     label_column=get("label_column"), max_train=get("max_train"), max_dev=get("max_dev"),
+                     seed=int(values.get("seed") or 0), metric=get("metric"))
+    if len(task.train) == 0 or len(task.dev) == 0:
+        raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
+    return TaskSummary(task.name, task.metric, list(map(str, task.label_names)), bool(task.is_pair),
+                       len(task.train), len(task.dev))
+
+
+# ---- uploads ------------------------------------------------------------------------------------
+def staging_dir(root: str | os.PathLike, run: str) -> Path:
+    return Path(root) / STAGING_DIR / check_run_name(run)
+
+
+def upload_name(role: str, filename: str) -> str:
+    """The saved name of an upload: `train.csv` / `dev.jsonl` (never the user's path)."""
+    suffix = Path(filename or "").suffix.lower()
+    if suffix.lstrip(".") not in UPLOAD_TYPES:
+        raise ValueError(f"{filename!r}: unsupported file type {suffix or '(none)'}; upload "
+                         f"{', '.join('.' + t for t in UPLOAD_TYPES)}")
+    if role not in ("train", "dev"):
+        raise ValueError(f"unknown upload role {role!r}")
+    return f"{role}{suffix}"
+
+
+def save_upload(data: bytes, filename: str, folder: str | os.PathLike, *, role: str = "train",
+                limit_mb: float = UPLOAD_LIMIT_MB) -> Path:
+    """Save an uploaded file's bytes as <folder>/<role><suffix> (atomic). ValueError when it is empty,
+    over `limit_mb` megabytes, or of a type core.data does not read."""
+    name = upload_name(role, filename)
+    size = len(data)
+    if size == 0:
+        raise ValueError(f"{filename!r} is empty")
+    if size > limit_mb * 1024 * 1024:
+        raise ValueError(f"{filename!r} is {size / 1024 / 1024:.1f} MB; uploads are limited to {limit_mb:g} MB")
+    path = Path(folder) / name
+    atomic_write_bytes(path, bytes(data))
+    return path
+
+
+def peek_columns(source, filename: str | None = None, rows: int = 200) -> list[str]:
+    """The column names of a CSV / TSV / JSONL file (a path, or the bytes of an upload named
+    `filename`), read from its first `rows` rows, for the column pickers. ValueError naming the file
+    when it cannot be read."""
+    import io
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = filename or "upload"
+        handle = io.BytesIO(bytes(source))
+    else:
+        name = filename or Path(source).name
+        handle = Path(source)
+    suffix = Path(name).suffix.lower()
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(handle, nrows=rows, encoding="utf-8-sig", keep_default_na=False)
+        elif suffix in (".tsv", ".tab"):
+            df = pd.read_csv(handle, nrows=rows, sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8-sig",
+                             keep_default_na=False)
+        elif suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(handle, lines=True, nrows=rows, dtype=False, convert_dates=False)
+        else:
+            raise ValueError(f"unsupported file type {suffix or '(none)'}; upload "
+                             f"{', '.join('.' + t for t in UPLOAD_TYPES)}")
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        raise ValueError(f"{name}: cannot be read ({type(e).__name__}: {e})") from e
+    cols = [str(c) for c in df.columns]
+    if not cols:
+        raise ValueError(f"{name}: no columns found")
+    return cols
+
+
+def guess_columns(columns: list[str]) -> dict:
+    """Likely text / pair / label columns: the names core.data would guess, else the first column as
+    text and the last as label (the page shows the guess in pickers the user can change)."""
+    low = {c.lower(): c for c in columns}
+
+    def first(names):
+        return next((low[n] for n in names if n in low), None)
+
+    text = pair = None
+    for a, b in (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
+                 ("question", "sentence"), ("text_a", "text_b"), ("text1", "text2")):
+        if a in low and b in low:
+            text, pair = low[a], low[b]
+            break
+    text = text or first(("text", "sentence", "review", "content", "document", "tweet"))
+    label = first(("label", "labels", "gold_label", "quality", "is_duplicate", "sentiment", "class"))
+    rest = [c for c in columns if c not in (text, pair)]
+    if label is None and rest:
+        label = rest[-1]
+    if text is None:
+        text = next((c for c in columns if c not in (pair, label)), columns[0] if columns else None)
+    return {"text": text, "pair": pair, "label": label}
+
+
+def adopt_uploads(out: str | os.PathLike) -> list[Path]:
+    """Move the files staged for run folder `out` (<root>/.uploads/<run>/) into <out>/uploads/."""
+    out = Path(out)
+    src = out.parent / STAGING_DIR / out.name
+    if not src.is_dir():
+        return []
+    dest = out / UPLOADS_DIR
+    dest.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for f in sorted(src.iterdir()):
+        if f.is_file():
+            target = dest / f.name
+            shutil.move(str(f), str(target))
+            moved.append(target)
+    shutil.rmtree(src, ignore_errors=True)
+    return moved
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m core.train_form <core.train argv> --out <run folder>`: adopt the run's staged uploads,
+    then run core.train with the same argv."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = None
+    for i, a in enumerate(argv):
+        if a == "--out" and i + 1 < len(argv):
+            out = argv[i + 1]
+        elif a.startswith("--out="):
+            out = a.split("=", 1)[1]
+    if out:
+        try:
+            for path in adopt_uploads(out):
+                print(f"core.train_form: using upload {path}", file=sys.stderr)
+        except OSError as e:
+            print(f"core.train_form: error: cannot move the uploads into {out}: {e}", file=sys.stderr)
+            return 1
+    from core.train import main as train_main
+
+    return train_main(argv)
+
+
+# ---- live panel ---------------------------------------------------------------------------------
+_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10),
+               font=dict(family="Inter, system-ui, sans-serif", size=13),
+               legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+def exit_colors(L: int) -> list[str]:
+    """One colour per exit, deep blue (exit 1) through magenta to orange (exit L): ordered and distinct."""
+    from plotly.colors import sample_colorscale
+
+    if L <= 1:
+        return ["#1d4ed8"]
+    return sample_colorscale("Plasma", [0.85 * m / (L - 1) for m in range(L)])
+
+
+def read_records(folder: str | os.PathLike) -> list[dict]:
+    """metrics.jsonl of a run (possibly being written): [] when missing or unreadable."""
+    try:
+        return read_jsonl(Path(folder) / METRICS_FILE)
+    except (ValueError, OSError):
+        return []
+
+
+@dataclass
+class LiveData:
+    train: pd.DataFrame     # step, epoch, loss, exit, exit_loss (long: one row per step and exit)
+    evals: pd.DataFrame     # epoch, step, exit, score, metric
+    omega: list[dict]       # the omega records, oldest first
+    metric: str | None
+
+    @property
+    def empty(self) -> bool:
+        return self.train.empty and self.evals.empty and not self.omega
+
+
+def live_data(records: list[dict]) -> LiveData:
+    """The metrics.jsonl records as plotting frames."""
+    tr, ev, om, metric = [], [], [], None
+    for r in records:
+        kind = r.get("kind")
+        if kind == "train" and r.get("exit_losses") is not None:
+            for m, v in enumerate(r["exit_losses"]):
+                tr.append({"step": r.get("step"), "epoch": r.get("epoch"), "loss": r.get("loss"),
+                           "exit": m + 1, "exit_loss": v})
+        elif kind == "eval" and r.get("exit_scores") is not None:
+            metric = r.get("metric") or metric
+            for m, v in enumerate(r["exit_scores"]):
+                ev.append({"epoch": r.get("epoch"), "step": r.get("step"), "exit": m + 1, "score": v,
+                           "metric": r.get("metric")})
+        elif kind == "omega" and r.get("omega"):
+            om.append(r)
+    return LiveData(pd.DataFrame(tr, columns=["step", "epoch", "loss", "exit", "exit_loss"]),
+                    pd.DataFrame(ev, columns=["epoch", "step", "exit", "score", "metric"]), om, metric)
+
+
+def losses_figure(df: pd.DataFrame) -> go.Figure:
+    """Each exit's training loss (CE) over steps, and the total objective (dashed)."""
+    fig = go.Figure()
+    if not df.empty:
+        total = df.drop_duplicates("step")
+        colors = exit_colors(int(df["exit"].max()))
+        for m, grp in df.groupby("exit"):
+            fig.add_trace(go.Scatter(x=grp["step"], y=grp["exit_loss"], mode="lines+markers", name=f"exit {m}",
+                                     line=dict(color=colors[m - 1], width=2), marker=dict(size=4)))
+        fig.add_trace(go.Scatter(x=total["step"], y=total["loss"], mode="lines", name="objective",
+                                 line=dict(color="#0f172a", width=2, dash="dash")))
+    fig.update_layout(**_LAYOUT, height=320, xaxis_title="Step", yaxis_title="Loss",
+                      title=dict(text="Loss of each exit", x=0, y=0.98, font=dict(size=14)))
+    fig.update_layout(margin=dict(l=10, r=10, t=70, b=10))
+    return fig
+
+
+def scores_figure(df: pd.DataFrame, metric: str | None = None) -> go.Figure:
+    """Per-exit dev score after each epoch: one line per epoch (darker = later)."""
+    fig = go.Figure()
+    epochs = sorted(df["epoch"].dropna().unique()) if not df.empty else []
+    for k, e in enumerate(epochs):
+        grp = df[df["epoch"] == e]
+        shade = 0.35 + 0.65 * (k + 1) / len(epochs)
+        fig.add_trace(go.Scatter(x=grp["exit"], y=grp["score"], mode="lines+markers", name=f"epoch {int(e)}",
+                                 line=dict(color=f"rgba(37,99,235,{shade:.2f})", width=2.5),
+                                 marker=dict(size=7)))
+    fig.update_layout(**_LAYOUT, height=320, xaxis=dict(title="Exit layer", tickmode="linear", dtick=1),
+                      yaxis_title=f"Dev {metric or 'score'}",
+                      title=dict(text="Dev score of each exit, per epoch", x=0, y=0.98, font=dict(size=14)))
+    fig.update_layout(margin=dict(l=10, r=10, t=70, b=10))
+    return fig
+
+
+def omega_heatmap(record: dict) -> go.Figure:
+    """The latest Ω (exits x terms); terms an exit does not have (weight 0 by construction) are blank."""
+    om = np.asarray(record["omega"], dtype=float)                      # [L, T]
+    terms = record.get("terms") or [f"term {j + 1}" for j in range(om.shape[1])]
+    shown = np.where(om > 0, om, np.nan)
+    live = om[om > 0]
+    digits = 4 if live.size and live.max() - live.min() < 0.01 else 3   # early on Ω moves in the 4th digit
+    fig = go.Figure(go.Heatmap(
+        z=shown, x=terms, y=[f"exit {m + 1}" for m in range(om.shape[0])], colorscale="Viridis",
+        text=np.where(om > 0, np.char.mod(f"%.{digits}f", om), ""), texttemplate="%{text}" if om.size <= 200 else None,
+        hovertemplate="%{y}, %{x}: %{z:.4f}<extra></extra>", colorbar=dict(thickness=10), hoverongaps=False))
+    sub = f"step {record.get('step', '?')}, epoch {record.get('epoch', '?')}"
+    fig.update_layout(**{**_LAYOUT, "margin": dict(l=10, r=10, t=60, b=10)}, height=140 + 30 * om.shape[0],
+                      title=dict(text=f"Ω now: each exit's loss weights<br><sup>{sub}; rows sum to 1; colours span "
+                                      "the current range</sup>",
+                                 x=0, font=dict(size=14)))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def omega_frame(records: list[dict]) -> pd.DataFrame:
+    """Ω records as rows (step, exit, term, weight), leaving out terms an exit never has."""
+    rows = []
+    for r in records:
+        om = np.asarray(r["omega"], dtype=float)
+        terms = r.get("terms") or [f"term {j + 1}" for j in range(om.shape[1])]
+        for m in range(om.shape[0]):
+            for j, t in enumerate(terms):
+                rows.append({"step": r.get("step"), "exit": m + 1, "term": t, "weight": float(om[m, j])})
+    df = pd.DataFrame(rows, columns=["step", "exit", "term", "weight"])
+    if df.empty:
+        return df
+    alive = df.groupby(["exit", "term"])["weight"].transform("max") > 0
+    return df[alive]
+
+
+def omega_lines_figure(records: list[dict], *, cols: int = 3) -> go.Figure:
+    """Ω over steps: one small panel per exit, one line per term (CE and each teacher's KD)."""
+    df = omega_frame(records)
+    L = int(df["exit"].max()) if not df.empty else 1
+    cols = max(1, min(cols, L))
+    rows = math.ceil(L / cols)
+    fig = make_subplots(rows=rows, cols=cols, shared_xaxes=True, shared_yaxes=True,
+                        subplot_titles=[f"exit {m}" for m in range(1, L + 1)],
+                        vertical_spacing=0.12 if rows > 1 else 0.1, horizontal_spacing=0.04)
+    order = list(dict.fromkeys(t for r in records for t in (r.get("terms") or [])))
+    terms = sorted(dict.fromkeys(df["term"]), key=lambda t: order.index(t) if t in order else len(order)) \
+        if not df.empty else []
+    colors = exit_colors(L)
+    shown = set()
+    for j, t in enumerate(terms):
+        teacher = t.split(":")[1] if ":" in t else ""
+        color = ("#0f172a" if t == "ce" else colors[int(teacher) - 1] if teacher.isdigit() and int(teacher) <= L
+                 else "#64748b")
+        for m in range(1, L + 1):
+            grp = df[(df["exit"] == m) & (df["term"] == t)]
+            if grp.empty:
+                continue
+            fig.add_trace(go.Scatter(x=grp["step"], y=grp["weight"], mode="lines", name=t, legendgroup=t,
+                                     showlegend=t not in shown,
+                                     line=dict(color=color, width=2.5 if t == "ce" else 1.6,
+                                               dash=None if t == "ce" else "solid"),
+                                     hovertemplate=f"exit {m}, {t}<br>step %{{x}}: %{{y:.4f}}<extra></extra>"),
+                          row=(m - 1) // cols + 1, col=(m - 1) % cols + 1)
+            shown.add(t)
+    fig.update_layout(**_LAYOUT, height=90 + 190 * rows)
+    fig.update_layout(title=dict(text="Ω over training steps (ce in black; kd:t, distillation from exit t, in exit t's "
+                                      "colour)",
+                                 x=0, y=0.99, font=dict(size=14)),
+                      margin=dict(l=10, r=10, t=90, b=10), legend=dict(y=1.0 + 0.12 / rows))
+    return fig
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "–"
+    s = int(round(s))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def fmt_time(t: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) if t else "–"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Compare: runs side by side: per-exit scores, S-avg / S-best, one rule across runs, learned Ω."""
+import pandas as pd
+import streamlit as st
+
+from core import appstate as A, views as V
+
+A.require_app()
+
+st.title("Compare runs")
+infos = [i for i in A.run_infos() if i.has_cache]
+if not infos:
+    st.info(f"No runs with an exit cache in `{V.checkpoint_root()}` yet.")
+    st.stop()
+loaded = {i.name: A.try_load(i) for i in infos}
+good = [n for n, r in loaded.items() if isinstance(r, V.RunData)]
+picked = st.multiselect("Runs", list(loaded), default=good[:6], key="c.runs", bind="query-params",
+                        help="Runs that cannot be opened are listed too, and say why when picked.")
+for name in picked:
+    if isinstance(loaded[name], str):
+        st.error(f"Run **{name}** cannot be shown: {loaded[name]}")
+runs = [loaded[n] for n in picked if isinstance(loaded[n], V.RunData)]
+if not runs:
+    st.info("Pick at least one run that opens.")
+    st.stop()
+
+# ---- per-exit scores ------------------------------------------------------------------------------
+st.subheader("Every exit on its own")
+st.plotly_chart(V.per_exit_figure(runs), key="per-exit", config={"displaylogo": False})
+st.caption("The score of each exit classifier used alone (a star marks each run's best exit). A line that "
+           "peaks before the last layer is the **overthinking** picture: extra layers make the answer worse, "
+           "so an early exit can be both faster and better.")
+
+summary = pd.DataFrame([V.run_summary(r) for r in runs])
+st.dataframe(summary, hide_index=True, key="summary", column_config={
+    "S-avg": st.column_config.NumberColumn(format="%.4f", help="Mean score over all exits (BADGE, Table 1)"),
+    "S-best": st.column_config.NumberColumn(format="%.4f", help="Score of the best single exit"),
+    "last exit": st.column_config.NumberColumn(format="%.4f"),
+    "overthinking gap": st.column_config.NumberColumn(format="%+.4f", help="S-best minus the last exit"),
+})
+st.caption("**S-avg**: the mean score over all exits, which rewards training methods that make the shallow "
+           "exits good too. **S-best**: the best single exit. Scores use each task's metric.")
+if len({r.metric for r in runs}) > 1:
+    st.warning("These runs use different metrics; compare their scores with care.")
+
+# ---- one rule across runs --------------------------------------------------------------------------
+st.subheader("One exit rule across runs")
+options = list(dict.fromkeys(s for r in runs for s in r.strategies))
+c1, c2 = st.columns([2, 3])
+with c1:
+    strategy = st.selectbox("Rule", options, index=options.index("entropy") if "entropy" in options else 0,
+                            format_func=A.TAB_LABELS.get, key="c.strategy", bind="query-params")
+with c2:
+    has_ms = all(r.cache.layer_ms is not None for r in runs)
+    axes = ["layer_speedup", "saved_fraction"] + (["wallclock_speedup"] if has_ms else [])
+    x = st.radio("Speed-up axis", axes, format_func=V.AXIS_SHORT.get, key="c.x",
+                 horizontal=True, bind="query-params")
+for r in runs:
+    A.ensure_sweeps(r)
+lacking = [r.name for r in runs if strategy not in r.strategies]
+st.plotly_chart(V.strategy_across_runs_figure(runs, strategy, x), key="across", config={"displaylogo": False})
+st.caption("Each run's best score at each speed-up for this rule (its swept settings' upper envelope; faint "
+           "points are all settings).")
+if lacking:
+    st.caption(f"Not available in {', '.join(lacking)} (needs learned confidences).")
+
+# ---- learned loss weights ------------------------------------------------------------------------------
+st.subheader("Learned loss weights Ω")
+with_omega = [(r, A.omega_records(r)) for r in runs]
+with_omega = [(r, recs) for r, recs in with_omega if recs]
+if not with_omega:
+    st.caption("None of these runs learned Ω (LeeBERT writes its loss weights to metrics.jsonl).")
+else:
+    st.caption("The final Ω of each run that learned it: row m holds the weights of exit m's loss terms "
+               "(its own cross-entropy `ce`, and distillation `kd:j` from exit j).")
+    cols = st.columns(min(len(with_omega), 3))
+    for k, (r, recs) in enumerate(with_omega):
+        with cols[k % len(cols)]:
+            st.plotly_chart(V.omega_figure(recs[-1], r.name), key=f"omega-{r.name}",
+                            config={"displayModeBar": False})

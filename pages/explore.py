@@ -1,0 +1,156 @@
+"""Explore: the knobs of every exit rule, what the current settings cost and earn, and the
+speed-up vs score curves with the Pareto frontier, a target, and an exportable operating point."""
+import json
+
+import streamlit as st
+
+from core import appstate as A, views as V
+
+A.require_app()
+from core.strategies import STRATEGIES
+
+st.title("Explore exit rules")
+run = A.current_run()
+if run is None:
+    st.stop()
+A.ensure_sweeps(run)
+strategies = run.strategies
+
+# ---- the knobs: one tab per rule; the open tab is the rule summarized below ------------------------
+st.caption("One tab per exit rule. The open tab is the rule whose numbers, histogram and export you see "
+           "below; the chart marks every drawn rule at its current knobs. Click a point of the chart, "
+           "or a row of the best-at-target table, to load that setting.")
+tabs = st.tabs([A.TAB_LABELS[s] for s in strategies], key="strategy", on_change="rerun", bind="query-params")
+settings, focus = {}, None
+for s, tab in zip(strategies, tabs):
+    with tab:
+        n = len(run.controls(s))
+        settings[s] = A.draw_controls(run, s, columns=st.columns(max(n, 2)))
+        st.caption(f"{V.EXPLAIN[s]} *Source: {STRATEGIES[s].source}.*")
+    if focus is None and tab.open:
+        focus = s
+focus = focus or strategies[0]
+st.session_state[A.SETTINGS_KEY] = {"run": run.name, "settings": settings, "focus": focus}
+
+ev = run.evaluate(focus, settings[focus])
+right = ev["pred"] == run.cache.labels
+
+# ---- what the current setting costs and earns --------------------------------------------------------
+st.subheader(V.strategy_title(focus))
+st.caption(f"Current knobs: {V.describe_params(settings[focus])}")
+c = st.columns(5)
+c[0].metric(V.metric_name(run.metric), f"{ev['score']:.4f}", f"{ev['delta_vs_full']:+.4f}",
+            delta_description="vs full model",
+            delta_color="normal" if abs(ev["delta_vs_full"]) > 1e-12 else "off")
+c[1].metric("Mean exit layer", f"{ev['mean_exit_layer']:.2f} / {run.L}")
+c[2].metric("Layer speed-up", f"{ev['layer_speedup']:.2f}x", help="L / mean exit layer")
+c[3].metric("Saved fraction", f"{ev['saved_fraction']:.1%}",
+            help="1 - mean exit layer / L: the share of layer computations skipped (PCEE-BERT's 'speed-up')")
+c[4].metric("Wall-clock speed-up", A.fmt_speedup(ev["wallclock_speedup"]),
+            help="Estimated: full-model batch-1 latency / expected latency at these exits, from the run's "
+                 "measured per-layer times" if ev["wallclock_speedup"] is not None else
+                 "This run has no measured per-layer latencies")
+st.caption("Three speed-ups, never interchangeable: **layer speed-up** = L / mean exit layer; "
+           "**saved fraction** = share of layers skipped; **wall-clock speed-up** = estimated from measured "
+           "per-layer latencies at batch size 1 (it includes the embeddings, which every sample pays).")
+
+# ---- curves ------------------------------------------------------------------------------------------
+has_ms = run.cache.layer_ms is not None
+axes = ["layer_speedup", "saved_fraction"] + (["wallclock_speedup"] if has_ms else [])
+left, mid, right_col = st.columns([3, 2, 2])
+with left:
+    default_curves = [s for s in ("entropy", "patience", "pcee", "voting") if s in strategies]
+    curves = st.multiselect("Rules to draw", strategies, default=default_curves, key="curves",
+                            format_func=A.TAB_LABELS.get, bind="query-params",
+                            help="The budgeted exits, the Oracle and the open tab's rule are always drawn.")
+with mid:
+    x = st.radio("Speed-up axis", axes, format_func=V.AXIS_SHORT.get, key="x",
+                 horizontal=True, bind="query-params")
+with right_col:
+    kinds = ["speed-up"] + (["latency"] if has_ms else [])
+    kind = st.radio("Target", kinds, key="target_kind", horizontal=True, bind="query-params",
+                    format_func={"speed-up": "layer speed-up", "latency": "latency budget"}.get)
+    if kind == "latency":
+        full_ms = V.full_latency_ms(run)
+        low_ms = float(run.cache.embed_ms or 0.0) + float(run.cache.layer_ms[0])
+        target = st.slider("Latency budget (ms, batch 1)", round(low_ms, 2), round(full_ms, 2),
+                           round(full_ms / 2, 2), 0.01, key="budget_ms", bind="query-params")
+    else:
+        target = st.slider("Target layer speed-up", 1.0, float(run.L), min(2.0, float(run.L)), 0.05,
+                           format="%.2fx", key="target", bind="query-params")
+best = V.best_table(run, kind, target)
+
+drawn = list(dict.fromkeys([focus, *curves]))
+current = {s: (ev if s == focus else run.evaluate(s, settings[s])) for s in drawn}
+target_x = None
+if kind == "speed-up" and x == "layer_speedup":
+    target_x = target
+elif kind == "latency" and x == "wallclock_speedup":
+    target_x = V.full_latency_ms(run) / target
+elif kind == "speed-up" and x == "saved_fraction":
+    target_x = 1 - 1 / target
+fig = V.tradeoff_figure(run, drawn, current, x=x, target_x=target_x, best=best, focus=focus)
+
+
+def _load_clicked_point(key):
+    for p in A.selected_points(key):
+        cd = p.get("customdata")
+        if cd and len(cd) >= 2 and cd[0] in strategies:
+            A.load_setting(run, cd[0], json.loads(cd[1]))
+            return
+
+
+curve_key = A.selection_key("curve")
+st.plotly_chart(fig, key=curve_key, on_select=lambda: _load_clicked_point(curve_key),
+                selection_mode="points", config={"displaylogo": False})
+st.caption("Each faint point is one swept setting of a rule, its line the best it can do; the wide yellow "
+           "band is the **Pareto frontier** over all rules (nothing beats it on both axes). The grey dashed "
+           "line is the static **budgeted exit** (everyone stops at layer m), the star the **Oracle**, which "
+           "peeks at the labels. Big circles are the current knobs (outlined: the open tab); diamonds the best "
+           "setting of each rule at the target.")
+
+# ---- best at the target ----------------------------------------------------------------------------
+what = (f"layer speed-up >= {target:.2f}x" if kind == "speed-up" else f"expected latency <= {target:.2f} ms")
+st.markdown(f"**Best setting of each rule with {what}**")
+if best.empty:
+    st.info("No swept setting reaches this target; lower it.")
+else:
+    def _load_best_row(key, table=best):
+        rows = A.selected_rows(key)
+        if rows:
+            r = table.iloc[rows[0]]
+            A.load_setting(run, r["strategy"], json.loads(r["params"]))
+
+    best_key = A.selection_key("best")
+    shown = best.assign(strategy=best["strategy"].map(A.TAB_LABELS),
+                        saved_fraction=100 * best["saved_fraction"]).drop(columns=["params"])
+    if not has_ms:
+        shown = shown.drop(columns=["wallclock_speedup"])
+    st.dataframe(shown, hide_index=True, key=best_key, on_select=lambda: _load_best_row(best_key),
+                 selection_mode="single-row", column_config={
+                     "strategy": st.column_config.TextColumn("rule", width=80),
+                     "setting": st.column_config.TextColumn("setting", width=260),
+                     "score": st.column_config.NumberColumn(V.metric_name(run.metric), format="%.4f"),
+                     "delta": st.column_config.NumberColumn("vs full model", format="%+.4f"),
+                     "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
+                     "saved_fraction": st.column_config.NumberColumn("saved fraction", format="%.1f%%"),
+                     "wallclock_speedup": st.column_config.NumberColumn("wall-clock speed-up", format="%.2fx"),
+                 })
+    st.caption("Picked from each rule's sweep (metrics.best_at / best_under_latency). "
+               "Click a row to load it into the knobs.")
+
+# ---- where the samples exit, and the export ---------------------------------------------------------
+h, e = st.columns([1, 1])
+with h:
+    st.markdown("**Where the samples exit**")
+    st.plotly_chart(V.exit_histogram(ev["exit_layer"], right, run.L), key="exit-histogram",
+                    config={"displayModeBar": False})
+    st.caption(f"{V.strategy_title(focus)} at the current knobs: samples per exit layer, "
+               "split into right and wrong at the exit.")
+with e:
+    st.markdown("**Export this operating point**")
+    op = V.operating_point(run, ev)
+    st.download_button("Download JSON", op.to_json(), file_name=f"{run.name}-{focus}.json",
+                       mime="application/json", icon=":material/download:", key="export")
+    st.code(op.to_json(), language="json", height=300)
+    st.caption("The address bar holds the run and every knob: copy it to share this exact view.")

@@ -1,0 +1,144 @@
+"""Traces: the samples under one exit rule, filtered; one sample's layer-by-layer story."""
+import streamlit as st
+
+from core import appstate as A, views as V
+
+A.require_app()
+
+st.title("Traces")
+run = A.current_run()
+if run is None:
+    st.stop()
+strategies = run.strategies
+N, L = run.cache.N, run.L
+
+# ---- the exit rule (starts from what Explore had open) ----------------------------------------------
+shared = st.session_state.get(A.SETTINGS_KEY) or {}
+explore = shared.get("settings", {}) if shared.get("run") == run.name else {}
+start_rule = shared.get("focus") if shared.get("run") == run.name else "entropy"
+start_rule = start_rule if start_rule in strategies else strategies[0]
+controls_n = max(len(run.controls(s)) for s in strategies)
+cols = st.columns([2] + [2] * controls_n)
+with cols[0]:
+    rule = st.selectbox("Exit rule", strategies, index=strategies.index(start_rule), key="t.rule",
+                        format_func=A.TAB_LABELS.get, bind="query-params")
+for name, value in explore.get(rule, {}).items():   # first visit: the knobs Explore had
+    st.session_state.setdefault(f"t.{rule}.{name}", value)
+params = A.draw_controls(run, rule, prefix="t.", columns=cols[1:])
+ev = run.evaluate(rule, params)
+st.caption(f"{V.EXPLAIN[rule]}  At these knobs: {V.metric_name(run.metric)} **{ev['score']:.4f}** "
+           f"({ev['delta_vs_full']:+.4f} vs full model), mean exit layer **{ev['mean_exit_layer']:.2f}** of {L}, "
+           f"layer speed-up **{ev['layer_speedup']:.2f}x**, saved fraction **{ev['saved_fraction']:.1%}**.")
+
+_, note = run.texts()
+if note:
+    st.info(note)
+
+# ---- filters and the table -------------------------------------------------------------------------
+f1, f2, f3, f4 = st.columns([3, 3, 2, 3])
+with f1:
+    outcome = st.radio("At the exit", ["all", "right", "wrong"], horizontal=True, key="t.outcome",
+                       bind="query-params")
+with f2:
+    layers = st.slider("Exit layer", 1, L, (1, L), key="t.layers", bind="query-params")
+with f3:
+    over = st.toggle("Overthinking", key="t.over", bind="query-params",
+                     help="Only samples that overthink: an earlier exit was right and the last exit is wrong, "
+                          "so more layers made it worse.")
+with f4:
+    query = st.text_input("Search", key="t.q", bind="query-params", placeholder="a word, or a row id")
+
+table = V.trace_table(run, ev["exit_layer"], ev["pred"])
+view = V.filter_traces(table, outcome=outcome, layers=tuple(layers), overthinking=over, query=query)
+st.caption(f"**{len(view)}** of {N} samples match. In the whole run {int(table['overthinking'].sum())} samples "
+           f"overthink, and {int((~table['right']).sum())} are wrong at the exit of this rule. "
+           "Click a row or a point to open the sample below.")
+
+
+def _open(pos: int):
+    st.session_state["sample"] = int(pos)
+    A.bump_selection()  # fresh table and chart: no stale highlight of the clicked row or point
+
+
+def _open_row(key, shown=view):
+    rows = A.selected_rows(key)
+    if rows and rows[0] < len(shown):
+        _open(shown.index[rows[0]])
+
+
+def _open_point(key):
+    for p in A.selected_points(key):
+        cd = p.get("customdata")
+        if cd and str(cd[0]).isdigit():
+            _open(cd[0])
+            return
+
+
+# layout first, filled below: the sample picker decides what the table and chart highlight
+t_col, s_col = st.columns([7, 4])
+st.divider()
+head, pick = st.columns([4, 1])
+with pick:
+    pos = st.number_input("Sample (position)", min_value=0, max_value=N - 1, value=None, step=1, key="sample",
+                          bind="query-params", placeholder="click a row")
+if pos is None and not view.empty:
+    pos = int(view.index[0])
+
+with t_col:
+    table_key = A.selection_key("traces-table")
+    st.dataframe(view, hide_index=True, height=360, key=table_key, on_select=lambda: _open_row(table_key),
+                 selection_mode="single-row",
+                 column_order=["row", "text", "label", "prediction", "exit layer", "right", "overthinking",
+                               "first right layer"],
+                 column_config={
+                     "row": st.column_config.NumberColumn(width=50),
+                     "text": st.column_config.TextColumn(width=260),
+                     "label": st.column_config.TextColumn(width=80),
+                     "prediction": st.column_config.TextColumn(width=80),
+                     "exit layer": st.column_config.NumberColumn("exit", width=40),
+                     "right": st.column_config.CheckboxColumn("right", width=45),
+                     "overthinking": st.column_config.CheckboxColumn("overthinks", width=75),
+                     "first right layer": st.column_config.NumberColumn("first right", width=70,
+                                                                        help="First exit that is right (0: none)"),
+                 })
+with s_col:
+    scatter_key = A.selection_key("traces-scatter")
+    st.plotly_chart(V.samples_scatter(view, L, current=pos), key=scatter_key,
+                    on_select=lambda: _open_point(scatter_key), selection_mode="points",
+                    config={"displaylogo": False})
+    if len(view) > 1500:
+        st.caption("Showing a random 1,500 of the matching samples.")
+
+# ---- one sample -------------------------------------------------------------------------------------
+if pos is None:
+    st.info("No sample matches the filters.")
+    st.stop()
+pos = int(pos)
+row = table.loc[pos]
+with head:
+    st.subheader(f"Sample {pos} (dev row {row['row']})")
+parts = run.raw_text(pos)
+for label, part in zip(["A", "B"] if len(parts) == 2 else [""], parts):
+    st.markdown(f"> {'**' + label + '** ' if label else ''}{part}")
+m = st.columns(4)
+m[0].metric("Label", row["label"])
+m[1].metric("Full model says", run.cache.label_names[int(run.argmax[pos, -1])],
+            "right" if row["full model right"] else "wrong",
+            delta_color="normal" if row["full model right"] else "inverse", delta_arrow="off")
+m[2].metric(f"{V.strategy_title(rule)} exits at", f"layer {row['exit layer']}")
+m[3].metric("and predicts", row["prediction"], "right" if row["right"] else "wrong",
+            delta_color="normal" if row["right"] else "inverse", delta_arrow="off")
+if row["overthinking"]:
+    st.warning(f"Overthinking: exit {row['first right layer']} was already right, the last exit is wrong.")
+
+marker_settings = {**{s: explore.get(s, run.default_params(s)) for s in strategies}, rule: params}
+exits = V.sample_exits(run, pos, marker_settings)
+st.plotly_chart(V.sample_figure(run, pos, exits), key="sample-figure", config={"displaylogo": False})
+st.caption("Top: each exit's class probabilities (✓ marks the label). Middle: what the rules read at each "
+           "layer: normalized **entropy** (low = sure), **max-prob**, **vote share** (how many layers so far "
+           "agree with the majority), mean **divergence** (KD) of this layer's distribution to the earlier ones"
+           + (", and the **learned confidence** of the LTE head" if run.cache.confidence is not None else "")
+           + ". Bottom strip: the layer where each rule lets the sample out (green = right there, red = wrong); "
+           "the rule picked above uses its knobs here, the others the knobs Explore last had (or their defaults).")
+st.dataframe(exits.drop(columns=["strategy"]), hide_index=True, key="sample-exits",
+             column_config={"title": "rule", "setting": st.column_config.TextColumn(width="medium")})

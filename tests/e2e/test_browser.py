@@ -1,0 +1,229 @@
+"""Real-browser tests: Debian's chromium (through Playwright) against `streamlit run app.py` on a free
+port, reading the synthetic run root of tests/conftest.py (EEL_CHECKPOINTS).
+
+Every page loads with no error box; a slider move changes the chart; clicking a point of a chart
+loads that setting (Explore) or opens that sample's trace (Traces); a corrupt run shows a message.
+Screenshots of every page land in test-output/screenshots/ (gitignored) for a person to look at.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ERROR_BOX = '[data-testid="stException"], .stException'
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def settle(pg, timeout: float = 60.0):
+    """Wait until the app has rendered and no script run is in progress."""
+    pg.wait_for_selector('[data-testid="stMain"]', timeout=timeout * 1000)
+    deadline = time.time() + timeout
+    quiet = 0
+    while time.time() < deadline:
+        running = pg.evaluate("""() => !!document.querySelector('[data-testid="stStatusWidget"]')
+                                 || !!document.querySelector('[data-testid="stSkeleton"]')""")
+        quiet = 0 if running else quiet + 1
+        if quiet >= 4:
+            return
+        time.sleep(0.25)
+    raise AssertionError("the app kept running")
+
+
+def open_app(pg, base: str, path: str):
+    pg.goto(base + path)
+    settle(pg)
+    pg.wait_for_selector("h1", timeout=30000)
+    settle(pg)
+
+
+def screenshot(pg, name: str):
+    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = pg.evaluate("""() => { const m = document.querySelector('[data-testid="stMain"]');
+                                    return m ? m.scrollHeight : 900 }""")
+    pg.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 7000)})
+    time.sleep(1.0)  # plotly re-lays out on resize
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    pg.set_viewport_size({"width": 1400, "height": 900})
+
+
+def no_error_box(pg):
+    boxes = pg.locator(ERROR_BOX)
+    assert boxes.count() == 0, boxes.first.inner_text()
+
+
+def plot_trace(pg, chart_index: int, name: str) -> dict:
+    """x/y/customdata of the trace called `name` in the chart_index-th plotly chart."""
+    return pg.evaluate("""([i, name]) => {
+        const gd = document.querySelectorAll('.js-plotly-plot')[i];
+        const k = gd.data.findIndex(t => t.name === name);
+        if (k < 0) return null;
+        const t = gd.data[k];
+        const arr = v => (v && v.length !== undefined) ? Array.from(v) : v;
+        return {index: k, x: arr(t.x), y: arr(t.y), customdata: t.customdata ? Array.from(t.customdata, r => Array.from(r)) : null};
+    }""", [chart_index, name])
+
+
+def point_center(pg, chart_index: int, trace_index: int, point: int) -> tuple[float, float]:
+    box = pg.evaluate("""([i, k, j]) => {
+        const gd = document.querySelectorAll('.js-plotly-plot')[i];
+        const traces = gd.querySelectorAll('.scatterlayer .trace');
+        const pts = traces[k].querySelectorAll('path.point');
+        const r = pts[j].getBoundingClientRect();
+        return [r.x + r.width / 2, r.y + r.height / 2];
+    }""", [chart_index, trace_index, point])
+    return box[0], box[1]
+
+
+def most_isolated_point(pg, chart_index: int) -> dict:
+    """The clickable point (one with customdata) farthest from every other drawn point, so a click
+    lands on it and on nothing else: {trace, point, customdata}."""
+    return pg.evaluate("""(i) => {
+        const gd = document.querySelectorAll('.js-plotly-plot')[i];
+        const traces = [...gd.querySelectorAll('.scatterlayer .trace')];
+        const all = [];
+        traces.forEach((t, k) => t.querySelectorAll('path.point').forEach((p, j) => {
+            const r = p.getBoundingClientRect();
+            all.push({k, j, x: r.x + r.width / 2, y: r.y + r.height / 2});
+        }));
+        let best = null, bestD = -1;
+        for (const a of all) {
+            const cd = gd.data[a.k].customdata;
+            if (!cd || !gd.data[a.k].name || gd.data[a.k].name.startsWith('Oracle')) continue;
+            let d = Infinity;
+            for (const b of all) if (b !== a) d = Math.min(d, Math.hypot(a.x - b.x, a.y - b.y));
+            if (d > bestD) { bestD = d; best = {trace: a.k, point: a.j, customdata: Array.from(cd[a.j])}; }
+        }
+        return best;
+    }""", chart_index)
+
+
+def click_point(pg, chart_index: int, trace_index: int, point: int):
+    pg.evaluate("""(i) => document.querySelectorAll('.js-plotly-plot')[i]
+                          .scrollIntoView({block: 'center'})""", chart_index)
+    time.sleep(0.8)
+    x, y = point_center(pg, chart_index, trace_index, point)
+    pg.mouse.move(x, y)
+    time.sleep(0.4)
+    pg.mouse.click(x, y)
+
+
+# ---- tests ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path,name,title", [
+    ("/?run=synth-joint", "home", "Early-Exit Lab"),
+    ("/explore?run=synth-leebert", "explore", "Explore exit rules"),
+    ("/traces?run=synth-pair3&sample=3", "traces", "Traces"),
+    ("/compare", "compare", "Compare runs"),
+])
+def test_every_page_loads_without_an_error_box(app_server, page, path, name, title):
+    open_app(page, app_server, path)
+    assert page.locator("h1").first.inner_text().strip() == title
+    no_error_box(page)
+    assert page.locator(".js-plotly-plot").count() >= 1
+    screenshot(page, name)
+
+
+def test_corrupt_run_shows_a_message(app_server, page):
+    open_app(page, app_server, "/explore?run=broken-run")
+    alert = page.locator('[data-testid="stAlert"]').first
+    assert "broken-run" in alert.inner_text() and "cache.npz" in alert.inner_text()
+    no_error_box(page)
+    screenshot(page, "explore-broken-run")
+
+
+def test_moving_a_slider_changes_the_chart(app_server, page):
+    open_app(page, app_server, "/explore?run=synth-joint&strategy=Entropy")
+    before = plot_trace(page, 0, "Entropy: current")
+    score_before = page.locator('[data-testid="stMetricValue"]').first.inner_text()
+    thumb = page.locator('[data-testid="stSlider"] input[aria-label="Entropy threshold"]')
+    thumb.focus()
+    page.keyboard.press("End")  # threshold 0.300 -> 1.000: every sample exits at layer 1
+    time.sleep(0.5)
+    settle(page)
+    page.wait_for_function("""(x) => {
+        const gd = document.querySelectorAll('.js-plotly-plot')[0];
+        const t = gd && gd.data.find(t => t.name === 'Entropy: current');
+        return t && Array.from(t.x)[0] !== x; }""", arg=before["x"][0], timeout=30000)
+    after = plot_trace(page, 0, "Entropy: current")
+    assert after["x"] != before["x"]
+    assert after["x"][0] == pytest.approx(6.0)  # layer speed-up L / 1
+    assert "entropy.threshold=1" in page.url
+    assert page.locator('[data-testid="stMetricValue"]').first.inner_text() != score_before or \
+        after["y"] != before["y"]
+    no_error_box(page)
+    screenshot(page, "explore-after-slider")
+
+
+def test_clicking_a_curve_point_loads_that_setting(app_server, page):
+    open_app(page, app_server, "/explore?run=synth-joint&strategy=Budget&curves=DGE&curves=Voting")
+    page.evaluate("""() => document.querySelectorAll('.js-plotly-plot')[0].scrollIntoView({block: 'center'})""")
+    time.sleep(0.8)
+    target = most_isolated_point(page, 0)
+    strategy, params_json, title, setting = target["customdata"]
+    click_point(page, 0, target["trace"], target["point"])
+    page.wait_for_function("""(t) => [...document.querySelectorAll('h3')].some(h => h.innerText === t)""",
+                           arg=title, timeout=30000)
+    settle(page)
+    knobs = next(c for c in page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
+                 if c.startswith("Current knobs:"))
+    assert all(part in knobs for part in setting.split(", ")), (setting, knobs)
+    assert "strategy=" in page.url
+    no_error_box(page)
+    screenshot(page, "explore-after-click")
+
+
+def test_clicking_a_sample_point_opens_its_trace(app_server, page):
+    open_app(page, app_server, "/traces?run=synth-joint")
+    page.evaluate("""() => document.querySelectorAll('.js-plotly-plot')[0].scrollIntoView({block: 'center'})""")
+    time.sleep(0.8)
+    target = most_isolated_point(page, 0)  # never the open sample: its ring sits on it
+    pos = int(target["customdata"][0])
+    assert page.locator("h3", has_text=f"Sample {pos} ").count() == 0
+    click_point(page, 0, target["trace"], target["point"])
+    page.wait_for_function("""(p) => [...document.querySelectorAll('h3')]
+                              .some(h => h.innerText.startsWith('Sample ' + p + ' '))""", arg=pos, timeout=30000)
+    settle(page)
+    assert f"sample={pos}" in page.url
+    no_error_box(page)
+    screenshot(page, "traces-after-click")
+
+
+def test_run_choice_survives_page_navigation(app_server, page):
+    open_app(page, app_server, "/explore?run=synth-pair3")
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Compare").click()
+    page.wait_for_selector("h1:has-text('Compare runs')", timeout=30000)
+    settle(page)
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Traces").click()
+    page.wait_for_selector("h1:has-text('Traces')", timeout=30000)
+    settle(page)
+    assert "run=synth-pair3" in page.url
+    assert "synthetic-pairs · badge" in page.locator('[data-testid="stSidebar"]').inner_text()  # its config
+    no_error_box(page)

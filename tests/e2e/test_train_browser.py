@@ -1,0 +1,255 @@
+"""Real browser, Build pages: Debian's chromium (Playwright) against `streamlit run app.py` on a free port
+with EEL_CHECKPOINTS = an empty tmp root.
+
+Train: fill the form (a tiny random BERT built here, LeeBERT so Ω exists, a few dozen rows), start the
+job, watch the progress bar and the Ω panel change while it runs, and see the finished run in the run
+picker. Playground: type a sentence into that run and read the exit layer, the prediction and the
+timings. Screenshots go to test-output/screenshots/ (train-form, train-running, train-done,
+playground).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "test-output" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ERROR_BOX = '[data-testid="stException"]'
+RUN = "tiny-leebert"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run app.py` on a free port over an empty checkpoint root; yields (url, root, backbone)."""
+    from tests.test_train_page import write_tiny_backbone
+
+    tmp = tmp_path_factory.mktemp("e2e-train")
+    backbone = write_tiny_backbone(tmp / "bert")
+    root = tmp / "checkpoints"
+    root.mkdir()
+    port = free_port()
+    log = tmp / "streamlit.log"
+    env = {**os.environ, "EEL_CHECKPOINTS": str(root), "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start; log:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url, root, backbone
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def settle(pg, timeout: float = 90.0):
+    """The app has rendered and no script run is in progress (a while without the running indicator)."""
+    pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout * 1000)
+    deadline = time.time() + timeout
+    quiet = 0
+    while time.time() < deadline:
+        running = pg.evaluate("""() => !!document.querySelector('[data-testid="stStatusWidget"]')
+                                 || !!document.querySelector('[data-testid="stSkeleton"]')""")
+        quiet = 0 if running else quiet + 1
+        if quiet >= 4:
+            return
+        time.sleep(0.25)
+    raise AssertionError("the app kept running")
+
+
+def screenshot(pg, name: str):
+    """The whole page (Streamlit scrolls inside its main container: grow the viewport to fit it)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = pg.evaluate("""() => { const m = document.querySelector('[data-testid="stMain"]');
+                                    return m ? m.scrollHeight : 900 }""")
+    pg.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 7000)})
+    time.sleep(1.0)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    pg.set_viewport_size({"width": 1400, "height": 900})
+
+
+def no_error_box(pg):
+    boxes = pg.locator(ERROR_BOX)
+    assert boxes.count() == 0, boxes.first.inner_text()
+
+
+def set_number(pg, label: str, value):
+    box = pg.get_by_label(label, exact=True)
+    box.scroll_into_view_if_needed()
+    box.fill(str(value))
+    box.press("Enter")
+    settle(pg)
+
+
+def set_text(pg, label: str, value: str):
+    box = pg.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    settle(pg)
+
+
+def choose(pg, label: str, option: str):
+    """Pick `option` in the selectbox labelled `label`."""
+    pg.locator('[data-testid="stSelectbox"]').filter(has=pg.get_by_text(label, exact=True)).click()
+    pg.get_by_role("option", name=option, exact=True).click()
+    settle(pg)
+
+
+def open_expander(pg, label: str):
+    pg.locator('[data-testid="stExpander"] summary').filter(has_text=label).click()
+    time.sleep(0.3)
+
+
+def omega_state(pg) -> dict:
+    """The live panel as the browser has it: progress text, Ω heatmap title and values."""
+    return pg.evaluate("""() => {
+        const prog = document.querySelector('[data-testid="stProgress"]');
+        const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+        const heat = plots.find(gd => gd.data && gd.data[0] && gd.data[0].type === 'heatmap');
+        const badge = Array.from(document.querySelectorAll('[data-testid="stMarkdownContainer"]'))
+                           .map(e => e.innerText).find(t => /(running|done|failed|queued|cancelled)$/m.test(t));
+        return {progress: prog ? prog.innerText : null, badge: badge || null,
+                omega_title: heat ? heat.layout.title.text : null,
+                omega: heat ? JSON.stringify(heat.data[0].z) : null, charts: plots.length};
+    }""")
+
+
+# ---- tests ------------------------------------------------------------------------------------------------
+def test_train_a_tiny_leebert_run_and_watch_it(server, page):
+    url, root, backbone = server
+    page.goto(f"{url}/train")
+    settle(page)
+    page.wait_for_selector("h1:has-text('Train a multi-exit model')", timeout=60000)
+    no_error_box(page)
+
+    set_text(page, "Backbone", backbone)
+    choose(page, "Method", "leebert")
+    set_number(page, "Epochs", 3)
+    set_number(page, "Max training rows", 64)
+    set_number(page, "Max dev rows", 32)
+    set_number(page, "Ω learning rate λ2", 0.05)   # so Ω visibly moves in a 48-step run
+    open_expander(page, "Training hyperparameters")
+    set_number(page, "Batch size", 4)
+    open_expander(page, "Exits, bypasses and what the run writes")
+    set_number(page, "Latency samples", 4)
+    set_number(page, "Log every (steps)", 2)
+    set_text(page, "Run name", RUN)
+    command = page.locator('[data-testid="stCode"]').first.inner_text()
+    assert "--method leebert" in command and f"--out {root / RUN}" in command, command
+    assert "--omega-lr 0.05" in command and "--max-train 64" in command
+    screenshot(page, "train-form")
+
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_selector("text=started", timeout=30000)
+
+    # watch the fragment refresh while the job runs: the progress text and Ω must change
+    seen, deadline, shot = [], time.time() + 240, False
+    while time.time() < deadline:
+        s = omega_state(page)
+        seen.append(s)
+        if s["omega"] is not None and not shot and s["badge"] and s["badge"].endswith("running"):
+            time.sleep(1.5)
+            screenshot(page, "train-running")
+            shot = True
+        if s["badge"] and s["badge"].endswith("done"):
+            break
+        assert not (s["badge"] or "").endswith("failed"), page.locator('[data-testid="stAlert"]').all_inner_texts()
+        time.sleep(0.7)
+    else:
+        raise AssertionError(f"the job did not finish; last state {seen[-1]}")
+    progress = [s["progress"] for s in seen if s["progress"]]
+    omegas = [s["omega_title"] for s in seen if s["omega_title"]]
+    assert len(set(progress)) >= 3, progress          # the bar moved while we watched
+    assert len(set(omegas)) >= 2, omegas              # Ω snapshots at new steps arrived live
+    first_om = next(s["omega"] for s in seen if s["omega"])
+    settle(page)
+    time.sleep(2.0)  # the rerun a finished job triggers
+    settle(page)
+    final = omega_state(page)
+    assert final["omega"] != first_om, "Ω changed during training"
+    assert final["charts"] == 4, final  # losses, dev scores, Ω heatmap, Ω lines
+    no_error_box(page)
+    screenshot(page, "train-done")
+
+    # the finished run is in the run picker without restarting the app
+    picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.evaluate(
+        "e => e.innerText + ' ' + Array.from(e.querySelectorAll('input')).map(i => i.value).join(' ')")
+    assert RUN in picker, picker
+    assert (root / RUN / "model.safetensors").is_file()
+
+
+def test_playground_reads_a_typed_sentence(server, page):
+    url, root, _ = server
+    if not (root / RUN / "cache.npz").is_file():
+        pytest.skip("the training test did not produce the run")
+    page.goto(f"{url}/playground?run={RUN}")
+    settle(page)
+    page.wait_for_selector("h1:has-text('Playground')", timeout=60000)
+    box = page.get_by_label("Sentence", exact=True)
+    box.fill("the film was great and very funny")
+    box.press("Control+Enter")
+    settle(page)
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=60000)
+    metrics = dict(zip(page.locator('[data-testid="stMetricLabel"]').all_inner_texts(),
+                       page.locator('[data-testid="stMetricValue"]').all_inner_texts()))
+    metrics = {k.strip(): v.strip() for k, v in metrics.items()}
+    assert metrics["Prediction"] in ("negative", "positive"), metrics
+    assert metrics["Exit layer"] in ("1 / 2", "2 / 2"), metrics
+    assert metrics["Early-exit latency"].endswith("ms") and metrics["All 2 layers"].endswith("ms")
+    no_error_box(page)
+    screenshot(page, "playground")
+
+    # a budgeted exit at layer 1 stops after the first layer
+    choose(page, "Exit rule", "Budgeted exit")
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="stMetricValue"]'))
+                                   .some(e => e.innerText.trim() === '1 / 2')""", timeout=30000)
+    screenshot(page, "playground-budget")

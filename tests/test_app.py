@@ -1,0 +1,329 @@
+"""The app's pages under Streamlit's AppTest: every page renders on every kind of run; controls move
+the numbers; query parameters restore the view; a corrupt run folder gets a message, not a traceback.
+
+The app reads its runs from $EEL_CHECKPOINTS, here a tmp folder of synthetic runs (tests/conftest.py)
+holding a corrupt run and one still training. A last test runs every page on the real checkpoints/.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import views as V
+from core.metrics import OperatingPoint
+from core.runs import DEFAULT_ROOT
+from core.strategies import apply
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGES = ["pages/home.py", "pages/explore.py", "pages/traces.py", "pages/compare.py"]
+GOOD_RUNS = ["synth-joint", "synth-leebert", "synth-pair3", "synth-deep", "synth-notexts"]
+
+
+@pytest.fixture
+def root(run_root, monkeypatch):
+    monkeypatch.setenv(V.ROOT_ENV, str(run_root))
+    return run_root
+
+
+def open_page(page: str | None = None, **params) -> AppTest:
+    """Open `page` the way a link does: query parameters set before the first run."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    if page and page != "pages/home.py":
+        at.switch_page(page)
+        for k, v in params.items():
+            at.query_params[k] = v
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+# ---- every page renders -----------------------------------------------------------------------------
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("run", GOOD_RUNS)
+def test_every_page_renders_on_every_run(root, page, run):
+    at = open_page(page, run=run)
+    assert not at.error, [e.value for e in at.error]
+    if page == "pages/explore.py":
+        assert float(at.metric[0].value) > 0
+        assert metric(at, "Layer speed-up").endswith("x")
+    if page == "pages/traces.py":
+        assert len(at.dataframe[0].value) > 0
+
+
+def test_home_lists_every_run_and_names_the_broken_one(root):
+    at = open_page()
+    table = at.dataframe[0].value
+    assert {"synth-joint", "broken-run", "still-training"} <= set(table["run"])
+    broken = table.set_index("run").loc["broken-run"]
+    assert broken["state"] == "unreadable" and "cache.npz" in broken["note"]
+    assert table.set_index("run").loc["still-training", "state"] == "running"
+    assert any("broken-run" in w.value for w in at.warning)
+    assert len(at.page_link) >= 3
+
+
+@pytest.mark.parametrize("page", ["pages/explore.py", "pages/traces.py", "pages/home.py"])
+def test_corrupt_run_gets_a_message_naming_it(root, page):
+    at = open_page(page, run="broken-run")
+    msgs = [m.value for m in [*at.error, *at.warning]]
+    assert any("broken-run" in m and "cache.npz" in m for m in msgs), msgs
+    assert not at.exception
+
+
+def test_other_runs_still_work_after_the_corrupt_one(root):
+    at = open_page("pages/explore.py", run="broken-run")
+    assert at.error
+    at.selectbox(key="run").set_value("synth-joint").run()
+    assert not at.exception and not at.error
+    assert float(metric(at, "Accuracy")) > 0
+
+
+def test_compare_names_a_corrupt_run_and_shows_the_rest(root):
+    at = open_page("pages/compare.py", **{"c.runs": ["synth-joint", "broken-run"]})
+    assert any("broken-run" in e.value for e in at.error)
+    summary = at.dataframe[0].value
+    assert list(summary["run"]) == ["synth-joint"]
+
+
+def test_unknown_run_in_the_link_falls_back_with_a_warning(root):
+    at = open_page("pages/explore.py", run="no-such-run")
+    assert any("no-such-run" in w.value for w in at.warning)
+    assert float(metric(at, "Accuracy")) > 0
+
+
+# ---- Explore: controls and state ---------------------------------------------------------------------
+def test_moving_a_control_changes_the_score(root):
+    at = open_page("pages/explore.py", run="synth-joint", strategy="Entropy")
+    before = (metric(at, "Accuracy"), metric(at, "Mean exit layer"))
+    at.slider(key="entropy.threshold").set_value(0.02).run()
+    assert not at.exception
+    after = (metric(at, "Accuracy"), metric(at, "Mean exit layer"))
+    assert after != before
+    run = V.load_run(Path(root) / "synth-joint")
+    ev = run.evaluate("entropy", {"threshold": 0.02})
+    assert metric(at, "Accuracy") == f"{ev['score']:.4f}"
+    assert metric(at, "Layer speed-up") == f"{ev['layer_speedup']:.2f}x"
+    assert metric(at, "Saved fraction") == f"{ev['saved_fraction']:.1%}"
+    assert metric(at, "Wall-clock speed-up") == f"{ev['wallclock_speedup']:.2f}x"
+
+
+def test_every_strategy_tab_renders_and_reports(root):
+    run = V.load_run(Path(root) / "synth-leebert")
+    assert "lte" in run.strategies  # this run has learned confidences
+    for s in run.strategies:
+        at = open_page("pages/explore.py", run="synth-leebert", strategy=V_tab(s))
+        ev = run.evaluate(s, run.default_params(s))
+        assert metric(at, "Accuracy") == f"{ev['score']:.4f}", s
+        assert any(h.value == V.strategy_title(s) for h in at.subheader), s
+
+
+def V_tab(strategy: str) -> str:
+    from core.appstate import TAB_LABELS
+
+    return TAB_LABELS[strategy]
+
+
+def test_query_parameters_restore_the_explore_view(root):
+    params = {"run": "synth-pair3", "strategy": "PCEE", "pcee.patience": "3", "pcee.threshold": "0.2",
+              "pcee.signal": "maxprob", "x": "saved fraction", "target": "2.5", "curves": ["Entropy", "DGE"]}
+    at = open_page("pages/explore.py", **params)
+    assert at.selectbox(key="run").value == "synth-pair3"
+    assert at.slider(key="pcee.patience").value == 3
+    assert at.slider(key="pcee.threshold").value == pytest.approx(0.2)
+    assert at.selectbox(key="pcee.signal").value == "maxprob"
+    assert at.radio(key="x").value == "saved_fraction"
+    assert at.slider(key="target").value == pytest.approx(2.5)
+    assert at.multiselect(key="curves").value == ["entropy", "dge"]
+    run = V.load_run(Path(root) / "synth-pair3")
+    ev = run.evaluate("pcee", {"patience": 3, "threshold": 0.2, "signal": "maxprob", "ensemble": False})
+    assert run.metric == "macro_f1"
+    assert metric(at, "Macro-F1") == f"{ev['score']:.4f}"
+    assert "patience=3" in captions(at)
+
+
+def test_switching_to_a_shallower_run_keeps_controls_in_range(root):
+    at = open_page("pages/explore.py", run="synth-deep", strategy="Budget")
+    at.slider(key="budget.layer").set_value(11).run()
+    assert metric(at, "Mean exit layer") == "11.00 / 12"
+    at.selectbox(key="run").set_value("synth-joint").run()
+    assert not at.exception
+    assert at.slider(key="budget.layer").value <= 6
+
+
+def test_target_picks_the_best_setting_per_strategy(root):
+    at = open_page("pages/explore.py", run="synth-joint", target="3.0")
+    best = at.dataframe[0].value
+    assert len(best) > 0 and (best["layer_speedup"] >= 3.0 - 1e-9).all()
+    assert best["rule"].is_unique if "rule" in best else best["strategy"].is_unique
+
+
+def test_latency_budget_target(root):
+    at = open_page("pages/explore.py", run="synth-joint", target_kind="latency budget", budget_ms="7.0")
+    best = at.dataframe[0].value
+    run = V.load_run(Path(root) / "synth-joint")
+    assert (V.full_latency_ms(run) / best["wallclock_speedup"] <= 7.0 + 1e-6).all()
+
+
+def test_export_is_a_valid_operating_point(root):
+    run = V.load_run(Path(root) / "synth-joint")
+    ev = run.evaluate("patience", {"patience": 2})
+    op = OperatingPoint.from_json(V.operating_point(run, ev).to_json())
+    assert op.strategy == "patience" and op.params == {"patience": 2}
+    assert op.layer_speedup == pytest.approx(ev["layer_speedup"])
+    at = open_page("pages/explore.py", run="synth-joint")
+    assert at.get("download_button"), "no export button"
+    code = json.loads(at.code[0].value)
+    assert code["run"] == "synth-joint" and code["num_layers"] == 6
+
+
+# ---- Traces ---------------------------------------------------------------------------------------------
+def test_traces_filters(root):
+    at = open_page("pages/traces.py", run="synth-joint", **{"t.over": "true"})
+    view = at.dataframe[0].value
+    assert len(view) > 0 and view["overthinking"].all()
+    at = open_page("pages/traces.py", run="synth-joint", **{"t.outcome": "wrong", "t.layers": ["2", "4"]})
+    view = at.dataframe[0].value
+    assert (~view["right"]).all() and view["exit layer"].between(2, 4).all()
+    at = open_page("pages/traces.py", run="synth-joint", **{"t.q": "triumph"})
+    view = at.dataframe[0].value
+    assert len(view) > 0 and view["text"].str.contains("triumph").all()
+
+
+def test_traces_rule_knob_changes_exits(root):
+    at = open_page("pages/traces.py", run="synth-joint", **{"t.rule": "Budget"})
+    at.slider(key="t.budget.layer").set_value(2).run()
+    assert (at.dataframe[0].value["exit layer"] == 2).all()
+
+
+def test_traces_sample_from_the_link(root):
+    at = open_page("pages/traces.py", run="synth-pair3", sample="7")
+    assert any(h.value.startswith("Sample 7 ") for h in at.subheader)
+    md = [m.value for m in at.markdown]
+    assert any(m.startswith("> **A** ") for m in md) and any(m.startswith("> **B** ") for m in md)  # a pair
+
+
+def test_run_without_latencies_names_no_wallclock_speedup(root):
+    at = open_page("pages/explore.py", run="synth-notexts")
+    assert metric(at, "Wall-clock speed-up") == "n/a"
+    assert "wallclock_speedup" not in at.radio(key="x").options and len(at.radio(key="x").options) == 2
+    assert len(at.radio(key="target_kind").options) == 1
+
+
+def test_fast_evaluate_matches_the_engine(root):
+    from core.metrics import evaluate
+
+    for name in ("synth-joint", "synth-pair3"):
+        run = V.load_run(Path(root) / name)
+        for s in run.strategies:
+            a, b = run.evaluate(s, run.default_params(s)), evaluate(run.cache, s, **run.default_params(s))
+            for k in ("score", "full_score", "delta_vs_full", "mean_exit_layer", "layer_speedup",
+                      "saved_fraction", "wallclock_speedup"):
+                assert a[k] == pytest.approx(b[k]), (name, s, k)
+            np.testing.assert_array_equal(a["exit_layer"], b["exit_layer"])
+
+
+def test_traces_without_texts_show_row_ids_and_a_note(root):
+    at = open_page("pages/traces.py", run="synth-notexts")
+    assert any("could not be restored" in i.value for i in at.info)
+    assert at.dataframe[0].value["text"].str.startswith("row ").all()
+
+
+def test_sample_markers_match_the_engine(root):
+    """Where the Traces page says each rule lets a sample out is where core.strategies.apply does."""
+    run = V.load_run(Path(root) / "synth-leebert")
+    settings = {s: run.default_params(s) for s in run.strategies}
+    c = run.cache
+    for i in (0, 17, 123):
+        exits = V.sample_exits(run, i, settings).set_index("strategy")
+        for s, params in {**settings, "oracle": {}}.items():
+            el, _ = apply(s, c.probs, labels=c.labels, confidence=c.confidence, **params)
+            assert exits.loc[s, "exit layer"] == el[i], (s, i)
+
+
+def test_sample_signals_against_a_direct_computation(root):
+    run = V.load_run(Path(root) / "synth-pair3")
+    i = 5
+    p = run.cache.probs[i].astype(float)
+    sig = V.sample_signals(run, i)
+    ent = [-(q * np.log(q)).sum() / np.log(run.cache.K) for q in p]
+    np.testing.assert_allclose(sig["entropy"], ent, rtol=1e-5)
+    np.testing.assert_allclose(sig["max-prob"], p.max(1), rtol=1e-6)
+    preds = p.argmax(1)
+    share = [max(np.bincount(preds[: m + 1]).max(), 1) / (m + 1) for m in range(len(preds))]
+    np.testing.assert_allclose(sig["vote share"], share)
+    kd3 = np.mean([-(p[3] * np.log(p[j])).sum() for j in range(3)])
+    assert sig["divergence to earlier (mean KD)"][3] == pytest.approx(kd3, rel=1e-5)
+
+
+def test_filter_traces_unit():
+    import pandas as pd
+
+    df = pd.DataFrame({"row": [10, 11, 12], "text": ["Good film", "bad", "good plot"],
+                       "right": [True, False, True], "exit layer": [1, 3, 6],
+                       "overthinking": [False, True, False]})
+    assert list(V.filter_traces(df, query="GOOD")["row"]) == [10, 12]
+    assert list(V.filter_traces(df, query="11")["row"]) == [11]
+    assert list(V.filter_traces(df, outcome="wrong")["row"]) == [11]
+    assert list(V.filter_traces(df, layers=(2, 6))["row"]) == [11, 12]
+    assert list(V.filter_traces(df, overthinking=True)["row"]) == [11]
+
+
+def test_controls_follow_the_engine_spec(root):
+    from core.strategies import STRATEGIES, resolve_params
+
+    run = V.load_run(Path(root) / "synth-deep")
+    for s in run.strategies:
+        ctrls = run.controls(s)
+        assert [c.name for c in ctrls] == list(STRATEGIES[s].params)
+        resolve_params(s, run.default_params(s), run.L)  # defaults are valid for the engine
+        for c in ctrls:
+            if c.widget == "slider":
+                assert c.low < c.high and c.low <= c.default <= c.high
+                resolve_params(s, {**run.default_params(s), c.name: c.high}, run.L)
+    assert run.coerce_params("budget", {"layer": 99}) == {"layer": 12}
+    assert run.coerce_params("entropy", {"threshold": "junk"}) == {"threshold": 0.3}
+
+
+# ---- Compare ---------------------------------------------------------------------------------------------
+def test_compare_tables_and_omega(root):
+    at = open_page("pages/compare.py", **{"c.runs": ["synth-joint", "synth-leebert"], "c.strategy": "LTE"})
+    summary = at.dataframe[0].value.set_index("run")
+    run = V.load_run(Path(root) / "synth-leebert")
+    assert summary.loc["synth-leebert", "S-avg"] == pytest.approx(run.per_exit.mean())
+    assert summary.loc["synth-leebert", "S-best"] == pytest.approx(run.per_exit.max())
+    assert any("synth-joint" in c.value and "Not available" in c.value for c in at.caption)
+    omega = V.omega_records(run.path)
+    assert omega and np.asarray(omega[-1]["omega"]).shape == (6, 6)
+    assert not any("None of these runs learned" in c.value for c in at.caption)
+
+
+# ---- the real runs ----------------------------------------------------------------------------------------
+def _real_runs():
+    return [i.name for i in V.scan_runs(DEFAULT_ROOT) if i.has_cache]
+
+
+@pytest.mark.skipif(not _real_runs(), reason=f"no bundled runs with a cache.npz in {DEFAULT_ROOT} yet")
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_on_the_bundled_runs(page, monkeypatch):
+    monkeypatch.delenv(V.ROOT_ENV, raising=False)
+    for name in _real_runs():
+        at = open_page(page, run=name)
+        assert not at.exception, (name, [e.value for e in at.exception])
+        assert not at.error, (name, [e.value for e in at.error])

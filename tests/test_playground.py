@@ -1,0 +1,191 @@
+"""The Playground and core.playground: the predictor's exit layer and prediction for a typed text equal
+`core.strategies.apply` on the model's own forward pass (every exit's probabilities, computed here);
+the page shows them, for single sentences and for pairs; the all-layers timing runs every layer; a run
+without weights says which command makes them.
+
+Runs are trained in-process on a tiny random BERT (hidden 32, 2 layers, vocab 99) and 16 rows, so the
+module's set-up takes a few seconds.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from core import playground as P
+from core.model import MultiExitModel
+from core.runs import WEIGHTS_FILE
+from core.strategies import apply
+from tests.test_train_page import tiny_csv, write_tiny_backbone
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TEXTS = ["the film was good and great", "a dull , boring mess", "not very funny but the best", "flat"]
+SETTINGS = [("entropy", {"threshold": 0.3}), ("entropy", {"threshold": 0.999}), ("maxprob", {"threshold": 0.5}),
+            ("maxprob", {"threshold": 0.9}), ("patience", {"patience": 1}), ("budget", {"layer": 1}),
+            ("budget", {"layer": 2}), ("pcee", {"patience": 1, "threshold": 0.999, "signal": "entropy",
+                                                 "ensemble": False}),
+            ("dge", {"patience": 1, "threshold": 0.5, "measure": "kd"}), ("voting", {"k": 0.5, "delta": 1.0}),
+            ("lte", {"threshold": 0.5}), ("lte", {"threshold": 0.0})]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A checkpoint root with a single-sentence run (LTE heads on), a pair run, and a copy of the first
+    without weights."""
+    from core.train import train
+
+    tmp = tmp_path_factory.mktemp("pg")
+    backbone = write_tiny_backbone(tmp / "bert")
+    root = tmp / "checkpoints"
+    common = dict(backbone=backbone, epochs=1, batch_size=8, latency_samples=2, max_train=16, max_dev=16)
+    cfg = dict(common, task="rotten_tomatoes", method="joint", lte=True, out=str(root / "single"),
+               command=f"python -m core.train --task rotten_tomatoes --backbone {backbone} --lte --out x")
+    train(cfg)
+    (tmp / "pairs.csv").write_text(tiny_csv(40, pairs=True))
+    train(dict(common, task="pairs", train_file=str(tmp / "pairs.csv"), text_column="premise",
+               text_pair_column="hypothesis", label_column="gold", method="leebert", out=str(root / "pair")))
+    shutil.copytree(root / "single", root / "noweights")
+    (root / "noweights" / WEIGHTS_FILE).unlink()
+    return root
+
+
+def forward_probs(folder: Path, text: str, pair: str | None = None) -> np.ndarray:
+    """Every exit's probabilities for one input, from the model's plain forward pass: [1, L, K]."""
+    model = MultiExitModel.from_run(folder)
+    enc = model.tokenize(text, pair, return_tensors="pt")
+    with torch.no_grad():
+        out = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    conf = None if out.confidence is None else out.confidence.numpy()
+    return torch.softmax(out.logits, -1).numpy(), conf
+
+
+# ---- core.playground ------------------------------------------------------------------------------
+def test_result_matches_the_strategy_engine_on_the_forward_pass(runs):
+    pm = P.load(runs / "single")
+    assert (pm.L, pm.K, pm.label_names, pm.is_pair) == (2, 2, ["negative", "positive"], False)
+    seen = set()
+    for text in TEXTS:
+        probs, conf = forward_probs(runs / "single", text)
+        for strategy, params in SETTINGS:
+            res = P.run_text(pm, text, strategy=strategy, repeats=1, **params)
+            el, pred = apply(strategy, probs, confidence=conf, **params)
+            assert (res.exit_layer, res.pred) == (int(el[0]), int(pred[0])), (text, strategy, params)
+            assert res.label == pm.label_names[res.pred]
+            np.testing.assert_allclose(res.probs, probs[0, :res.exit_layer], atol=1e-5)
+            np.testing.assert_allclose(res.full_probs, probs[0], atol=1e-5)   # the all-layers run
+            assert res.full_pred == int(probs[0, -1].argmax())
+            assert len(res.layer_ms) == res.exit_layer and res.latency_ms > 0 and res.full_ms > 0
+            seen.add(res.exit_layer)
+    assert seen == {1, 2}, "the settings must reach both an early and a late exit"
+
+
+def test_pairs_and_bad_input(runs):
+    pm = P.load(runs / "pair")
+    assert pm.is_pair and not pm.has_confidence
+    probs, _ = forward_probs(runs / "pair", "the film was good", "it was great")
+    res = P.run_text(pm, "the film was good", "it was great", strategy="entropy", repeats=1, threshold=0.9)
+    el, pred = apply("entropy", probs, threshold=0.9)
+    assert (res.exit_layer, res.pred) == (int(el[0]), int(pred[0]))
+    assert pm.label_names == ["diff", "same"]
+    with pytest.raises(ValueError, match="second sentence"):
+        P.run_text(pm, "only one", strategy="entropy", threshold=0.5)
+    with pytest.raises(ValueError, match="type a sentence"):
+        P.run_text(pm, "   ", "x", strategy="entropy", threshold=0.5)
+    with pytest.raises(ValueError, match="learned exit heads"):
+        P.run_text(pm, "a", "b", strategy="lte", threshold=0.5)
+    with pytest.raises(ValueError, match="out of range"):
+        P.run_text(pm, "a", "b", strategy="budget", layer=3)
+
+
+def test_missing_weights_give_the_command(runs):
+    msg = P.missing_weights_message(runs / "noweights")
+    assert "python -m core.train --task rotten_tomatoes" in msg and "--lte" in msg
+    with pytest.raises(ValueError, match="no model.safetensors"):
+        P.load(runs / "noweights")
+    assert P.missing_weights_message(runs / "single") is None
+
+
+def test_figures(runs):
+    pm = P.load(runs / "single")
+    res = P.run_text(pm, TEXTS[0], strategy="budget", repeats=1, layer=1)
+    fig = P.probs_figure(res)
+    assert np.asarray(fig.data[0].z).shape == (1, 2) and "layer 2 skipped" in fig.layout.title.text
+    assert np.asarray(P.full_figure(res).data[0].z).shape == (2, 2)
+    table = P.layers_table(res)
+    assert list(table["layer"]) == [1] and {"negative", "positive", "learned confidence"} <= set(table.columns)
+    assert len(P.timing_figure(res).data[0].x) == 2
+
+
+# ---- the page (AppTest) --------------------------------------------------------------------------------
+def open_playground(root: Path, run: str, monkeypatch) -> AppTest:
+    monkeypatch.setenv("EEL_CHECKPOINTS", str(root))
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params["run"] = run
+    at.run()
+    at.switch_page("pages/playground.py")
+    at.query_params["run"] = run
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_page_prediction_and_exit_equal_the_engine(runs, monkeypatch):
+    at = open_playground(runs, "single", monkeypatch)
+    assert any("Type a sentence" in i.value for i in at.info)
+    text = TEXTS[1]
+    probs, conf = forward_probs(runs / "single", text)
+    at.text_area(key="pg.text").input(text).run()
+    assert not at.exception, [e.value for e in at.exception]
+    el, pred = apply("entropy", probs, threshold=0.3)          # the page's default rule and knob
+    assert metric(at, "Exit layer") == f"{int(el[0])} / 2"
+    assert metric(at, "Prediction") == ["negative", "positive"][int(pred[0])]
+    assert at.session_state["pg.result"]["exit_layer"] == int(el[0])
+    for strategy, key, value in [("budget", "pg.budget.layer", 1), ("maxprob", "pg.maxprob.threshold", 0.51),
+                                 ("lte", "pg.lte.threshold", 0.4)]:
+        at.selectbox(key="pg.strategy").select(strategy).run()
+        at.slider(key=key).set_value(value).run()
+        assert not at.exception, [e.value for e in at.exception]
+        params = at.session_state["pg.result"]["params"]
+        el, pred = apply(strategy, probs, confidence=conf, **params)
+        assert params[key.split(".")[-1]] == value
+        assert metric(at, "Exit layer") == f"{int(el[0])} / 2", strategy
+        assert metric(at, "Prediction") == ["negative", "positive"][int(pred[0])]
+    charts = at.get("plotly_chart")
+    heat = json.loads(charts[0].proto.spec)["data"][0]
+    assert heat["type"] == "heatmap" and len(heat["y"]) == int(el[0])   # rows only up to the exit
+    assert metric(at, "All 2 layers").endswith(" ms") and metric(at, "Measured speed-up").endswith("x")
+
+
+def test_page_with_a_pair_run(runs, monkeypatch):
+    at = open_playground(runs, "pair", monkeypatch)
+    at.text_area(key="pg.text").input("the film was good")
+    at.run()
+    assert any("second sentence" in w.value for w in at.warning)
+    at.text_area(key="pg.text_pair").input("it was great").run()
+    probs, _ = forward_probs(runs / "pair", "the film was good", "it was great")
+    el, pred = apply("entropy", probs, threshold=0.3)
+    assert metric(at, "Exit layer") == f"{int(el[0])} / 2"
+    assert metric(at, "Prediction") == ["diff", "same"][int(pred[0])]
+
+
+def test_page_without_weights_shows_the_command(runs, monkeypatch):
+    at = open_playground(runs, "noweights", monkeypatch)
+    assert any("no weights" in w.value for w in at.warning)
+    assert at.code and at.code[0].value.startswith("python -m core.train --task rotten_tomatoes")
+    assert not at.text_area, "no text box for a model that cannot run"
+
+
+def test_dev_set_example_fills_the_box(runs, monkeypatch):
+    at = open_playground(runs, "single", monkeypatch)
+    at.button(key="pg.example").click().run()
+    assert at.text_area(key="pg.text").value.strip()
+    assert metric(at, "Exit layer").endswith("/ 2")
