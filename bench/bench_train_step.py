@@ -8,8 +8,10 @@ training sentences (B2 of BLO/CLO is the same batch too), through the trainer's 
 (`Trainer.make_step`), so the time includes everything a training step does: forward, losses,
 backward, clipping, optimizer and, for LeeBERT, Ω's updates and the extra no-grad evaluations of the
 cross-level steps. Rounds are interleaved across variants (one round = `--steps` steps of each) so
-machine load drifts hit all variants alike; the table reports the median over rounds of the mean
-ms/step and its ratio to joint. `--steps` should be a multiple of the CLO-v2 cycle C (default 4) so
+machine load drifts hit all variants alike; the table reports, per variant, the median and the best
+round's ms/step in wall-clock and in process CPU time, and their ratios to joint. On a CPU shared with
+other work, `--threads 1` and the best-round CPU ratio are the numbers to trust (wall time and
+multi-threaded CPU time absorb the other load). `--steps` should be a multiple of the CLO-v2 cycle C (default 4) so
 each round holds whole cycles. Goal (LeeBERT Table 2: 118 vs 109 min): leebert+clo_v2 / joint <= 1.25.
 """
 from __future__ import annotations
@@ -98,22 +100,24 @@ def main(argv=None) -> int:
             v["wall"].append(wall)
             v["cpu"].append(cpu)
 
-    med = {v["name"]: (statistics.median(v["wall"]), statistics.median(v["cpu"])) for v in variants}
-    base = med.get("joint")
+    stats = {v["name"]: {"wall": statistics.median(v["wall"]), "wall_min": min(v["wall"]),
+                         "cpu": statistics.median(v["cpu"]), "cpu_min": min(v["cpu"])} for v in variants}
+    base = stats.get("joint")
     print(f"\ntraining step time: backbone {args.backbone}, batch {args.batch_size}, device {dev}, "
-          f"torch threads {torch.get_num_threads()}, C = {args.cycle}, {args.rounds} rounds x {args.steps} steps "
-          "(median over rounds)")
-    print(f"{'variant':<18}{'wall ms':>10}{'vs joint':>10}{'cpu ms':>10}{'vs joint':>10}")
+          f"torch threads {torch.get_num_threads()}, C = {args.cycle}, {args.rounds} rounds x {args.steps} steps")
+    print("ms per step: median and best (min) round, wall clock and process CPU time; ratios to joint")
+    cols = ("wall", "wall_min", "cpu", "cpu_min")
+    print(f"{'variant':<16}" + "".join(f"{c + ' ms':>13}" for c in cols) + "".join(f"{'x ' + c:>12}" for c in cols))
     for v in variants:
-        w, c = med[v["name"]]
-        rw = f"{w / base[0]:.3f}" if base else "-"
-        rc = f"{c / base[1]:.3f}" if base else "-"
-        print(f"{v['name']:<18}{w * 1e3:>10.1f}{rw:>10}{c * 1e3:>10.1f}{rc:>10}")
-    if base and "leebert:clo_v2" in med:
-        w, c = med["leebert:clo_v2"]
-        ok = lambda r: "met" if r <= 1.25 else "NOT met"  # noqa: E731
-        print(f"\nleebert+clo_v2 / joint = {w / base[0]:.3f} wall ({ok(w / base[0])}), "
-              f"{c / base[1]:.3f} cpu ({ok(c / base[1])}); goal <= 1.25")
+        st = stats[v["name"]]
+        ratios = "".join(f"{st[c] / base[c]:>12.3f}" if base else f"{'-':>12}" for c in cols)
+        print(f"{v['name']:<16}" + "".join(f"{st[c] * 1e3:>13.1f}" for c in cols) + ratios)
+    if base and "leebert:clo_v2" in stats:
+        st = stats["leebert:clo_v2"]
+        r = {c: st[c] / base[c] for c in cols}
+        verdict = "met" if r["cpu_min"] <= 1.25 else "NOT met"
+        print(f"\nleebert+clo_v2 / joint: " + ", ".join(f"{c} {r[c]:.3f}" for c in cols)
+              + f"  (goal <= 1.25: {verdict}; on a shared CPU trust the best-round CPU ratio)")
     return 0
 
 

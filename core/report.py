@@ -20,7 +20,7 @@ import pandas as pd
 from core import metrics as M
 from core.cache import ExitCache
 from core.io import atomic_write_bytes, atomic_write_text, read_json
-from core.runs import DEFAULT_ROOT, list_runs, read_config, read_metrics
+from core.runs import DEFAULT_ROOT, list_runs, read_config, read_metrics, read_status
 
 SAVINGS = (0.25, 0.50, 0.75)            # PCEE-BERT Table 2: matched saved-layer fractions
 LOW_SPEEDUP, MID_SPEEDUP = 1.3, 2.0     # Sun et al. Fig. 5b (< 1.4x); LeeBERT Table 1 (about 2x)
@@ -62,6 +62,10 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
     """Every finished run with a cache; problems are listed, not raised."""
     runs, problems = [], []
     for folder in list_runs(root):
+        status = read_status(folder) if (folder / "status.json").exists() else None
+        if status and status.get("state") != "done":
+            problems.append(f"{folder.name}: not finished (state {status.get('state')}); left out")
+            continue
         try:
             config = read_config(folder) or {}
             cache = ExitCache.load(folder)
@@ -335,7 +339,7 @@ def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
              "probabilities. Speed-ups are named: layer speed-up = L / mean exit layer; saved = 1 − mean exit "
              "layer / L (PCEE-BERT's \"speed-up\"); wall-clock from measured batch-1 latencies.", ""]
     if problems:
-        parts += ["Run folders that could not be read:", ""] + [f"- {p}" for p in problems] + [""]
+        parts += ["Run folders left out:", ""] + [f"- {p}" for p in problems] + [""]
     by_task = defaultdict(list)
     for r in runs:
         by_task[r.task].append(r)

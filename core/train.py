@@ -249,7 +249,8 @@ def command_line(cfg: dict) -> str:
             continue
         flag = "--" + name.replace("_", "-")
         if typ is bool:
-            parts.append(flag if v else "--no-" + name.replace("_", "-"))
+            if v or default is not None:  # a None default (bypass) means off unless asked
+                parts.append(flag if v else "--no-" + name.replace("_", "-"))
         else:
             parts += [flag, str(v)]
     return shlex.join(parts)
@@ -686,18 +687,26 @@ class RunWriter:
         self._t0 = time.time()
         self.status(trainer, force=True, message="training")
 
+    def on_stage_start(self, trainer, stage):
+        self._flush(trainer)  # records never average across stages
+
+    def _flush(self, trainer):
+        if not self._acc:
+            return
+        recs, self._acc = self._acc, []
+        rec = dict(recs[-1])
+        rec["loss"] = float(np.mean([r["loss"] for r in recs]))
+        rec["exit_losses"] = np.mean([r["exit_losses"] for r in recs], axis=0).round(6).tolist()
+        rec["steps_averaged"] = len(recs)
+        self.record(trainer, "train", **rec)
+        if self._omega_dirty:
+            self._write_omega(trainer)
+
     def on_step_end(self, trainer, record):
         self._acc.append(record)
         last = trainer.step >= trainer.total_steps
         if trainer.step % self.log_every == 0 or trainer.step == 1 or last:
-            recs, self._acc = self._acc, []
-            rec = dict(recs[-1])
-            rec["loss"] = float(np.mean([r["loss"] for r in recs]))
-            rec["exit_losses"] = np.mean([r["exit_losses"] for r in recs], axis=0).round(6).tolist()
-            rec["steps_averaged"] = len(recs)
-            self.record(trainer, "train", **rec)
-            if self._omega_dirty:
-                self._write_omega(trainer)
+            self._flush(trainer)
         self.status(trainer, message=f"{trainer.stage.name}: epoch {trainer.epoch}")
 
     def on_omega(self, trainer, matrix):
@@ -713,8 +722,7 @@ class RunWriter:
                     optimizer=trainer.cfg["optimizer"], weights=trainer.cfg["weights"])
 
     def on_train_end(self, trainer):
-        if self._acc:
-            self.on_step_end(trainer, self._acc.pop())
+        self._flush(trainer)
         if self._omega_dirty:
             self._write_omega(trainer)
 
@@ -919,6 +927,7 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop) -> Path:
         writer.status(tr, force=True, message=f"epoch {tr.epoch}: dev {task.metric} avg {np.mean(scores):.4f}")
 
     trainer.add_callback("on_train_start", writer.on_train_start)
+    trainer.add_callback("on_stage_start", writer.on_stage_start)
     trainer.add_callback("on_step_end", writer.on_step_end)
     trainer.add_callback("on_omega", writer.on_omega)
     trainer.add_callback("on_train_end", writer.on_train_end)
