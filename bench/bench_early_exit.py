@@ -83,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--sentences", type=int, default=len(SENTENCES))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="also write the table here (e.g. checkpoints/<run>/latency.json, "
+                    "which core.report shows beside the layer speed-up)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -139,13 +141,21 @@ def main(argv=None) -> int:
     print(f"{'exit m':>6} {'latency ms':>11} {'measured speed-up':>18} {'ideal L/m':>10} {'measured/ideal':>15}"
           f" {'end-to-end measured/ideal':>26}")
     worst = np.inf
+    rows = []
     for m in range(1, L + 1):
         ideal = L / m
         measured = float(np.median(times["full"] / times[m]))
         e2e = float(np.median((times["full"] + tok) / (times[m] + tok))) / ideal
         worst = min(worst, measured / ideal)
         print(f"{m:>6} {lat[m]:>11.2f} {measured:>17.2f}x {ideal:>9.2f}x {measured / ideal:>15.3f} {e2e:>26.3f}")
+        rows.append({"layer": m, "latency_ms": round(lat[m], 3), "measured": round(measured, 3),
+                     "ideal": round(ideal, 3), "ratio": round(measured / ideal, 3), "end_to_end_ratio": round(e2e, 3)})
     ok = worst >= GOAL
+    if args.json:
+        from core.io import atomic_write_json
+        command = "python -m bench.bench_early_exit " + " ".join(argv if argv is not None else sys.argv[1:])
+        atomic_write_json(args.json, {"command": command.strip(), "threads": args.threads,
+                                      "full_ms": round(lat["full"], 3), "tokenize_ms": round(tok, 3), "rows": rows})
     print(f"\nworst measured/ideal = {worst:.3f}; goal >= {GOAL} at every m: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 
