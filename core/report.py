@@ -235,8 +235,7 @@ def claims_section(runs: list[Run]) -> str:
     lines = []
     savg = defaultdict(list)
     for r in runs:
-        savg[r.variant.split()[0] if r.variant.startswith(("joint", "badge")) else r.variant].append(
-            float(M.per_exit_scores(r.cache).mean()))
+        savg[r.variant].append(float(M.per_exit_scores(r.cache).mean()))
     joint = savg.get("joint", [])
     noise = float(np.std(joint, ddof=1)) if len(joint) > 1 else None
     for label, key in (("LeeBERT (lae, clo_v2) raises S-avg over joint training", "leebert lae clo_v2"),

@@ -1,0 +1,47 @@
+"""The bundled runs in checkpoints/: every one loads, is complete, and the report regenerates from them."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import report
+from core.cache import ExitCache
+from core.runs import DEFAULT_ROOT, list_runs, read_config, read_metrics, read_status
+
+RUNS = [p for p in list_runs(DEFAULT_ROOT) if (p / "cache.npz").exists()]
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+pytestmark = pytest.mark.skipif(not RUNS, reason="no bundled runs in checkpoints/")
+
+
+@pytest.mark.parametrize("folder", RUNS, ids=[p.name for p in RUNS])
+def test_bundled_run_is_complete(folder):
+    cache = ExitCache.load(folder)
+    config = read_config(folder)
+    assert read_status(folder)["state"] == "done"
+    assert config["command"].startswith("python -m core.train")
+    assert cache.meta["task"] and cache.meta["method"] == config["method"]
+    assert cache.layer_ms is not None and cache.layer_ms.shape == (cache.L,)
+    assert cache.texts is None and cache.source["row_ids"], "bundled caches refer to their rows, not copies"
+    evals = [r for r in read_metrics(folder) if r["kind"] == "eval"]
+    assert evals and np.allclose(evals[-1]["exit_scores"], report.M.per_exit_scores(cache), atol=1e-5)
+
+
+def test_default_run_has_weights_and_restores_its_texts_offline():
+    folder = DEFAULT_ROOT / "rotten_tomatoes-joint"
+    assert (folder / "model.safetensors").exists()
+    cache = ExitCache.load(folder)
+    texts = cache.get_texts()
+    assert len(texts) == cache.N and all(isinstance(t, str) and t for t in texts)
+
+
+def test_report_regenerates_byte_for_byte(tmp_path):
+    text, figures = report.build(DEFAULT_ROOT, tmp_path)
+    assert text == (DOCS / "RESULTS.md").read_text(encoding="utf-8"), "run `python -m core.report` and commit"
+    assert sorted(figures) == sorted(p.name for p in (DOCS / "figures").glob("*.png"))
+    assert all(data.startswith(b"\x89PNG") for data in figures.values())
+
+
+def test_report_command_runs(tmp_path):
+    report.main(["--out", str(tmp_path)])
+    assert (tmp_path / "RESULTS.md").read_text().startswith("# Results")
+    assert list((tmp_path / "figures").glob("*.png"))
