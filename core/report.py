@@ -237,13 +237,19 @@ def claims_section(runs: list[Run]) -> str:
     for r in runs:
         savg[r.variant].append(float(M.per_exit_scores(r.cache).mean()))
     joint = savg.get("joint", [])
-    noise = float(np.std(joint, ddof=1)) if len(joint) > 1 else None
+    n_dev = runs[0].cache.N
+    if len(joint) > 1:  # seed noise of one run's S-avg, from the joint seeds
+        noise, noise_kind = float(np.std(joint, ddof=1)), f"s.d. of joint's S-avg over {len(joint)} seeds"
+    elif joint:  # one seed: fall back to the dev set's sampling noise of an accuracy-like score
+        p = float(np.mean(joint))
+        noise, noise_kind = math.sqrt(p * (1 - p) / n_dev), f"one seed: binomial s.e. on N = {n_dev} dev samples"
     for label, key in (("LeeBERT (lae, clo_v2) raises S-avg over joint training", "leebert lae clo_v2"),
                        ("BADGE bypasses raise S-avg over joint training", "badge")):
         if joint and savg.get(key):
             diffs = [v - np.mean(joint) for v in savg[key]]
-            sd = None if noise is None else noise * math.sqrt(1 + 1 / len(joint))
-            lines.append(f"- {label}: " + verdict(diffs, sd, f"S-avg {mean_sd(savg[key])} vs joint {mean_sd(joint)}"))
+            sd = noise * math.sqrt(1 + 1 / len(joint))  # a run's S-avg minus joint's mean S-avg
+            lines.append(f"- {label}: " + verdict(diffs, sd, f"S-avg {mean_sd(savg[key])} vs joint "
+                                                   f"{mean_sd(joint)}; noise: {noise_kind}"))
         else:
             lines.append(f"- {label}: not measured (needs `joint` and `{key}` runs).")
     # strategy claims, over every run of the task
@@ -348,7 +354,11 @@ def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
         c = ref.cache
         parts += [f"## {task}", "",
                   f"{len(task_runs)} run(s); dev set N = {c.N}, L = {c.L} exits, K = {c.K} classes, "
-                  f"metric {c.metric}, backbone `{c.meta.get('backbone', '?')}`.", ""]
+                  f"metric {c.metric}, backbone `{c.meta.get('backbone', '?')}`. Training budgets used: "
+                  + "; ".join(sorted({f"{r.config.get('max_train') or 'all'} training rows x "
+                                      f"{r.config.get('epochs')} epoch(s)" for r in task_runs}))
+                  + " (BLO/CLO LeeBERT epochs pass over half the rows). The exact command of every run is in "
+                  "its config.json.", ""]
         parts += ["### Every exit's score by training method (BADGE Table 1 form)", "",
                   per_exit_section(task_runs, task, fig_dir, figures), ""]
         parts += ["### Strategies at matched savings (PCEE-BERT Table 2 form)", "", matched_savings_section(ref), ""]
