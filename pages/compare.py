@@ -13,7 +13,8 @@ if not infos:
     st.stop()
 loaded = {i.name: A.try_load(i) for i in infos}
 good = [n for n, r in loaded.items() if isinstance(r, V.RunData)]
-picked = st.multiselect("Runs", list(loaded), default=good[:6], key="c.runs", bind="query-params",
+default = V.compare_defaults([i for i in infos if i.name in good], st.session_state.get(A.RUN_KEY))
+picked = st.multiselect("Runs", list(loaded), default=default, key="c.runs", bind="query-params",
                         help="Runs that cannot be opened are listed too, and say why when picked.")
 for name in picked:
     if isinstance(loaded[name], str):

@@ -7,6 +7,7 @@ train / eval / omega records. A corrupt run (garbage cache.npz) sits beside them
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -137,12 +138,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_server(run_root, tmp_path_factory):
-    """`streamlit run app.py` on a free port with EEL_CHECKPOINTS = the synthetic root; yields its URL."""
+@contextlib.contextmanager
+def streamlit_server(root: Path, log: Path):
+    """`streamlit run app.py` on a free port with EEL_CHECKPOINTS = root; yields its URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "EEL_CHECKPOINTS": str(run_root), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "EEL_CHECKPOINTS": str(root), "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -168,3 +168,17 @@ def app_server(run_root, tmp_path_factory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_server(run_root, tmp_path_factory):
+    """The app on the synthetic run root."""
+    with streamlit_server(run_root, tmp_path_factory.mktemp("server") / "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def bundled_server(tmp_path_factory):
+    """The app on the committed runs in checkpoints/ (what a newcomer opens)."""
+    with streamlit_server(REPO / "checkpoints", tmp_path_factory.mktemp("server") / "bundled.log") as url:
+        yield url

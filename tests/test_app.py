@@ -314,6 +314,20 @@ def test_compare_tables_and_omega(root):
     assert not any("None of these runs learned" in c.value for c in at.caption)
 
 
+
+def test_compare_opens_on_runs_of_the_current_task(root):
+    infos = [i for i in V.scan_runs(root) if i.has_cache]
+    tasks = {i.name: (i.config or {}).get("task") for i in infos}
+    picked = V.compare_defaults(infos, "synth-pair3", limit=3)
+    assert picked[0] == "synth-pair3"
+    assert all(tasks[n] == tasks["synth-pair3"] for n in picked)
+    picked = V.compare_defaults(infos, "synth-joint")
+    assert picked[0] == "synth-joint" and "synth-pair3" not in picked
+    assert set(picked) == {n for n, t in tasks.items() if t == tasks["synth-joint"]}
+    at = open_page("pages/compare.py", run="synth-joint")
+    assert not at.exception
+    assert at.multiselect(key="c.runs").value == picked
+
 # ---- the real runs ----------------------------------------------------------------------------------------
 def _real_runs():
     return [i.name for i in V.scan_runs(DEFAULT_ROOT) if i.has_cache]

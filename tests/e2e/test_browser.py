@@ -227,3 +227,36 @@ def test_run_choice_survives_page_navigation(app_server, page):
     assert "run=synth-pair3" in page.url
     assert "synthetic-pairs · badge" in page.locator('[data-testid="stSidebar"]').inner_text()  # its config
     no_error_box(page)
+
+
+# ---- the committed runs: what a newcomer opens ----------------------------------------------------------
+BUNDLED = Path(__file__).resolve().parents[2] / "checkpoints" / "rotten_tomatoes-joint" / "cache.npz"
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason=f"no bundled default run at {BUNDLED.parent}")
+def test_the_bundled_runs_in_a_browser(bundled_server, page):
+    """Home opens on the default run; Explore and Traces work on it with the real Rotten Tomatoes
+    sentences restored through core.data; Compare opens on the runs of the same task."""
+    open_app(page, bundled_server, "/")
+    assert "run=rotten_tomatoes-joint" in page.url
+    assert "rotten_tomatoes · joint" in page.locator('[data-testid="stSidebar"]').inner_text()
+    no_error_box(page)
+    screenshot(page, "bundled-home")
+
+    open_app(page, bundled_server, "/explore?run=rotten_tomatoes-joint&strategy=PCEE")
+    no_error_box(page)
+    assert page.locator('[data-testid="stMetricValue"]').count() >= 4
+    screenshot(page, "bundled-explore")
+
+    open_app(page, bundled_server, "/traces?run=rotten_tomatoes-joint&sample=0")
+    no_error_box(page)
+    quote = page.locator('[data-testid="stMarkdownContainer"] blockquote').first.inner_text()
+    assert len(quote.split()) >= 3 and "row" not in quote.lower()[:10], quote
+    screenshot(page, "bundled-traces")
+
+    open_app(page, bundled_server, "/compare?run=rotten_tomatoes-joint")
+    no_error_box(page)
+    chosen = page.locator('[data-testid="stMultiSelect"]').first.inner_text()
+    assert "rotten_tomatoes-joint" in chosen and "mrpc" not in chosen and "sst2" not in chosen
+    assert page.locator('[data-testid="stAlert"]', has_text="different metrics").count() == 0
+    screenshot(page, "bundled-compare")
