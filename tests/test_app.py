@@ -298,7 +298,27 @@ def test_controls_follow_the_engine_spec(root):
                 assert c.low < c.high and c.low <= c.default <= c.high
                 resolve_params(s, {**run.default_params(s), c.name: c.high}, run.L)
     assert run.coerce_params("budget", {"layer": 99}) == {"layer": 12}
-    assert run.coerce_params("entropy", {"threshold": "junk"}) == {"threshold": 0.3}
+    junk = run.coerce_params("entropy", {"threshold": "junk"})
+    assert junk == {"threshold": run.controls("entropy")[0].default} == run.default_params("entropy")
+
+
+def test_rules_open_at_their_best_setting_for_the_start_speedup(root):
+    """Knobs start where each rule saves about a third of the layers, at its best score there; a rule
+    whose sweep never gets that fast keeps the engine's defaults."""
+    from core.strategies import STRATEGIES
+
+    for name in ("synth-joint", "synth-deep"):
+        run = V.load_run(Path(root) / name)
+        pts = run.sweeps()
+        for s in run.strategies:
+            mine = pts[(pts["strategy"] == s) & (pts["layer_speedup"] >= V.START_SPEEDUP - 1e-9)]
+            ev = run.evaluate(s, run.default_params(s))
+            if mine.empty:
+                assert run.default_params(s) == {p: spec.default for p, spec in STRATEGIES[s].params.items()
+                                                 if p in run.default_params(s)} or s == "budget"
+                continue
+            assert ev["layer_speedup"] >= V.START_SPEEDUP - 1e-9, (name, s, run.default_params(s))
+            assert ev["score"] == pytest.approx(mine["score"].max()), (name, s)
 
 
 # ---- Compare ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from core import views as V
 from core import playground as P
 from core.model import MultiExitModel
 from core.runs import WEIGHTS_FILE
@@ -145,7 +146,9 @@ def test_page_prediction_and_exit_equal_the_engine(runs, monkeypatch):
     probs, conf = forward_probs(runs / "single", text)
     at.text_area(key="pg.text").input(text).run()
     assert not at.exception, [e.value for e in at.exception]
-    el, pred = apply("entropy", probs, threshold=0.3)          # the page's default rule and knob
+    params = at.session_state["pg.result"]["params"]          # the page's default rule and knob:
+    assert params == V.load_run(runs / "single").default_params("entropy")  # the run's starting knob
+    el, pred = apply("entropy", probs, **params)
     assert metric(at, "Exit layer") == f"{int(el[0])} / 2"
     assert metric(at, "Prediction") == ["negative", "positive"][int(pred[0])]
     assert at.session_state["pg.result"]["exit_layer"] == int(el[0])
@@ -172,7 +175,9 @@ def test_page_with_a_pair_run(runs, monkeypatch):
     assert any("second sentence" in w.value for w in at.warning)
     at.text_area(key="pg.text_pair").input("it was great").run()
     probs, _ = forward_probs(runs / "pair", "the film was good", "it was great")
-    el, pred = apply("entropy", probs, threshold=0.3)
+    params = at.session_state["pg.result"]["params"]
+    assert params == V.load_run(runs / "pair").default_params("entropy")
+    el, pred = apply("entropy", probs, **params)
     assert metric(at, "Exit layer") == f"{int(el[0])} / 2"
     assert metric(at, "Prediction") == ["diff", "same"][int(pred[0])]
 
