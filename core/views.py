@@ -591,14 +591,28 @@ def exit_histogram(exit_layer: np.ndarray, right: np.ndarray, L: int) -> go.Figu
 
 
 # ---- figures: Home ------------------------------------------------------------------------------
-def home_figure(run: RunData, threshold: float = 0.3) -> go.Figure:
+def home_threshold(run: RunData) -> float:
+    """The entropy threshold Home illustrates: the run's starting knob (RunData.start_params)."""
+    return float(run.default_params("entropy")["threshold"])
+
+
+def home_rule_text(run: RunData) -> str:
+    """Home's words for the rule its bars show."""
+    text = f"normalized entropy below {home_threshold(run):.2f}"
+    if run.start_params("entropy"):
+        text += ", the setting that scores best on this run while saving at least a third of the layers"
+    return text
+
+
+def home_figure(run: RunData, threshold: float | None = None) -> go.Figure:
     """For a newcomer: each exit's score, and where an entropy rule lets the samples out."""
     L = run.L
+    threshold = home_threshold(run) if threshold is None else threshold
     ev = run.evaluate("entropy", {"threshold": threshold})
     share = np.bincount(ev["exit_layer"], minlength=L + 1)[1:] / run.cache.N
     layers = np.arange(1, L + 1)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Bar(x=layers, y=share * 100, name=f"% of samples that stop here (entropy < {threshold})",
+    fig.add_trace(go.Bar(x=layers, y=share * 100, name=f"% of samples that stop here (entropy < {threshold:.2f})",
                          marker_color="rgba(37,99,235,0.35)"), secondary_y=False)
     fig.add_trace(go.Scatter(x=layers, y=run.per_exit, mode="lines+markers",
                              name=f"{metric_name(run.metric)} if every sample stopped here",

@@ -23,8 +23,8 @@ if run is not None:
     st.caption(
         f"Run **{run.name}**. The line is the score each exit reaches on its own; often it climbs fast "
         "and flattens, and sometimes falls at the top (the model *overthinks*). The bars show where "
-        "a simple confidence rule (entropy below 0.3) lets the samples stop: every sample stopping "
-        "before the last layer is computation saved."
+        f"a simple confidence rule ({V.home_rule_text(run)}) lets the samples stop: "
+        "every sample stopping before the last layer is computation saved."
     )
 
 st.subheader("Runs")

@@ -361,3 +361,14 @@ def test_pages_on_the_bundled_runs(page, monkeypatch):
         at = open_page(page, run=name)
         assert not at.exception, (name, [e.value for e in at.exception])
         assert not at.error, (name, [e.value for e in at.error])
+
+
+def test_home_figure_shows_the_runs_starting_entropy_rule(root):
+    run = V.load_run(Path(root) / "synth-joint")
+    t = V.home_threshold(run)
+    assert t == run.default_params("entropy")["threshold"]
+    bars = V.home_figure(run).data[0]
+    exits, _ = apply("entropy", run.cache.probs, threshold=t)
+    want = np.bincount(exits, minlength=run.L + 1)[1:] / run.cache.N * 100
+    assert np.allclose(bars.y, want) and f"{t:.2f}" in bars.name
+    assert "saving at least a third" in V.home_rule_text(run)
