@@ -334,6 +334,31 @@ def reference_run(runs: list[Run]) -> Run:
     return joint[0] if joint else sorted(runs, key=lambda r: r.name)[0]
 
 
+def omega_section(runs: list[Run]) -> str:
+    """Ω at the last snapshot of each LeeBERT run: the own-CE weight per exit for every run, and the
+    whole matrix of the first run (rows = exits, columns = terms; each row sums to 1)."""
+    lines = ["Row m of Ω weighs exit m's loss terms: its own cross-entropy (ce) and its distillation from "
+             "each teacher exit t (kd:t); every row sums to 1. Learned Ω starts uniform over the exit's terms; "
+             "`uniform` and `random` keep their starting weights (LeeBERT's fixed baselines).", "",
+             "| run | variant | step | own-CE weight, exit 1 … L | mean distillation weight |", "|---|---|---|---|---|"]
+    for r in runs:
+        om = np.array(r.omega["omega"], dtype=float)
+        kd = om[:, 1:]
+        mean_kd = float(kd[kd > 0].mean()) if (kd > 0).any() else float("nan")
+        fixed = r.config.get("weights") in ("uniform", "random")
+        step = "fixed" if fixed else r.omega.get("step", "–")
+        lines.append(f"| `{r.name}` | {r.variant} | {step} | "
+                     f"{' / '.join(f'{x:.3f}' for x in om[:, 0])} | {mean_kd:.3f} |")
+    first = runs[0]
+    om = np.array(first.omega["omega"], dtype=float)
+    terms = list(first.omega["terms"])
+    lines += ["", f"The whole Ω of `{first.name}`:", "", "| exit | " + " | ".join(terms) + " |",
+              "|---|" + "---|" * len(terms)]
+    for m, row in enumerate(om, start=1):
+        lines.append(f"| {m} | " + " | ".join(f"{x:.3f}" for x in row) + " |")
+    return "\n".join(lines)
+
+
 def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
     runs, problems = load_runs(root)
     fig_dir = out / "figures"
@@ -371,12 +396,7 @@ def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
             parts += ["### Wall-clock against layer speed-up (default run)", "", wallclock_section(ref), ""]
         omega_runs = [r for r in task_runs if r.omega]
         if omega_runs:
-            parts += ["### Learned loss weights Ω at the end of training (LeeBERT)", ""]
-            for r in omega_runs:
-                om = np.array(r.omega["omega"])
-                parts.append(f"`{r.name}` ({r.variant}), rows = exits, columns = {', '.join(r.omega['terms'])}; "
-                             f"weight on the exit's own CE: {', '.join(f'{x:.2f}' for x in om[:, 0])}")
-                parts.append("")
+            parts += ["### Learned loss weights Ω at the end of training (LeeBERT)", "", omega_section(omega_runs), ""]
         parts += ["### The papers' claims here", "", claims_section(task_runs), ""]
     if not runs:
         parts.append("No runs yet: train some with `python -m core.train`.")

@@ -45,3 +45,16 @@ def test_report_command_runs(tmp_path):
     report.main(["--out", str(tmp_path)])
     assert (tmp_path / "RESULTS.md").read_text().startswith("# Results")
     assert list((tmp_path / "figures").glob("*.png"))
+
+
+def test_report_omega_table_is_each_runs_last_snapshot():
+    runs = [r for r in report.load_runs(DEFAULT_ROOT)[0] if r.omega]
+    if not runs:
+        pytest.skip("no bundled LeeBERT run")
+    text = report.omega_section(runs)
+    for r in runs:
+        last = [m for m in read_metrics(r.path) if m["kind"] == "omega"][-1]
+        om = np.array(last["omega"])
+        assert np.allclose(om.sum(1), 1.0, atol=1e-4)
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{r.name}` |"))
+        assert " / ".join(f"{x:.3f}" for x in om[:, 0]) in row
