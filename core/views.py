@@ -139,7 +139,7 @@ def compare_defaults(runs: list[RunInfo], current: str | None, limit: int = 6) -
     """The runs Compare opens with: the sidebar's run first, then other runs of its task (same metric,
     same dev set), up to `limit`; methods before extra seeds of a method already shown."""
     by_name = {r.name: r for r in runs}
-    task = ((by_name.get(current) or RunInfo("", Path())).config or {}).get("task")
+    task = (by_name[current].config or {}).get("task") if current in by_name else None
     same = [r for r in runs if r.name != current and (task is None or (r.config or {}).get("task") == task)]
     seeds = [r for r in same if (r.config or {}).get("seed", 0) not in (0, None)]
     ordered = ([current] if current in by_name else []) + [r.name for r in same if r not in seeds] + \
