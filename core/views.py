@@ -134,7 +134,6 @@ def default_run(runs: list[RunInfo]) -> str | None:
     return names[0] if names else None
 
 
-
 def compare_defaults(runs: list[RunInfo], current: str | None, limit: int = 6) -> list[str]:
     """The runs Compare opens with: the sidebar's run first, then other runs of its task (same metric,
     same dev set), up to `limit`; methods before extra seeds of a method already shown."""
@@ -145,6 +144,7 @@ def compare_defaults(runs: list[RunInfo], current: str | None, limit: int = 6) -
     ordered = ([current] if current in by_name else []) + [r.name for r in same if r not in seeds] + \
               [r.name for r in seeds]
     return ordered[:limit]
+
 
 # ---- one loaded run ----------------------------------------------------------------------------
 @dataclass(frozen=True)
