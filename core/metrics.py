@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from core.curves import Curve, confusion_score, rule_curves, thin
 from core.strategies import STRATEGIES, ExitFeatures, apply_features, features
 
 # ---- task metrics -------------------------------------------------------------------------------
@@ -144,11 +145,34 @@ def default_grid(strategy: str, f: ExitFeatures) -> list[dict]:
     raise ValueError(f"no default grid for {strategy!r}")
 
 
+SWEEP_POINTS = 48  # per curve drawn: quantiles of the exit layer, plus every point of the rule's own frontier
+
+
+def exact_sweep(cache, strategy: str, *, feats: ExitFeatures | None = None, max_points: int | None = SWEEP_POINTS,
+                **fixed) -> pd.DataFrame:
+    """Rows of `sweep` for the rule's exact candidate settings (every breakpoint of its signal), thinned
+    to `max_points` per curve by quantiles where there are more, always keeping the rule's own frontier."""
+    f = feats or cache_features(cache)
+    rows = []
+    for c in rule_curves(cache, strategy, f, **fixed):
+        keep = np.arange(len(c)) if max_points is None else thin(c, max_points)
+        wall = c.wallclock_speedup
+        for i in keep:
+            params = c.params(i)
+            rows.append({"strategy": strategy, "params": json.dumps(params, sort_keys=True), **params,
+                         "score": float(c.score[i]), "mean_exit_layer": float(c.mean_exit_layer[i]),
+                         "layer_speedup": float(c.layer_speedup[i]), "saved_fraction": 1 - c.mean_exit_layer[i] / c.L,
+                         "wallclock_speedup": np.nan if wall is None else float(wall[i])})
+    return pd.DataFrame(rows)
+
+
 def sweep(cache, strategy: str, grid: list[dict] | None = None, *,
           feats: ExitFeatures | None = None, **fixed) -> pd.DataFrame:
-    """One row per setting: params, score, mean exit layer and the speed-ups."""
+    """One row per setting: params, score, mean exit layer and the speed-ups. Without a `grid`, the
+    rule's exact candidate settings (`exact_sweep`)."""
     f = feats or cache_features(cache)
-    grid = grid if grid is not None else default_grid(strategy, f)
+    if grid is None:
+        return exact_sweep(cache, strategy, feats=f, **fixed)
     scorer = _fast_scorer(cache.metric, cache.labels)
     cum = None if cache.layer_ms is None else np.concatenate([[0.0], np.cumsum(cache.layer_ms)])
     base = float(cache.embed_ms or 0.0)
@@ -168,7 +192,7 @@ def sweep(cache, strategy: str, grid: list[dict] | None = None, *,
 
 
 def sweep_all(cache, strategies=None, *, feats: ExitFeatures | None = None) -> pd.DataFrame:
-    """Default-grid sweeps of every strategy the cache supports, in one frame."""
+    """Exact sweeps (thinned for drawing) of every strategy the cache supports, in one frame."""
     f = feats or cache_features(cache)
     names = strategies or available_strategies(cache)
     return pd.concat([sweep(cache, s, feats=f) for s in names], ignore_index=True)
@@ -224,6 +248,12 @@ class OperatingPoint:
     wallclock_speedup: float | None = None
     num_layers: int | None = None
     extra: dict = field(default_factory=dict)
+    # added by the goal picker and the bootstrap (issue 9); absent in older files
+    goal: dict | None = None                    # e.g. {"max_drop": 0.01}
+    expected_ms: float | None = None            # estimated batch-1 latency at these exits
+    score_interval: list | None = None          # [low, high], paired bootstrap over dev samples
+    delta_interval: list | None = None          # [low, high] of score - full model's score
+    interval_note: str = ""                     # how the intervals were made
 
     @classmethod
     def from_evaluation(cls, run: str, cache, ev: dict) -> "OperatingPoint":
@@ -249,3 +279,191 @@ class OperatingPoint:
         if unknown:
             raise ValueError(f"operating point has unknown fields {sorted(unknown)}")
         return cls(**data)
+
+
+# ---- uncertainty: seeded paired bootstrap over dev samples ----------------------------------------
+# Resampling N samples with replacement draws each distinct (prediction(s), label) cell a multinomial
+# number of times, so the resampled confusion matrices are drawn directly: the same distribution as
+# resampling indices, at a cost that does not grow with N.
+N_RESAMPLES = 1000
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A percentile bootstrap interval around `estimate` (the value on the full dev set)."""
+    estimate: float
+    low: float
+    high: float
+    level: float = LEVEL
+    n_resamples: int = N_RESAMPLES
+
+    @property
+    def covers_zero(self) -> bool:
+        return self.low <= 0.0 <= self.high
+
+    def fmt(self, spec: str = ".4f") -> str:
+        return f"{self.estimate:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
+
+
+def bootstrap_scores(metric: str, labels, *preds, n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """[n_resamples, len(preds)] task scores of every prediction vector on the same bootstrap resamples
+    of the dev samples (paired: one resample serves all predictions)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    preds = [np.asarray(p, dtype=np.int64) for p in preds]
+    if not preds or any(p.shape != labels.shape for p in preds):
+        raise ValueError(f"bootstrap needs predictions shaped like the labels [{labels.size}]")
+    K = int(max(labels.max(), *(p.max() for p in preds))) + 1
+    code = labels.copy()
+    for p in preds:
+        code = code * K + p
+    cells, counts = np.unique(code, return_counts=True)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(labels.size, counts / counts.sum(), size=n_resamples)     # [B, cells]
+    out = np.empty((n_resamples, len(preds)))
+    rest = cells.copy()
+    for j in range(len(preds) - 1, -1, -1):          # peel predictions off the code, last first
+        pj, rest = rest % K, rest // K
+        C = np.zeros((n_resamples, K * K))
+        lab = cells // K ** len(preds)
+        np.add.at(C.T, pj * K + lab, draws.T)
+        out[:, j] = confusion_score(metric, C.reshape(-1, K, K))
+    return out
+
+
+def _interval(estimate: float, samples: np.ndarray, level: float, n: int) -> Interval:
+    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(estimate), float(lo), float(hi), level, n)
+
+
+def score_interval(metric: str, labels, pred, *, n_resamples: int = N_RESAMPLES, level: float = LEVEL,
+                   seed: int = 0) -> Interval:
+    """Interval of one prediction vector's task score."""
+    b = bootstrap_scores(metric, labels, pred, n_resamples=n_resamples, seed=seed)[:, 0]
+    return _interval(score(metric, labels, pred), b, level, n_resamples)
+
+
+def diff_interval(metric: str, labels, pred_a, pred_b, *, n_resamples: int = N_RESAMPLES,
+                  level: float = LEVEL, seed: int = 0) -> Interval:
+    """Interval of score(pred_a) - score(pred_b) on the same samples (paired): a rule vs the full
+    model, two rules, or two runs on the same dev set."""
+    b = bootstrap_scores(metric, labels, pred_a, pred_b, n_resamples=n_resamples, seed=seed)
+    return _interval(score(metric, labels, pred_a) - score(metric, labels, pred_b), b[:, 0] - b[:, 1],
+                     level, n_resamples)
+
+
+def same_dev_set(cache_a, cache_b) -> bool:
+    """Do two caches hold the same dev samples in the same order (labels and, if stored, row ids)?"""
+    if cache_a.N != cache_b.N or not np.array_equal(cache_a.labels, cache_b.labels):
+        return False
+    ids_a, ids_b = ((c.source or {}).get("row_ids") for c in (cache_a, cache_b))
+    return ids_a is None or ids_b is None or list(ids_a) == list(ids_b)
+
+
+def runs_diff_interval(cache_a, pred_a, cache_b, pred_b, **kw) -> Interval:
+    """Interval of run A's score - run B's score, paired over their shared dev set."""
+    if not same_dev_set(cache_a, cache_b):
+        raise ValueError("the two runs were not evaluated on the same dev samples; a paired interval "
+                         "needs the same dev set (same task, split and rows)")
+    return diff_interval(cache_a.metric, cache_a.labels, pred_a, pred_b, **kw)
+
+
+def point_intervals(cache, pred, *, full_pred=None, seed: int = 0, n_resamples: int = N_RESAMPLES,
+                    level: float = LEVEL) -> tuple[Interval, Interval]:
+    """(score interval, interval of the difference to the full model) of one operating point."""
+    full_pred = cache.probs[:, -1].argmax(-1) if full_pred is None else full_pred
+    b = bootstrap_scores(cache.metric, cache.labels, pred, full_pred, n_resamples=n_resamples, seed=seed)
+    s, full = score(cache.metric, cache.labels, pred), score(cache.metric, cache.labels, full_pred)
+    return (_interval(s, b[:, 0], level, n_resamples), _interval(s - full, b[:, 0] - b[:, 1], level, n_resamples))
+
+
+# ---- the goal picker -----------------------------------------------------------------------------
+GOAL_TEXT = {"max_drop": "lose at most {:g} points", "min_layer_speedup": "at least {:g}x faster (layers)",
+             "max_latency_ms": "under {:g} ms at batch 1"}
+
+
+def check_goal(max_drop=None, min_layer_speedup=None, max_latency_ms=None) -> tuple[str, float]:
+    """The one goal given, validated: (name, value). ValueError otherwise."""
+    given = {k: v for k, v in (("max_drop", max_drop), ("min_layer_speedup", min_layer_speedup),
+                               ("max_latency_ms", max_latency_ms)) if v is not None}
+    if len(given) != 1:
+        raise ValueError("give exactly one goal: max_drop=0.01 (lose at most 1 point), min_layer_speedup=2.0 "
+                         f"or max_latency_ms=5.0; got {', '.join(given) or 'none'}")
+    (name, value), = given.items()
+    value = float(value)
+    low = {"max_drop": 0.0, "min_layer_speedup": 1.0, "max_latency_ms": 0.0}[name]
+    if not np.isfinite(value) or value < low or (name == "max_latency_ms" and value == 0):
+        raise ValueError(f"{name} must be a finite number {'>' if name == 'max_latency_ms' else '>='} {low:g}; got {value!r}")
+    return name, value
+
+
+def _concat(curves: list[Curve], attr: str) -> np.ndarray:
+    return np.concatenate([getattr(c, attr) for c in curves])
+
+
+def goal_table(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=None, strategies=None,
+               feats: ExitFeatures | None = None) -> pd.DataFrame:
+    """One row per rule: its best exact setting for the goal, whether it meets the goal and, when it
+    cannot, why (and its closest setting). Rows that meet the goal come first, best first."""
+    name, value = check_goal(max_drop, min_layer_speedup, max_latency_ms)
+    if name == "max_latency_ms" and cache.layer_ms is None:
+        raise ValueError("this run has no measured layer latencies (layer_ms); use max_drop or min_layer_speedup")
+    f = feats or cache_features(cache)
+    full = score(cache.metric, cache.labels, f.argmax[-1])
+    names = [s for s in (strategies or available_strategies(cache)) if s != "oracle"]
+    rows = []
+    for s in names:
+        curves = rule_curves(cache, s, f)
+        sc, sp = _concat(curves, "score"), _concat(curves, "layer_speedup")
+        ms = _concat(curves, "expected_ms") if cache.layer_ms is not None else np.full(sc.shape, np.nan)
+        where = np.concatenate([np.stack([np.full(len(c), j), np.arange(len(c))], 1) for j, c in enumerate(curves)])
+        if name == "max_drop":
+            ok, key, closest = sc >= full - value - 1e-12, (sp, sc), (sc,)
+            why = "its best setting loses {:.2f} points".format(100 * (full - sc.max()))
+        elif name == "min_layer_speedup":
+            ok, key, closest = sp >= value - 1e-9, (sc, sp), (sp,)
+            why = f"reaches at most {sp.max():.2f}x layer speed-up"
+        else:
+            ok, key, closest = ms <= value + 1e-9, (sc, -ms), (-ms,)
+            why = f"needs at least {np.nanmin(ms):.2f} ms"
+        cand = ok.nonzero()[0] if ok.any() else np.arange(len(sc))
+        order = np.lexsort(tuple(k[cand] for k in reversed(key if ok.any() else closest)))
+        i = cand[order[-1]]
+        j, k = where[i]
+        params = curves[j].params(k)
+        rows.append({"strategy": s, "params": json.dumps(params, sort_keys=True), "score": float(sc[i]),
+                     "delta": float(sc[i] - full), "layer_speedup": float(sp[i]),
+                     "saved_fraction": 1 - 1 / float(sp[i]), "expected_ms": float(ms[i]),
+                     "wallclock_speedup": float(curves[j].full_ms / ms[i]) if cache.layer_ms is not None else np.nan,
+                     "meets": bool(ok.any()), "why": "" if ok.any() else why,
+                     "candidates": int(len(sc))})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    rank = {"max_drop": ["layer_speedup", "score"], "min_layer_speedup": ["score", "layer_speedup"],
+            "max_latency_ms": ["score", "layer_speedup"]}[name]
+    return df.sort_values(["meets", *rank], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def pick(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=None, strategies=None,
+         feats: ExitFeatures | None = None, run: str = "", seed: int = 0) -> OperatingPoint:
+    """The operating point over the chosen rules' exact settings that best meets ONE goal (scores are
+    fractions: max_drop=0.01 is one point): the fastest setting within `max_drop` of the full model;
+    the best score at >= `min_layer_speedup`; or the best score whose estimated batch-1 latency is at
+    most `max_latency_ms`. ValueError, saying how close each rule gets, when no rule meets it."""
+    goal = dict(max_drop=max_drop, min_layer_speedup=min_layer_speedup, max_latency_ms=max_latency_ms)
+    f = feats or cache_features(cache)
+    table = goal_table(cache, strategies=strategies, feats=f, **goal)
+    name, value = check_goal(**goal)
+    if table.empty or not table["meets"].iloc[0]:
+        detail = "; ".join(f"{r.strategy} {r.why}" for r in table.itertuples())
+        raise ValueError(f"no setting meets the goal ({GOAL_TEXT[name].format(100 * value if name == 'max_drop' else value)}): {detail}")
+    best = table.iloc[0]
+    ev = evaluate(cache, best["strategy"], feats=f, **json.loads(best["params"]))
+    op = OperatingPoint.from_evaluation(run, cache, ev)
+    s_int, d_int = point_intervals(cache, ev["pred"], full_pred=f.argmax[-1], seed=seed)
+    op.goal = {name: value}
+    op.expected_ms = ev["expected_ms"]
+    op.score_interval, op.delta_interval = [s_int.low, s_int.high], [d_int.low, d_int.high]
+    op.interval_note = f"{100 * LEVEL:g}% paired bootstrap over the {cache.N} dev samples ({N_RESAMPLES} resamples, seed {seed})"
+    return op

@@ -369,3 +369,137 @@ def decide(strategy: str, probs_prefix, *, confidence=None, label=None, **params
     fire, pred_at, _ = STRATEGIES[strategy].rule(f, **spec_params)
     pred = f.argmax[-1, 0] if pred_at is None else pred_at[-1, 0]
     return bool(fire[-1, 0]), int(pred)
+
+
+# ---- exact candidate settings: the knob values where some sample's exit changes -----------------
+# Every rule with a continuous knob fires at layer m exactly when one per-(layer, sample) signal
+# crosses the knob, so its breakpoints are finitely many and can be listed. (Issue 9.)
+@dataclass
+class ExitSignal:
+    """A rule at fixed other knobs, written as `fire[m, n] = signal[m, n] < knob` (fires_below) or
+    `signal[m, n] >= knob` (not fires_below). Same fire, pred_at and final as the rule itself."""
+    strategy: str
+    knob: str                         # the swept parameter ("threshold" or "delta")
+    fixed: dict                       # the other knobs, resolved
+    signal: np.ndarray                # [L, N] float64; +-inf where the rule can never fire
+    fires_below: bool
+    pred_at: np.ndarray | None        # [L, N] or None (the exit's own argmax)
+    final: np.ndarray | None          # [N] or None (layer L's argmax)
+    low: float | None
+    high: float | None
+
+    def records(self) -> np.ndarray:
+        """[L, N] bool: layers where the signal reaches a new extreme toward firing (a breakpoint)."""
+        s = self.signal if self.fires_below else -self.signal
+        rec = np.zeros(s.shape, dtype=bool)
+        rec[0] = np.isfinite(s[0])
+        best = s[0].copy()
+        for m in range(1, len(s)):
+            rec[m] = s[m] < best
+            np.minimum(best, s[m], out=best)
+        return rec & np.isfinite(s)
+
+    def knob_values(self, breakpoints: np.ndarray | None = None) -> np.ndarray:
+        """One knob value per distinct exit configuration, from the safest (fewest samples fire) to the
+        most aggressive. Fires-below rules get midpoints between breakpoints (robust to rounding);
+        fires-at-or-above rules get the breakpoints themselves (exactly attainable values, e.g. V_l)."""
+        u = np.unique(self.signal[self.records()]) if breakpoints is None else breakpoints  # ascending
+        if self.fires_below:
+            if u.size == 0:
+                return u
+            upper = u[-1] + 1e-6 if self.high is None else min(u[-1] + 1e-6, self.high)
+            vals = np.concatenate([[u[0]], (u[:-1] + u[1:]) / 2, [upper] if upper > u[-1] else []])
+        else:
+            u = u[::-1]
+            top = u[0] + 1e-6 if u.size else None
+            head = [] if top is None or (self.high is not None and top > self.high) else [top]
+            vals = np.concatenate([head, u])
+        lo = -np.inf if self.low is None else self.low
+        hi = np.inf if self.high is None else self.high
+        return vals[(vals >= lo) & (vals <= hi)]
+
+
+VOTING_KS = (0.0, 0.25, 0.5, 0.75)     # the paper's values of k (Sun et al. Appendix A.1)
+
+
+def _window_extreme(x: np.ndarray, p: int, *, worst: str) -> np.ndarray:
+    """[L, N] -> [L, N]: max (worst='max') or min of x over layers m-p+1..m; inf/-inf for m < p-1."""
+    op = np.maximum if worst == "max" else np.minimum
+    out = x.astype(np.float64, copy=True)
+    for j in range(1, p):
+        out[j:] = op(out[j:], x[:-j])
+    out[: p - 1] = np.inf if worst == "max" else -np.inf
+    return out
+
+
+def exit_signal(strategy: str, f: ExitFeatures, **fixed) -> ExitSignal | None:
+    """The rule `strategy` at the knobs `fixed` as one signal and one swept knob; None for rules
+    without a continuous knob (budget, patience, oracle) or whose predictions depend on the knob
+    (PCEE with the cross-layer ensemble)."""
+    num = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+    if strategy == "entropy":
+        return ExitSignal(strategy, "threshold", {}, num(f.entropy), True, None, None, 0.0, 1.0)
+    if strategy == "maxprob":
+        return ExitSignal(strategy, "threshold", {}, num(f.maxprob), False, None, None, 0.0, 1.0)
+    if strategy == "lte":
+        return ExitSignal(strategy, "threshold", {}, num(f.conf), False, None, None, 0.0, 1.0)
+    if strategy == "pcee":
+        p = resolve_params("pcee", {"threshold": 0.0, **fixed}, f.L)
+        p.pop("threshold")
+        if p["ensemble"]:
+            return None
+        # PCEE-BERT Eq. 2-3: pct_m >= patience <=> the last `patience` layers are all confident
+        if p["signal"] == "entropy":
+            sig, below = _window_extreme(f.entropy, p["patience"], worst="max"), True
+        else:
+            base = f.maxprob if p["signal"] == "maxprob" else f.conf
+            sig, below = _window_extreme(base, p["patience"], worst="min"), False
+        return ExitSignal(strategy, "threshold", p, sig, below, None, None, 0.0, 1.0)
+    if strategy == "dge":
+        p = resolve_params("dge", {"threshold": 0.0, **fixed}, f.L)
+        p.pop("threshold")
+        # BADGE Eq. 3: cnt_m >= patience <=> the patience-th smallest S(p_m, p_i), i < m, is < tau
+        key = f"_sorted_div_{p['measure']}"
+        if key not in f.__dict__:
+            f.__dict__[key] = np.sort(f.divergence(p["measure"]), axis=1)    # [m, sorted i, N]
+        div = f.__dict__[key]
+        sig = num(div[:, p["patience"] - 1, :]) if p["patience"] <= f.L else np.full((f.L, f.N), np.inf)
+        return ExitSignal(strategy, "threshold", p, sig, True, None, None, 0.0, None)
+    if strategy == "voting":
+        p = resolve_params("voting", {"delta": 0.0, **fixed}, f.L)
+        p.pop("delta")
+        # Eq. 23, computed as _voting does so that every V_l value is exactly attainable as delta
+        top, majority = f.votes
+        sig = top / (np.arange(1, f.L + 1, dtype=np.float64)[:, None] ** p["k"])
+        return ExitSignal(strategy, "delta", p, sig, False, majority, majority[-1], 0.0, None)
+    return None
+
+
+def fixed_choices(strategy: str, f: ExitFeatures, **fixed) -> list[dict]:
+    """The settings of the non-swept knobs a search covers: every patience for PCEE and DGE, the
+    paper's k values for voting; knobs given in `fixed` are kept as given."""
+    if strategy == "pcee" and "patience" not in fixed:
+        return [{**fixed, "patience": q} for q in range(1, f.L + 1)]
+    if strategy == "dge" and "patience" not in fixed:
+        return [{**fixed, "patience": q} for q in range(1, max(f.L - 1, 1) + 1)]
+    if strategy == "voting" and "k" not in fixed:
+        return [{**fixed, "k": k} for k in VOTING_KS]
+    return [dict(fixed)]
+
+
+def candidate_settings(strategy: str, f: ExitFeatures, **fixed) -> list[dict]:
+    """Every setting of `strategy` with a distinct exit configuration on these features (the
+    breakpoints of the rule's signal), safest first within each choice of the other knobs."""
+    if strategy == "budget":
+        return [{"layer": m} for m in range(1, f.L + 1)]
+    if strategy == "patience":
+        return [{"patience": q} for q in range(1, f.L + 1)]
+    if strategy == "oracle":
+        return [{}]
+    out = []
+    for fx in fixed_choices(strategy, f, **fixed):
+        sig = exit_signal(strategy, f, **fx)
+        if sig is None:  # PCEE ensemble: the breakpoints of the plain rule at the same knobs
+            sig = exit_signal(strategy, f, **{**fx, "ensemble": False})
+        out += [{**fx, sig.knob: float(v)} for v in sig.knob_values()]
+    return out
