@@ -124,14 +124,15 @@ def _signal_curve(sig, f: ExitFeatures, labels, metric: str, cum_ms, embed_ms: f
     for m in range(L - 1, -1, -1):
         nxt[m] = cur
         cur = np.where(rec[m], m, cur)
-    mm, nn = np.nonzero(rec)
-    v = s[mm, nn]
+    flat = np.flatnonzero(rec)                       # events, as m * N + n
+    v = s.ravel().take(flat)
     order = np.argsort(v)
-    mm, nn, v = mm[order], nn[order], v[order]
-    old = nxt[mm, nn]
-    old_pred = np.where(old == L, final[nn], pred_at[np.minimum(old, L - 1), nn])
-    new_pred = pred_at[mm, nn]
-    lab = labels[nn]
+    flat, v = flat.take(order), v.take(order)
+    mm, nn = np.divmod(flat, N)
+    old = nxt.ravel().take(flat)
+    old_pred = np.where(old == L, final.take(nn), pred_at.ravel().take(np.minimum(old, L - 1) * N + nn))
+    new_pred = pred_at.ravel().take(flat)
+    lab = labels.take(nn)
     old_exit = np.minimum(old, L - 1) + 1
     distinct = v[np.concatenate([[True], v[1:] != v[:-1]])] if len(v) else v
     knobs = sig.knob_values(distinct if sig.fires_below else -distinct[::-1])

@@ -331,6 +331,13 @@ def bootstrap_scores(metric: str, labels, *preds, n_resamples: int = N_RESAMPLES
     return out
 
 
+def _score_exact(metric: str, labels, pred) -> float:
+    """The task score from the confusion matrix (equals `score`, without sklearn's per-call checks)."""
+    labels, pred = np.asarray(labels, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    K = int(max(labels.max(), pred.max())) + 1
+    return float(confusion_score(metric, np.bincount(pred * K + labels, minlength=K * K).reshape(K, K)))
+
+
 def _interval(estimate: float, samples: np.ndarray, level: float, n: int) -> Interval:
     lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
     return Interval(float(estimate), float(lo), float(hi), level, n)
@@ -340,7 +347,7 @@ def score_interval(metric: str, labels, pred, *, n_resamples: int = N_RESAMPLES,
                    seed: int = 0) -> Interval:
     """Interval of one prediction vector's task score."""
     b = bootstrap_scores(metric, labels, pred, n_resamples=n_resamples, seed=seed)[:, 0]
-    return _interval(score(metric, labels, pred), b, level, n_resamples)
+    return _interval(_score_exact(metric, labels, pred), b, level, n_resamples)
 
 
 def diff_interval(metric: str, labels, pred_a, pred_b, *, n_resamples: int = N_RESAMPLES,
@@ -348,7 +355,7 @@ def diff_interval(metric: str, labels, pred_a, pred_b, *, n_resamples: int = N_R
     """Interval of score(pred_a) - score(pred_b) on the same samples (paired): a rule vs the full
     model, two rules, or two runs on the same dev set."""
     b = bootstrap_scores(metric, labels, pred_a, pred_b, n_resamples=n_resamples, seed=seed)
-    return _interval(score(metric, labels, pred_a) - score(metric, labels, pred_b), b[:, 0] - b[:, 1],
+    return _interval(_score_exact(metric, labels, pred_a) - _score_exact(metric, labels, pred_b), b[:, 0] - b[:, 1],
                      level, n_resamples)
 
 
@@ -373,7 +380,7 @@ def point_intervals(cache, pred, *, full_pred=None, seed: int = 0, n_resamples: 
     """(score interval, interval of the difference to the full model) of one operating point."""
     full_pred = cache.probs[:, -1].argmax(-1) if full_pred is None else full_pred
     b = bootstrap_scores(cache.metric, cache.labels, pred, full_pred, n_resamples=n_resamples, seed=seed)
-    s, full = score(cache.metric, cache.labels, pred), score(cache.metric, cache.labels, full_pred)
+    s, full = _score_exact(cache.metric, cache.labels, pred), _score_exact(cache.metric, cache.labels, full_pred)
     return (_interval(s, b[:, 0], level, n_resamples), _interval(s - full, b[:, 0] - b[:, 1], level, n_resamples))
 
 
@@ -401,6 +408,15 @@ def _concat(curves: list[Curve], attr: str) -> np.ndarray:
     return np.concatenate([getattr(c, attr) for c in curves])
 
 
+def _best_index(ok: np.ndarray, key: tuple) -> int:
+    """Index of the best entry among `ok` by key[0], ties broken by key[1] (both higher is better)."""
+    first = np.where(ok, key[0], -np.inf)
+    tie = first >= first.max() - 1e-12
+    if len(key) == 1:
+        return int(np.flatnonzero(tie)[0])
+    return int(np.argmax(np.where(tie, key[1], -np.inf)))
+
+
 def goal_table(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=None, strategies=None,
                feats: ExitFeatures | None = None) -> pd.DataFrame:
     """One row per rule: its best exact setting for the goal, whether it meets the goal and, when it
@@ -416,20 +432,21 @@ def goal_table(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=N
         curves = rule_curves(cache, s, f)
         sc, sp = _concat(curves, "score"), _concat(curves, "layer_speedup")
         ms = _concat(curves, "expected_ms") if cache.layer_ms is not None else np.full(sc.shape, np.nan)
-        where = np.concatenate([np.stack([np.full(len(c), j), np.arange(len(c))], 1) for j, c in enumerate(curves)])
+        starts = np.cumsum([0] + [len(c) for c in curves])
         if name == "max_drop":
             ok, key, closest = sc >= full - value - 1e-12, (sp, sc), (sc,)
             why = "its best setting loses {:.2f} points".format(100 * (full - sc.max()))
         elif name == "min_layer_speedup":
             ok, key, closest = sp >= value - 1e-9, (sc, sp), (sp,)
             why = f"reaches at most {sp.max():.2f}x layer speed-up"
+            if s in ("patience", "dge") and value > cache.L / 2:
+                why += f" (it compares with an earlier layer, so it exits at layer 2 at the earliest: {cache.L / 2:.2f}x on {cache.L} layers)"
         else:
             ok, key, closest = ms <= value + 1e-9, (sc, -ms), (-ms,)
             why = f"needs at least {np.nanmin(ms):.2f} ms"
-        cand = ok.nonzero()[0] if ok.any() else np.arange(len(sc))
-        order = np.lexsort(tuple(k[cand] for k in reversed(key if ok.any() else closest)))
-        i = cand[order[-1]]
-        j, k = where[i]
+        i = _best_index(ok, key) if ok.any() else _best_index(np.ones(len(sc), dtype=bool), closest)
+        j = int(np.searchsorted(starts, i, side="right") - 1)
+        k = int(i - starts[j])
         params = curves[j].params(k)
         rows.append({"strategy": s, "params": json.dumps(params, sort_keys=True), "score": float(sc[i]),
                      "delta": float(sc[i] - full), "layer_speedup": float(sp[i]),
@@ -459,7 +476,12 @@ def pick(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=None, s
         detail = "; ".join(f"{r.strategy} {r.why}" for r in table.itertuples())
         raise ValueError(f"no setting meets the goal ({GOAL_TEXT[name].format(100 * value if name == 'max_drop' else value)}): {detail}")
     best = table.iloc[0]
-    ev = evaluate(cache, best["strategy"], feats=f, **json.loads(best["params"]))
+    exit_layer, pred = apply_features(best["strategy"], f, **json.loads(best["params"]))
+    scorer = _fast_scorer(cache.metric, cache.labels)
+    s, full = scorer(pred), scorer(f.argmax[-1])
+    ev = {"strategy": best["strategy"], "params": json.loads(best["params"]), "score": s, "full_score": full,
+          "delta_vs_full": s - full, "exit_layer": exit_layer, "pred": pred,
+          **efficiency(exit_layer, cache.L, cache.layer_ms, cache.embed_ms)}
     op = OperatingPoint.from_evaluation(run, cache, ev)
     s_int, d_int = point_intervals(cache, ev["pred"], full_pred=f.argmax[-1], seed=seed)
     op.goal = {name: value}

@@ -389,7 +389,8 @@ class ExitSignal:
     high: float | None
 
     def records(self) -> np.ndarray:
-        """[L, N] bool: layers where the signal reaches a new extreme toward firing (a breakpoint)."""
+        """[L, N] bool: layers where the signal reaches a new extreme toward firing (a breakpoint). The
+        last layer is never one: firing there or running to the end gives the same exit and prediction."""
         s = self.signal if self.fires_below else -self.signal
         rec = np.zeros(s.shape, dtype=bool)
         rec[0] = np.isfinite(s[0])
@@ -397,6 +398,7 @@ class ExitSignal:
         for m in range(1, len(s)):
             rec[m] = s[m] < best
             np.minimum(best, s[m], out=best)
+        rec[-1] = False
         return rec & np.isfinite(s)
 
     def knob_values(self, breakpoints: np.ndarray | None = None) -> np.ndarray:

@@ -1,0 +1,228 @@
+"""Risk-controlled calibration of an exit rule's knob on held-out samples.
+
+    calibrate(cache, strategy, *, risk="consistency", epsilon, delta=0.1, method="ltt",
+              calib_fraction=0.5, seed=0, **fixed) -> Calibrated
+
+The cache's samples are split (seeded) into a calibration part, which chooses the setting, and a test
+part, which reports it. Risk is a per-sample 0/1 loss against the full model (all layers):
+    consistency   the exit's prediction differs from the full model's (needs no labels)
+    gap           the exit's prediction is wrong where the full model is right
+The settings searched are the rule's exact candidate settings on the calibration part
+(core.strategies.candidate_settings), ordered from the safest (exits latest) to the most aggressive.
+
+    method="ltt"  Learn then Test (Angelopoulos et al., 2021) as used for early exits by Jazbec et al.
+                  (2024): a Hoeffding-Bentkus p-value per setting for the null "risk > epsilon", tested
+                  in fixed sequence from the safest setting; the last rejected one is returned.
+                  P(true risk of the returned setting <= epsilon) >= 1 - delta.
+    method="crc"  Conformal risk control (Angelopoulos et al., 2022) on the per-sample loss made
+                  monotone along the sequence (a sample counts as lost from the first setting on which
+                  it is lost, an upper bound of its loss): the most aggressive setting with
+                  (n * risk_n + 1) / (n + 1) <= epsilon. E[true risk] <= epsilon.
+When no setting passes, the full model (budget exit at layer L) is returned, and the sentence says so.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import binom
+
+from core.strategies import STRATEGIES, ExitFeatures, apply_features, candidate_settings, exit_signal, features
+
+RISKS = ("consistency", "gap")
+METHODS = ("ltt", "crc")
+RISK_TEXT = {"consistency": "changes the full model's prediction",
+             "gap": "gets wrong an input the full model gets right"}
+
+
+@dataclass
+class Calibrated:
+    strategy: str
+    params: dict                 # apply(strategy, probs, **params)
+    risk: str
+    epsilon: float
+    delta: float
+    method: str
+    calib_idx: np.ndarray
+    test_idx: np.ndarray
+    calib_risk: float
+    test_risk: float
+    test_score: float
+    test_full_score: float
+    test_layer_speedup: float
+    guarantee: str
+    fallback: bool = False       # no setting passed: the full model
+    searched: int = 0            # settings in the sequence
+
+    def summary(self) -> dict:
+        """The scalar fields, for tables and JSON."""
+        return {k: v for k, v in self.__dict__.items() if not isinstance(v, np.ndarray)}
+
+
+# ---- p-values and the two selection rules --------------------------------------------------------
+def hb_pvalue(risk_hat: np.ndarray, n: int, epsilon: float) -> np.ndarray:
+    """Hoeffding-Bentkus p-value of H0: risk > epsilon given the mean of n losses in [0, 1]
+    (Bates et al., 2021, Prop. 3 / Angelopoulos et al., 2021, Eq. 9)."""
+    r = np.asarray(risk_hat, dtype=np.float64)
+    a = np.minimum(r, epsilon)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h1 = (np.where(a > 0, a * np.log(a / epsilon), 0.0)
+              + np.where(a < 1, (1 - a) * np.log((1 - a) / (1 - epsilon)), 0.0))
+    hoeffding = np.exp(-n * h1)
+    bentkus = math.e * binom.cdf(np.ceil(n * r - 1e-9), n, epsilon)
+    return np.minimum(np.minimum(hoeffding, bentkus), 1.0)
+
+
+def ltt_select(risk_hat: np.ndarray, n: int, epsilon: float, delta: float) -> int:
+    """Fixed-sequence testing: index of the last setting (safest first) whose null is rejected before
+    the first that is not; -1 when the first is not rejected."""
+    p = hb_pvalue(risk_hat, n, epsilon)
+    fail = np.nonzero(p > delta)[0]
+    return (int(fail[0]) if fail.size else len(p)) - 1
+
+
+def crc_select(monotone_risk: np.ndarray, n: int, epsilon: float) -> int:
+    """Conformal risk control with losses in [0, 1]: the last setting with (n R + 1) / (n + 1) <= epsilon
+    (the risk must not decrease along the sequence); -1 when none."""
+    ok = (n * np.asarray(monotone_risk) + 1.0) / (n + 1.0) <= epsilon + 1e-12
+    bad = np.nonzero(~ok)[0]
+    return (int(bad[0]) if bad.size else len(ok)) - 1
+
+
+# ---- per-sample losses along the sequence --------------------------------------------------------
+def _loss(pred, full_pred, labels, risk):
+    if risk == "consistency":
+        return pred != full_pred
+    return (pred != labels) & (full_pred == labels)
+
+
+def _signal_risks(sig, f, idx, full_pred, labels, risk):
+    """(settings, risk [J], monotone risk [J]) over the breakpoints of the samples `idx`."""
+    L = sig.signal.shape[0]
+    s = (sig.signal if sig.fires_below else -sig.signal)[:, idx]
+    sub = type(sig)(**{**sig.__dict__, "signal": sig.signal[:, idx]})
+    rec = sub.records()
+    pred_at = (f.argmax if sig.pred_at is None else sig.pred_at)[:, idx]
+    final = (f.argmax[-1] if sig.final is None else sig.final)[idx]
+    full, lab = full_pred[idx], labels[idx]
+    n = len(idx)
+    nxt = np.empty(rec.shape, dtype=np.int64)
+    cur = np.full(n, L, dtype=np.int64)
+    for m in range(L - 1, -1, -1):
+        nxt[m] = cur
+        cur = np.where(rec[m], m, cur)
+    mm, nn = np.nonzero(rec)
+    v = s[mm, nn]
+    order = np.argsort(v)
+    mm, nn, v = mm[order], nn[order], v[order]
+    old = nxt[mm, nn]
+    old_pred = np.where(old == L, final[nn], pred_at[np.minimum(old, L - 1), nn])
+    new_loss = _loss(pred_at[mm, nn], full[nn], lab[nn], risk)
+    old_loss = _loss(old_pred, full[nn], lab[nn], risk)
+    distinct = v[np.concatenate([[True], v[1:] != v[:-1]])] if len(v) else v
+    knobs = sub.knob_values(distinct if sig.fires_below else -distinct[::-1])
+    count = (np.searchsorted(v, knobs, side="left") if sig.fires_below
+             else np.searchsorted(v, -knobs, side="right"))
+    base = _loss(final, full, lab, risk)
+    risk_hat = (base.sum() + np.concatenate([[0], np.cumsum(new_loss.astype(np.int64) - old_loss)])[count]) / n
+    # monotone: a sample is lost from the first event that makes it lost (or from the start)
+    first_bad = np.full(n, len(v) + 1, dtype=np.int64)
+    bad_events = np.nonzero(new_loss)[0]
+    np.minimum.at(first_bad, nn[bad_events], bad_events + 1)
+    first_bad[base] = 0
+    lost_by = np.bincount(first_bad, minlength=len(v) + 2).cumsum()
+    settings = [{**sig.fixed, sig.knob: float(t)} for t in knobs]
+    return settings, risk_hat, lost_by[count] / n
+
+
+def _listed_risks(strategy, settings, f, idx, full_pred, labels, risk):
+    losses = np.array([_loss(apply_features(strategy, f, **p)[1][idx], full_pred[idx], labels[idx], risk)
+                       for p in settings])
+    return settings, losses.mean(1), np.maximum.accumulate(losses, axis=0).mean(1)
+
+
+def _sequence(strategy, f, fixed, idx, risk):
+    """Settings safest first, their empirical risk and monotone risk on the samples `idx`."""
+    full_pred, labels = f.argmax[-1], f.labels
+    spec = STRATEGIES[strategy].params
+    fx = {k: fixed.get(k, p.default) for k, p in spec.items()
+          if k not in ("threshold", "delta", "layer") and fixed.get(k, p.default) is not None}
+    sig = exit_signal(strategy, f, **fx)
+    if sig is not None:
+        return _signal_risks(sig, f, idx, full_pred, labels, risk)
+    sub = features(f.probs[idx], labels=labels[idx],
+                   confidence=None if f.confidence is None else f.confidence[idx])
+    if strategy in ("budget", "patience"):
+        settings = candidate_settings(strategy, sub)[::-1]          # exits latest first
+    else:                                                             # PCEE ensemble: plain rule's breakpoints
+        settings = candidate_settings(strategy, sub, **fx)
+        if len(settings) > 256:
+            settings = [settings[i] for i in np.unique(np.linspace(0, len(settings) - 1, 256).round().astype(int))]
+    return _listed_risks(strategy, settings, f, idx, full_pred, labels, risk)
+
+
+# ---- the entry point -----------------------------------------------------------------------------
+def calibrate(cache, strategy: str, *, risk: str = "consistency", epsilon: float, delta: float = 0.1,
+              method: str = "ltt", calib_fraction: float = 0.5, seed: int = 0,
+              feats: ExitFeatures | None = None, **fixed) -> Calibrated:
+    """Choose `strategy`'s knob on a seeded calibration part of the cache so that its risk against the
+    full model stays <= epsilon (LTT: with probability >= 1 - delta; CRC: in expectation), and report
+    it on the held-out test part. `fixed` holds the other knobs (e.g. patience=2 for PCEE)."""
+    if strategy not in STRATEGIES or strategy == "oracle":
+        valid = ", ".join(s for s in STRATEGIES if s != "oracle")
+        raise ValueError(f"cannot calibrate strategy {strategy!r}; valid: {valid}")
+    if risk not in RISKS:
+        raise ValueError(f"unknown risk {risk!r}; valid: {', '.join(RISKS)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    if not 0 < epsilon < 1:
+        raise ValueError(f"epsilon must lie in (0, 1) (0.01 = 1% of inputs); got {epsilon!r}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1) (0.1 = 90% confidence); got {delta!r}")
+    n_cal = int(round(calib_fraction * cache.N))
+    if not 0 < n_cal < cache.N:
+        raise ValueError(f"calib_fraction={calib_fraction!r} leaves no calibration or no test samples "
+                         f"out of {cache.N}; use a value in (0, 1)")
+    bad = set(fixed) - set(STRATEGIES[strategy].params)
+    if bad:
+        raise ValueError(f"unknown fixed knob(s) {sorted(bad)} for {strategy!r}; valid: {', '.join(STRATEGIES[strategy].params)}")
+    f = feats or features(cache.probs, labels=cache.labels, confidence=cache.confidence)
+    perm = np.random.default_rng(seed).permutation(cache.N)
+    calib_idx, test_idx = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
+    settings, risk_hat, monotone = _sequence(strategy, f, fixed, calib_idx, risk)
+    j = (ltt_select(risk_hat, n_cal, epsilon, delta) if method == "ltt"
+         else crc_select(monotone, n_cal, epsilon))
+    fallback = j < 0
+    name, params = ("budget", {"layer": cache.L}) if fallback else (strategy, settings[j])
+    exit_layer, pred = apply_features(name, f, **params)
+    full_pred = f.argmax[-1]
+    from core.metrics import score  # lazy: core.metrics imports the engine, not the other way round
+
+    t_pred, t_full, t_lab = pred[test_idx], full_pred[test_idx], cache.labels[test_idx]
+    test_risk = float(_loss(t_pred, t_full, t_lab, risk).mean())
+    title = STRATEGIES[strategy].title or strategy
+    how = ("Learn-then-Test, Hoeffding-Bentkus p-values, fixed-sequence testing" if method == "ltt"
+           else "conformal risk control")
+    if fallback:
+        sentence = (f"No setting of {title} passed at epsilon = {epsilon:.1%} on {n_cal} calibration samples "
+                    f"({how}); use the full model (all {cache.L} layers), which never {RISK_TEXT[risk]}.")
+    elif method == "ltt":
+        sentence = (f"With probability at least {1 - delta:.0%} over the draw of the {n_cal} calibration samples, "
+                    f"{title} at {_describe(params)} {RISK_TEXT[risk]} on at most {epsilon:.1%} of new inputs "
+                    f"from the same distribution ({how}).")
+    else:
+        sentence = (f"On average over calibration sets of {n_cal} samples, {title} at {_describe(params)} "
+                    f"{RISK_TEXT[risk]} on at most {epsilon:.1%} of new inputs from the same distribution ({how}).")
+    return Calibrated(
+        strategy=name, params=params, risk=risk, epsilon=float(epsilon), delta=float(delta), method=method,
+        calib_idx=calib_idx, test_idx=test_idx,
+        calib_risk=float(_loss(pred[calib_idx], full_pred[calib_idx], cache.labels[calib_idx], risk).mean()),
+        test_risk=test_risk, test_score=score(cache.metric, t_lab, t_pred),
+        test_full_score=score(cache.metric, t_lab, t_full),
+        test_layer_speedup=float(cache.L / exit_layer[test_idx].mean()),
+        guarantee=sentence, fallback=fallback, searched=len(settings))
+
+
+def _describe(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
