@@ -183,7 +183,7 @@ class Control:
         v = min(max(v, self.low), self.high)
         if isinstance(self.default, int) and not isinstance(self.default, bool):
             return int(round(v))
-        return round(v, 6)
+        return v  # unrounded: an exact candidate setting (a breakpoint) must survive loading
 
 
 START_SPEEDUP = 1.5   # the layer speed-up every rule's knobs open at (RunData.start_params)
@@ -557,7 +557,11 @@ def tradeoff_figure(run: RunData, strategies: list[str], current: dict[str, dict
                          name="Best at target", hovertemplate=_hover(x),
                          customdata=[[s, p, strategy_title(s), d] for s, p, d in
                                      zip(best["strategy"], best["params"], best["setting"])],
-                         marker=dict(size=15, symbol="diamond-open", color="#0f172a", line=dict(width=2))))
+                         marker=dict(size=15, symbol="diamond-open", color="#0f172a", line=dict(width=2)),
+                         **({"error_y": dict(type="data", symmetric=False, thickness=1.5, width=4, color="#0f172a",
+                                            array=(best["score_high"] - best["score"]).tolist(),
+                                            arrayminus=(best["score"] - best["score_low"]).tolist())}
+                            if "score_low" in best else {})))
     for s, ev in current.items():  # current settings last, on top
         xv = ev.get(x)
         if xv is None:

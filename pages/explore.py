@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from core import appstate as A, views as V
+from core import appstate as A, trust_views as TV, views as V
 
 A.require_app()
 from core.strategies import STRATEGIES
@@ -51,6 +51,10 @@ c[4].metric("Wall-clock speed-up", A.fmt_speedup(ev["wallclock_speedup"]),
             help="Estimated: full-model batch-1 latency / expected latency at these exits, from the run's "
                  "measured per-layer times" if ev["wallclock_speedup"] is not None else
                  "This run has no measured per-layer latencies")
+iv_score, iv_delta = TV.point_intervals(run, focus, settings[focus], ev["pred"])
+st.text(f"95% intervals (paired bootstrap over the {run.cache.N} dev samples, 1,000 resamples): "
+        f"score [{iv_score.low:.4f}, {iv_score.high:.4f}]; vs full model [{iv_delta.low:+.4f}, {iv_delta.high:+.4f}]"
+        + (" - within noise of the full model" if iv_delta.covers_zero else ""))
 st.caption("Three speed-ups, never interchangeable: **layer speed-up** = L / mean exit layer; "
            "**saved fraction** = share of layers skipped; **wall-clock speed-up** = estimated from measured "
            "per-layer latencies at batch size 1 (it includes the embeddings, which every sample pays).")
@@ -68,18 +72,22 @@ with mid:
     x = st.radio("Speed-up axis", axes, format_func=V.AXIS_SHORT.get, key="x",
                  horizontal=True, bind="query-params")
 with right_col:
-    kinds = ["speed-up"] + (["latency"] if has_ms else [])
-    kind = st.radio("Target", kinds, key="target_kind", horizontal=True, bind="query-params",
-                    format_func={"speed-up": "layer speed-up", "latency": "latency budget"}.get)
+    kinds = ["speed-up", "loss"] + (["latency"] if has_ms else [])
+    kind = st.radio("Goal", kinds, key="target_kind", horizontal=True, bind="query-params",
+                    format_func=TV.GOAL_KINDS.get)
     if kind == "latency":
         full_ms = V.full_latency_ms(run)
         low_ms = float(run.cache.embed_ms or 0.0) + float(run.cache.layer_ms[0])
         target = st.slider("Latency budget (ms, batch 1)", round(low_ms, 2), round(full_ms, 2),
                            round(full_ms / 2, 2), 0.01, key="budget_ms", bind="query-params")
+    elif kind == "loss":
+        target = st.slider("Lose at most (points of the score vs the full model)", 0.0, 10.0, 1.0, 0.1,
+                           format="%.1f pts", key="max_drop", bind="query-params")
     else:
         target = st.slider("Target layer speed-up", 1.0, float(run.L), min(2.0, float(run.L)), 0.05,
                            format="%.2fx", key="target", bind="query-params")
-best = V.best_table(run, kind, target)
+goal = TV.goal_rows(run, kind, target)
+best = goal[goal["meets"]]
 
 drawn = list(dict.fromkeys([focus, *curves]))
 current = {s: (ev if s == focus else run.evaluate(s, settings[s])) for s in drawn}
@@ -110,35 +118,91 @@ st.caption("Each faint point is one swept setting of a rule, its line the best i
            "peeks at the labels. Big circles are the current knobs (outlined: the open tab); diamonds the best "
            "setting of each rule at the target.")
 
-# ---- best at the target ----------------------------------------------------------------------------
-what = (f"layer speed-up >= {target:.2f}x" if kind == "speed-up" else f"expected latency <= {target:.2f} ms")
-st.markdown(f"**Best setting of each rule with {what}**")
-if best.empty:
-    st.info("No swept setting reaches this target; lower it.")
-else:
-    def _load_best_row(key, table=best):
-        rows = A.selected_rows(key)
-        if rows:
-            r = table.iloc[rows[0]]
-            A.load_setting(run, r["strategy"], json.loads(r["params"]))
+# ---- the goal: every rule's best exact setting, whether it meets the goal, and why not -------------------
+what = {"speed-up": f"layer speed-up >= {target:.2f}x", "loss": f"lose at most {target:.1f} points",
+        "latency": f"expected latency <= {target:.2f} ms"}[kind]
+st.markdown("**Best setting of each rule for the goal**")
+st.text(f"Goal: {what}. {int(goal['meets'].sum())} of {len(goal)} rules meet it.")
 
-    best_key = A.selection_key("best")
-    shown = best.assign(strategy=best["strategy"].map(A.TAB_LABELS),
-                        saved_fraction=100 * best["saved_fraction"]).drop(columns=["params"])
-    if not has_ms:
-        shown = shown.drop(columns=["wallclock_speedup"])
-    st.dataframe(shown, hide_index=True, key=best_key, on_select=lambda: _load_best_row(best_key),
-                 selection_mode="single-row", column_config={
-                     "strategy": st.column_config.TextColumn("rule", width=80),
-                     "setting": st.column_config.TextColumn("setting", width=260),
-                     "score": st.column_config.NumberColumn(V.metric_name(run.metric), format="%.4f"),
-                     "delta": st.column_config.NumberColumn("vs full model", format="%+.4f"),
-                     "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
-                     "saved_fraction": st.column_config.NumberColumn("saved fraction", format="%.1f%%"),
-                     "wallclock_speedup": st.column_config.NumberColumn("wall-clock speed-up", format="%.2fx"),
-                 })
-    st.caption("Picked from each rule's sweep (metrics.best_at / best_under_latency). "
-               "Click a row to load it into the knobs.")
+
+def _load_answer(table=goal):
+    r = table.iloc[0]
+    A.load_setting(run, r["strategy"], json.loads(r["params"]))
+
+
+if goal["meets"].any():
+    top = goal.iloc[0]
+    st.button(f"Load the answer: {V.strategy_title(top['strategy'])}, {top['setting']}", key="pick",
+              on_click=_load_answer, icon=":material/target:", type="primary")
+
+
+def _load_goal_row(key, table=goal):
+    rows = A.selected_rows(key)
+    if rows:
+        r = table.iloc[rows[0]]
+        A.load_setting(run, r["strategy"], json.loads(r["params"]))
+
+
+best_key = A.selection_key("best")
+shown = goal.assign(meets=goal["meets"].map({True: "yes", False: "no"}),
+                    strategy=goal["strategy"].map(A.TAB_LABELS), saved_fraction=100 * goal["saved_fraction"],
+                    interval=[f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(goal["delta_low"], goal["delta_high"])])
+shown = shown[["meets", "strategy", "setting", "score", "delta", "interval", "noise", "layer_speedup",
+               "saved_fraction", "wallclock_speedup", "why"]]
+if not has_ms:
+    shown = shown.drop(columns=["wallclock_speedup"])
+st.dataframe(shown, hide_index=True, key=best_key, on_select=lambda: _load_goal_row(best_key),
+             selection_mode="single-row", column_config={
+                 "meets": st.column_config.TextColumn("meets goal", width=70),
+                 "strategy": st.column_config.TextColumn("rule", width=80),
+                 "setting": st.column_config.TextColumn("setting", width=220),
+                 "score": st.column_config.NumberColumn(V.metric_name(run.metric), format="%.4f"),
+                 "delta": st.column_config.NumberColumn("vs full model", format="%+.4f"),
+                 "interval": st.column_config.TextColumn("vs full, 95% interval", width=140),
+                 "noise": st.column_config.TextColumn("vs full model", width=90),
+                 "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
+                 "saved_fraction": st.column_config.NumberColumn("saved fraction", format="%.1f%%"),
+                 "wallclock_speedup": st.column_config.NumberColumn("wall-clock speed-up", format="%.2fx"),
+                 "why": st.column_config.TextColumn("why it misses the goal", width=260),
+             })
+st.caption("Searched over every setting where some sample's exit changes (exact, not a grid; "
+           "metrics.goal_table / metrics.pick). A rule that cannot meet the goal shows its closest setting and "
+           "why. Intervals: 95% paired bootstrap over the dev samples; 'within noise' when the interval of the "
+           "difference covers zero. Click a row to load it into the knobs.")
+
+# ---- guarantee: a setting calibrated on held-out samples ---------------------------------------------
+with st.expander("Guarantee: calibrate the open rule's knob on held-out samples", expanded=False):
+    g = st.columns(4)
+    risk = g[0].radio("Risk", ["consistency", "gap"], key="g.risk", bind="query-params",
+                      format_func={"consistency": "differs from full model",
+                                   "gap": "wrong where full model is right"}.get)
+    eps = g[1].slider("At most (epsilon)", 0.005, 0.10, 0.01, 0.005, format="%.3f", key="g.eps",
+                      bind="query-params")
+    conf = g[2].select_slider("Confidence (1 - delta)", [0.8, 0.9, 0.95, 0.99], 0.9, key="g.conf",
+                              bind="query-params")
+    method = g[3].radio("Method", ["ltt", "crc"], key="g.method", bind="query-params",
+                        format_func={"ltt": "Learn then Test", "crc": "conformal risk control"}.get)
+    cal = TV.calibrated(run, focus, settings[focus], risk=risk, epsilon=eps, delta=round(1 - conf, 4),
+                        method=method)
+    st.text(cal.guarantee)
+    st.dataframe(TV.calibration_table(run, cal), hide_index=True, key="g.table", column_config={
+        "risk": st.column_config.NumberColumn("risk", format="%.4f"),
+        "score": st.column_config.NumberColumn(V.metric_name(run.metric), format="%.4f"),
+        "full model": st.column_config.NumberColumn("full model", format="%.4f"),
+        "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
+    })
+    st.caption("Half of the dev samples (seeded) choose the setting; the held-out half reports it. Learn then "
+               "Test holds the risk at most epsilon with the stated confidence; conformal risk control holds it in "
+               "expectation. The whole-dev-set row is what the other tables show, chosen and scored on the same "
+               "samples, hence optimistic.")
+    cal_ev = run.evaluate(cal.strategy, cal.params)
+    cal_op = TV.calibrated_point(run, cal, cal_ev)
+    b1, b2 = st.columns(2)
+    b1.button("Load the calibrated setting into the knobs", key="g.load", disabled=cal.fallback,
+              on_click=lambda: A.load_setting(run, cal.strategy, cal.params))
+    b2.download_button("Download the calibrated point (JSON)", cal_op.to_json(),
+                       file_name=f"{run.name}-{cal.strategy}-calibrated.json", mime="application/json",
+                       key="g.export", icon=":material/download:")
 
 # ---- where the samples exit, and the export ---------------------------------------------------------
 h, e = st.columns([1, 1])

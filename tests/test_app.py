@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import views as V
+from core import metrics as M, views as V
 from core.metrics import OperatingPoint
 from core.runs import DEFAULT_ROOT
 from core.strategies import apply
@@ -169,16 +169,47 @@ def test_switching_to_a_shallower_run_keeps_controls_in_range(root):
 
 def test_target_picks_the_best_setting_per_strategy(root):
     at = open_page("pages/explore.py", run="synth-joint", target="3.0")
-    best = at.dataframe[0].value
+    table = at.dataframe[0].value
+    best = table[table["meets"] == "yes"]
     assert len(best) > 0 and (best["layer_speedup"] >= 3.0 - 1e-9).all()
-    assert best["rule"].is_unique if "rule" in best else best["strategy"].is_unique
+    assert table["strategy"].is_unique and len(table) == 7      # every rule listed, met or not
+    missed = table[table["meets"] == "no"]
+    assert (missed["layer_speedup"] < 3.0).all() and missed["why"].str.contains("at most").all()
+
+
+def test_lose_at_most_goal_and_one_click_answer(root):
+    """'Lose at most 1 point' lists the fastest exact setting of each rule within the budget; the button
+    loads the overall answer, which equals metrics.pick."""
+    at = open_page("pages/explore.py", run="synth-joint", target_kind="lose at most", max_drop="1.0")
+    table = at.dataframe[0].value
+    ok = table[table["meets"] == "yes"]
+    assert len(ok) > 0 and (ok["delta"] >= -0.01 - 1e-12).all()
+    assert ok["interval"].str.match(r"\[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]").all()
+    run = V.load_run(Path(root) / "synth-joint")
+    op = M.pick(run.cache, max_drop=0.01)
+    at.button(key="pick").click().run()
+    assert not at.exception
+    from core.appstate import TAB_LABELS
+    assert TAB_LABELS[op.strategy] in at.query_params["strategy"]
+    ev = run.evaluate(op.strategy, {c.name: at.session_state[c.key] for c in run.controls(op.strategy)})
+    assert ev["score"] == op.score and ev["layer_speedup"] == op.layer_speedup
+
+
+def test_guarantee_panel_shows_held_out_numbers(root):
+    at = open_page("pages/explore.py", run="synth-joint", strategy="Entropy")
+    text = " ".join(t.value for t in at.text)
+    assert "new inputs" in text or "full model" in text
+    table = next(d.value for d in at.dataframe if "part" in d.value)
+    assert list(table["part"]) == ["calibration part", "held-out part", "whole dev set"]
+    assert table["samples"].iloc[0] + table["samples"].iloc[1] == table["samples"].iloc[2]
 
 
 def test_latency_budget_target(root):
     at = open_page("pages/explore.py", run="synth-joint", target_kind="latency budget", budget_ms="7.0")
     best = at.dataframe[0].value
+    best = best[best["meets"] == "yes"]
     run = V.load_run(Path(root) / "synth-joint")
-    assert (V.full_latency_ms(run) / best["wallclock_speedup"] <= 7.0 + 1e-6).all()
+    assert len(best) and (V.full_latency_ms(run) / best["wallclock_speedup"] <= 7.0 + 1e-6).all()
 
 
 def test_export_is_a_valid_operating_point(root):
@@ -223,7 +254,7 @@ def test_run_without_latencies_names_no_wallclock_speedup(root):
     at = open_page("pages/explore.py", run="synth-notexts")
     assert metric(at, "Wall-clock speed-up") == "n/a"
     assert "wallclock_speedup" not in at.radio(key="x").options and len(at.radio(key="x").options) == 2
-    assert len(at.radio(key="target_kind").options) == 1
+    assert "latency" not in at.radio(key="target_kind").options and len(at.radio(key="target_kind").options) == 2
 
 
 def test_fast_evaluate_matches_the_engine(root):
