@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import appstate as A, views as V
+from core import appstate as A, trust_views as TV, views as V
 
 A.require_app()
 
@@ -42,6 +42,24 @@ st.caption("**S-avg**: the mean score over all exits, which rewards training met
            "exits good too. **S-best**: the best single exit. Scores use each task's metric.")
 if len({r.metric for r in runs}) > 1:
     st.warning("These runs use different metrics; compare their scores with care.")
+
+# ---- seeds and noise ------------------------------------------------------------------------------
+st.subheader("Seeds and noise")
+seeds = TV.seed_summary(runs)
+st.plotly_chart(TV.seed_figure(runs), key="seeds", config={"displayModeBar": False})
+st.dataframe(seeds, hide_index=True, key="seed-summary", column_config={
+    c: st.column_config.NumberColumn(format="%.4f") for c in
+    ("last exit mean", "last exit s.d.", "S-best mean", "S-best s.d.")})
+st.caption("Runs that differ only in their seed (same task, method and backbone; names ending in -seedN) are "
+           "grouped: grey points are the seeds, the bar the mean +- one standard deviation. A single run has "
+           "no s.d. (empty).")
+diffs = TV.method_differences(runs)
+if not diffs.empty:
+    st.dataframe(diffs, hide_index=True, key="method-diffs", column_config={
+        c: st.column_config.NumberColumn(format="%+.4f") for c in ("A - B (last exit)", "95% low", "95% high")})
+    st.caption("Last-exit difference of each pair of runs on the same dev set, with a 95% paired bootstrap "
+               "interval over the dev samples (1,000 resamples): 'within noise' when it covers zero. It does not "
+               "include seed-to-seed spread; compare the s.d. above for that.")
 
 # ---- one rule across runs --------------------------------------------------------------------------
 st.subheader("One exit rule across runs")

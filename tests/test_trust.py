@@ -258,3 +258,36 @@ def test_calibrate_fields_split_and_fallback():
         CAL.calibrate(cache, "entropy", epsilon=0.1, risk="other")
     with pytest.raises(ValueError, match="calib_fraction"):
         CAL.calibrate(cache, "entropy", epsilon=0.1, calib_fraction=1.0)
+
+
+# ---- Compare: seed groups and method differences -------------------------------------------------
+def _run(name, cache):
+    from core import views as V
+
+    f = _feats(cache)
+    per_exit = M.per_exit_scores(cache)
+    return V.RunData(name=name, path=None, cache=cache, feats=f, per_exit=per_exit, full_score=float(per_exit[-1]))
+
+
+def test_seed_groups_mean_sd_and_noise_verdicts():
+    from core import trust_views as TV
+
+    runs = [_run(n, synthetic_cache(400, 4, 2, seed=s, method=m))
+            for n, s, m in [("t-joint", 0, "joint"), ("t-joint-seed1", 1, "joint"), ("t-joint-seed2", 2, "joint"),
+                            ("t-badge", 0, "badge")]]
+    table = TV.seed_summary(runs).set_index("group")
+    assert table.loc["t-joint", "seeds"] == 3 and table.loc["t-badge", "seeds"] == 1
+    last = [float(r.per_exit[-1]) for r in runs[:3]]
+    assert table.loc["t-joint", "last exit mean"] == pytest.approx(np.mean(last))
+    assert table.loc["t-joint", "last exit s.d."] == pytest.approx(np.std(last, ddof=1))
+    assert np.isnan(table.loc["t-badge", "last exit s.d."])
+    # same dev set (seed 0) -> compared; different dev sets -> left out
+    base = synthetic_cache(400, 4, 2, seed=0)
+    worse = ExitCache(probs=base.probs.copy(), labels=base.labels, label_names=base.label_names, meta=base.meta)
+    flip = np.arange(0, 400, 4)   # a quarter of the samples get the other class at the last exit
+    worse.probs[flip, -1] = worse.probs[flip, -1, ::-1]
+    diffs = TV.method_differences([_run("a", base), _run("b", worse), runs[1]])
+    assert list(zip(diffs["run A"], diffs["run B"])) == [("a", "b")]
+    assert diffs["verdict"].iloc[0] in ("A better", "B better") and not diffs["95% low"].iloc[0] <= 0 <= diffs["95% high"].iloc[0]
+    same = TV.method_differences([_run("a", base), _run("a2", base)])
+    assert same["verdict"].iloc[0] == "within noise"
