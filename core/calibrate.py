@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
+from core.curves import signal_events
 from core.strategies import STRATEGIES, ExitFeatures, apply_features, candidate_settings, exit_signal, features
 
 RISKS = ("consistency", "gap")
@@ -99,41 +100,21 @@ def _loss(pred, full_pred, labels, risk):
 
 def _signal_risks(sig, f, idx, full_pred, labels, risk):
     """(settings, risk [J], monotone risk [J]) over the breakpoints of the samples `idx`."""
-    L = sig.signal.shape[0]
-    s = (sig.signal if sig.fires_below else -sig.signal)[:, idx]
-    sub = type(sig)(**{**sig.__dict__, "signal": sig.signal[:, idx]})
-    rec = sub.records()
-    pred_at = (f.argmax if sig.pred_at is None else sig.pred_at)[:, idx]
-    final = (f.argmax[-1] if sig.final is None else sig.final)[idx]
+    ev = signal_events(sig, f, idx)
     full, lab = full_pred[idx], labels[idx]
-    n = len(idx)
-    nxt = np.empty(rec.shape, dtype=np.int64)
-    cur = np.full(n, L, dtype=np.int64)
-    for m in range(L - 1, -1, -1):
-        nxt[m] = cur
-        cur = np.where(rec[m], m, cur)
-    mm, nn = np.nonzero(rec)
-    v = s[mm, nn]
-    order = np.argsort(v)
-    mm, nn, v = mm[order], nn[order], v[order]
-    old = nxt[mm, nn]
-    old_pred = np.where(old == L, final[nn], pred_at[np.minimum(old, L - 1), nn])
-    new_loss = _loss(pred_at[mm, nn], full[nn], lab[nn], risk)
-    old_loss = _loss(old_pred, full[nn], lab[nn], risk)
-    distinct = v[np.concatenate([[True], v[1:] != v[:-1]])] if len(v) else v
-    knobs = sub.knob_values(distinct if sig.fires_below else -distinct[::-1])
-    count = (np.searchsorted(v, knobs, side="left") if sig.fires_below
-             else np.searchsorted(v, -knobs, side="right"))
-    base = _loss(final, full, lab, risk)
-    risk_hat = (base.sum() + np.concatenate([[0], np.cumsum(new_loss.astype(np.int64) - old_loss)])[count]) / n
+    n, E = len(idx), len(ev.mm)
+    new_loss = _loss(ev.new_pred, full[ev.nn], lab[ev.nn], risk)
+    old_loss = _loss(ev.old_pred, full[ev.nn], lab[ev.nn], risk)
+    base = _loss(ev.final, full, lab, risk)
+    risk_hat = (base.sum() + np.concatenate([[0], np.cumsum(new_loss.astype(np.int64) - old_loss)])[ev.count]) / n
     # monotone: a sample is lost from the first event that makes it lost (or from the start)
-    first_bad = np.full(n, len(v) + 1, dtype=np.int64)
+    first_bad = np.full(n, E + 1, dtype=np.int64)
     bad_events = np.nonzero(new_loss)[0]
-    np.minimum.at(first_bad, nn[bad_events], bad_events + 1)
+    np.minimum.at(first_bad, ev.nn[bad_events], bad_events + 1)
     first_bad[base] = 0
-    lost_by = np.bincount(first_bad, minlength=len(v) + 2).cumsum()
-    settings = [{**sig.fixed, sig.knob: float(t)} for t in knobs]
-    return settings, risk_hat, lost_by[count] / n
+    lost_by = np.bincount(first_bad, minlength=E + 2).cumsum()
+    settings = [{**sig.fixed, sig.knob: float(t)} for t in ev.knobs]
+    return settings, risk_hat, lost_by[ev.count] / n
 
 
 def _listed_risks(strategy, settings, f, idx, full_pred, labels, risk):

@@ -112,12 +112,33 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _signal_curve(sig, f: ExitFeatures, labels, metric: str, cum_ms, embed_ms: float) -> Curve:
-    L, N, K = f.L, f.N, f.K
-    s = sig.signal if sig.fires_below else -sig.signal
-    rec = sig.records()
+@dataclass
+class Events:
+    """A threshold rule's breakpoints over some samples, sorted from the safest knob value to the most
+    aggressive: at event e, sample nn[e] moves its exit to layer mm[e] + 1 (from old_exit[e]) and its
+    prediction from old_pred[e] to new_pred[e]. count[j] events have happened at knobs[j]."""
+    mm: np.ndarray
+    nn: np.ndarray               # position within the samples given (0..n-1)
+    old_exit: np.ndarray
+    old_pred: np.ndarray
+    new_pred: np.ndarray
+    final: np.ndarray            # [n] prediction when the rule never fires
+    knobs: np.ndarray            # [J]
+    count: np.ndarray            # [J]
+
+
+def signal_events(sig, f: ExitFeatures, idx: np.ndarray | None = None) -> Events:
+    """The breakpoints of `sig` (an ExitSignal on `f`) over the samples `idx` (all when None)."""
+    L = f.L
+    signal = sig.signal if idx is None else sig.signal[:, idx]
+    sub = sig if idx is None else type(sig)(**{**sig.__dict__, "signal": signal})
+    s = signal if sig.fires_below else -signal
+    rec = sub.records()
     pred_at = f.argmax if sig.pred_at is None else sig.pred_at
     final = f.argmax[-1] if sig.final is None else sig.final
+    if idx is not None:
+        pred_at, final = pred_at[:, idx], final[idx]
+    N = signal.shape[1]
     # next deeper breakpoint of each sample (L: none, the sample runs to the end)
     nxt = np.empty((L, N), dtype=np.int64)
     cur = np.full(N, L, dtype=np.int64)
@@ -131,14 +152,25 @@ def _signal_curve(sig, f: ExitFeatures, labels, metric: str, cum_ms, embed_ms: f
     mm, nn = np.divmod(flat, N)
     old = nxt.ravel().take(flat)
     old_pred = np.where(old == L, final.take(nn), pred_at.ravel().take(np.minimum(old, L - 1) * N + nn))
-    new_pred = pred_at.ravel().take(flat)
-    lab = labels.take(nn)
-    old_exit = np.minimum(old, L - 1) + 1
-    distinct = v[np.concatenate([[True], v[1:] != v[:-1]])] if len(v) else v
-    knobs = sig.knob_values(distinct if sig.fires_below else -distinct[::-1])
-    # events applied at each knob value, with the rule's own comparison (strict < or >=)
-    count = (np.searchsorted(v, knobs, side="left") if sig.fires_below
-             else np.searchsorted(v, -knobs, side="right"))
+    first = np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]])) if len(v) else np.zeros(0, dtype=np.int64)
+    distinct = v[first]
+    knobs = sub.knob_values(distinct if sig.fires_below else -distinct[::-1], in_range_only=False)
+    # events applied at each knob value, under the rule's own comparison (strict < or >=): knob j sits
+    # just past the j-th distinct breakpoint, so it has applied every event before the (j+1)-th
+    ends = np.concatenate([first[1:], [len(v)]])
+    count = np.concatenate([[0], ends])[: len(knobs)] if sig.fires_below else \
+        np.concatenate([[0] if len(knobs) > len(distinct) else [], ends]).astype(np.int64)
+    keep = sub.in_range(knobs)
+    knobs, count = knobs[keep], count[keep]
+    return Events(mm, nn, np.minimum(old, L - 1) + 1, old_pred, pred_at.ravel().take(flat), final, knobs, count)
+
+
+def _signal_curve(sig, f: ExitFeatures, labels, metric: str, cum_ms, embed_ms: float) -> Curve:
+    L, N, K = f.L, f.N, f.K
+    ev = signal_events(sig, f)
+    mm, count, old_exit, old_pred, new_pred, final = ev.mm, ev.count, ev.old_exit, ev.old_pred, ev.new_pred, ev.final
+    lab = labels.take(ev.nn)
+    knobs = ev.knobs
 
     def accumulate(delta, base):
         c = np.concatenate([[0], np.cumsum(delta)])
@@ -149,9 +181,10 @@ def _signal_curve(sig, f: ExitFeatures, labels, metric: str, cum_ms, embed_ms: f
         score = accumulate((new_pred == lab).astype(np.int64) - (old_pred == lab), float((final == labels).sum())) / N
     else:
         cells = K * K
-        delta = np.zeros((len(v) + 1, cells), dtype=np.int64)
-        np.add.at(delta, (np.arange(1, len(v) + 1), new_pred * K + lab), 1)
-        np.add.at(delta, (np.arange(1, len(v) + 1), old_pred * K + lab), -1)
+        rows = np.arange(1, len(mm) + 1)
+        delta = np.zeros((len(mm) + 1, cells), dtype=np.int64)
+        np.add.at(delta, (rows, new_pred * K + lab), 1)
+        np.add.at(delta, (rows, old_pred * K + lab), -1)
         C = confusion(final, labels, K).ravel() + np.cumsum(delta, axis=0)[count]
         score = confusion_score(metric, C.reshape(-1, K, K))
     ms = full_ms = None

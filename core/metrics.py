@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from core.curves import Curve, confusion_score, rule_curves, thin
-from core.strategies import STRATEGIES, ExitFeatures, apply_features, features
+from core.strategies import STRATEGIES, ExitFeatures, apply_features, features, fixed_choices
 
 # ---- task metrics -------------------------------------------------------------------------------
 def _acc_f1(y, p):
@@ -404,17 +404,30 @@ def check_goal(max_drop=None, min_layer_speedup=None, max_latency_ms=None) -> tu
     return name, value
 
 
-def _concat(curves: list[Curve], attr: str) -> np.ndarray:
-    return np.concatenate([getattr(c, attr) for c in curves])
-
-
 def _best_index(ok: np.ndarray, key: tuple) -> int:
     """Index of the best entry among `ok` by key[0], ties broken by key[1] (both higher is better)."""
     first = np.where(ok, key[0], -np.inf)
     tie = first >= first.max() - 1e-12
-    if len(key) == 1:
-        return int(np.flatnonzero(tie)[0])
     return int(np.argmax(np.where(tie, key[1], -np.inf)))
+
+
+def _goal_curves(cache, strategy: str, f: ExitFeatures, goal: str, value: float, full: float) -> list[Curve]:
+    """The rule's curves a goal needs. For "lose at most", a curve whose earliest possible exit cannot
+    beat the speed already found (PCEE at patience p exits at layer p at the earliest, DGE at p + 1) is
+    skipped unevaluated: it holds no better answer. Every other goal searches every curve."""
+    if goal != "max_drop" or strategy not in ("pcee", "dge"):
+        return rule_curves(cache, strategy, f)
+    curves, fastest = [], 0.0
+    for fx in fixed_choices(strategy, f):
+        earliest = fx["patience"] + (strategy == "dge")
+        if curves and f.L / earliest < fastest - 1e-12:
+            continue
+        for c in rule_curves(cache, strategy, f, **fx):
+            curves.append(c)
+            ok = c.score >= full - value - 1e-12
+            if ok.any():
+                fastest = max(fastest, float(c.layer_speedup[ok].max()))
+    return curves
 
 
 def goal_table(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=None, strategies=None,
@@ -428,32 +441,43 @@ def goal_table(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=N
     full = score(cache.metric, cache.labels, f.argmax[-1])
     names = [s for s in (strategies or available_strategies(cache)) if s != "oracle"]
     rows = []
+    no_ms = cache.layer_ms is None
     for s in names:
-        curves = rule_curves(cache, s, f)
-        sc, sp = _concat(curves, "score"), _concat(curves, "layer_speedup")
-        ms = _concat(curves, "expected_ms") if cache.layer_ms is not None else np.full(sc.shape, np.nan)
-        starts = np.cumsum([0] + [len(c) for c in curves])
+        curves = [c for c in _goal_curves(cache, s, f, name, value, full) if len(c)]
+        per_curve = []   # each curve's best (or, when none meets, closest) setting: (meets, keys, curve, index)
+        for j, c in enumerate(curves):
+            sc, sp = c.score, c.layer_speedup
+            ms = np.full(sc.shape, np.nan) if no_ms else c.expected_ms
+            if name == "max_drop":
+                ok, key, closest = sc >= full - value - 1e-12, (sp, sc), (sc, sp)
+            elif name == "min_layer_speedup":
+                ok, key, closest = sp >= value - 1e-9, (sc, sp), (sp, sc)
+            else:
+                ok, key, closest = ms <= value + 1e-9, (sc, -ms), (-ms, sc)
+            meets = bool(ok.any())
+            use = key if meets else closest
+            i = _best_index(ok if meets else np.ones(len(sc), dtype=bool), use)
+            per_curve.append((meets, use[0][i], use[1][i], j, i))
+        meets = any(p[0] for p in per_curve)
+        pool = [p for p in per_curve if p[0] == meets]
+        k0, k1 = np.array([p[1] for p in pool]), np.array([p[2] for p in pool])
+        _, _, _, j, i = pool[_best_index(np.ones(len(pool), dtype=bool), (k0, k1))]
+        c = curves[j]
         if name == "max_drop":
-            ok, key, closest = sc >= full - value - 1e-12, (sp, sc), (sc,)
-            why = "its best setting loses {:.2f} points".format(100 * (full - sc.max()))
+            why = "its best setting loses {:.2f} points".format(100 * (full - max(float(x.score.max()) for x in curves)))
         elif name == "min_layer_speedup":
-            ok, key, closest = sp >= value - 1e-9, (sc, sp), (sp,)
-            why = f"reaches at most {sp.max():.2f}x layer speed-up"
+            why = f"reaches at most {max(float(x.layer_speedup.max()) for x in curves):.2f}x layer speed-up"
             if s in ("patience", "dge") and value > cache.L / 2:
                 why += f" (it compares with an earlier layer, so it exits at layer 2 at the earliest: {cache.L / 2:.2f}x on {cache.L} layers)"
         else:
-            ok, key, closest = ms <= value + 1e-9, (sc, -ms), (-ms,)
-            why = f"needs at least {np.nanmin(ms):.2f} ms"
-        i = _best_index(ok, key) if ok.any() else _best_index(np.ones(len(sc), dtype=bool), closest)
-        j = int(np.searchsorted(starts, i, side="right") - 1)
-        k = int(i - starts[j])
-        params = curves[j].params(k)
-        rows.append({"strategy": s, "params": json.dumps(params, sort_keys=True), "score": float(sc[i]),
-                     "delta": float(sc[i] - full), "layer_speedup": float(sp[i]),
-                     "saved_fraction": 1 - 1 / float(sp[i]), "expected_ms": float(ms[i]),
-                     "wallclock_speedup": float(curves[j].full_ms / ms[i]) if cache.layer_ms is not None else np.nan,
-                     "meets": bool(ok.any()), "why": "" if ok.any() else why,
-                     "candidates": int(len(sc))})
+            why = f"needs at least {min(float(x.expected_ms.min()) for x in curves):.2f} ms"
+        ms_i = np.nan if no_ms else float(c.expected_ms[i])
+        rows.append({"strategy": s, "params": json.dumps(c.params(i), sort_keys=True), "score": float(c.score[i]),
+                     "delta": float(c.score[i] - full), "layer_speedup": float(c.layer_speedup[i]),
+                     "saved_fraction": 1 - 1 / float(c.layer_speedup[i]), "expected_ms": ms_i,
+                     "wallclock_speedup": np.nan if no_ms else float(c.full_ms / ms_i),
+                     "meets": meets, "why": "" if meets else why,
+                     "candidates": int(sum(len(x) for x in curves))})
     df = pd.DataFrame(rows)
     if df.empty:
         return df

@@ -401,7 +401,7 @@ class ExitSignal:
         rec[-1] = False
         return rec & np.isfinite(s)
 
-    def knob_values(self, breakpoints: np.ndarray | None = None) -> np.ndarray:
+    def knob_values(self, breakpoints: np.ndarray | None = None, *, in_range_only: bool = True) -> np.ndarray:
         """One knob value per distinct exit configuration, from the safest (fewest samples fire) to the
         most aggressive. Fires-below rules get midpoints between breakpoints (robust to rounding);
         fires-at-or-above rules get the breakpoints themselves (exactly attainable values, e.g. V_l)."""
@@ -410,15 +410,20 @@ class ExitSignal:
             if u.size == 0:
                 return u
             upper = u[-1] + 1e-6 if self.high is None else min(u[-1] + 1e-6, self.high)
-            vals = np.concatenate([[u[0]], (u[:-1] + u[1:]) / 2, [upper] if upper > u[-1] else []])
+            mid = (u[:-1] + u[1:]) / 2
+            mid = np.where(mid > u[:-1], mid, u[1:])   # adjacent floats: u[j+1] itself still separates them
+            vals = np.concatenate([[u[0]], mid, [upper] if upper > u[-1] else []])
         else:
             u = u[::-1]
             top = u[0] + 1e-6 if u.size else None
             head = [] if top is None or (self.high is not None and top > self.high) else [top]
             vals = np.concatenate([head, u])
+        return vals[self.in_range(vals)] if in_range_only else vals
+
+    def in_range(self, vals: np.ndarray) -> np.ndarray:
         lo = -np.inf if self.low is None else self.low
         hi = np.inf if self.high is None else self.high
-        return vals[(vals >= lo) & (vals <= hi)]
+        return (vals >= lo) & (vals <= hi)
 
 
 VOTING_KS = (0.0, 0.25, 0.5, 0.75)     # the paper's values of k (Sun et al. Appendix A.1)

@@ -410,39 +410,6 @@ def operating_point(run: RunData, ev: dict) -> M.OperatingPoint:
     return op
 
 
-def best_table(run: RunData, kind: str, value: float) -> pd.DataFrame:
-    """Per strategy, the best swept setting that reaches a speed-up target or fits a latency budget."""
-    key = ("best", kind, float(value))
-    if key not in run._figs:
-        if len(run._figs) > 64:  # keep the per-run memo small
-            for k in [k for k in run._figs if k[0] == "best"]:
-                del run._figs[k]
-        run._figs[key] = _best_table(run, kind, value)
-    return run._figs[key]
-
-
-def _best_table(run: RunData, kind: str, value: float) -> pd.DataFrame:
-    pts = run.sweeps()
-    pts = pts[pts["strategy"].isin(run.strategies)]
-    if kind == "latency":
-        best = M.best_under_latency(pts, value, run.cache)
-    else:
-        best = M.best_at(pts, value, by="layer_speedup")
-    if best.empty:
-        return pd.DataFrame(columns=["strategy", "setting", "score", "delta", "layer_speedup",
-                                     "saved_fraction", "wallclock_speedup", "params"])
-    return pd.DataFrame({
-        "strategy": best["strategy"].to_numpy(),
-        "setting": [describe_params(json.loads(p)) for p in best["params"]],
-        "score": best["score"].to_numpy(),
-        "delta": best["score"].to_numpy() - run.full_score,
-        "layer_speedup": best["layer_speedup"].to_numpy(),
-        "saved_fraction": best["saved_fraction"].to_numpy(),
-        "wallclock_speedup": best["wallclock_speedup"].to_numpy(),
-        "params": best["params"].to_numpy(),
-    })
-
-
 def full_latency_ms(run: RunData) -> float | None:
     c = run.cache
     if c.layer_ms is None:

@@ -19,7 +19,7 @@ strategies = run.strategies
 # ---- the knobs: one tab per rule; the open tab is the rule summarized below ------------------------
 st.caption("One tab per exit rule. The open tab is the rule whose numbers, histogram and export you see "
            "below; the chart marks every drawn rule at its current knobs. Click a point of the chart, "
-           "or a row of the best-at-target table, to load that setting. Each rule opens at its best setting "
+           "or a row of the goal table, to load that setting. Each rule opens at its best setting "
            f"for at least {V.START_SPEEDUP:g}x layer speed-up on this run.")
 tabs = st.tabs([A.TAB_LABELS[s] for s in strategies], key="strategy", on_change="rerun", bind="query-params")
 settings, focus = {}, None
