@@ -77,7 +77,7 @@ class Curve:
     def __len__(self) -> int:
         return len(self.mean_exit_layer)
 
-    def params(self, i: int) -> dict:
+    def params(self, i) -> dict:
         """Full params of setting i, usable as apply(strategy, probs, **params)."""
         if self.listed is not None:
             return dict(self.listed[i])
@@ -234,11 +234,19 @@ def rule_curves(cache, strategy: str, f: ExitFeatures, *, max_apply: int = 64, *
     return curves
 
 
-def thin(curve: Curve, max_points: int) -> np.ndarray:
-    """Indices to keep when drawing: quantiles along the mean exit layer plus the whole own frontier."""
+def thin(curve: Curve, max_points: int, *, max_frontier: int | None = None) -> np.ndarray:
+    """Indices to keep when drawing: quantiles along the mean exit layer plus the curve's own frontier
+    (all of it up to `max_frontier` points, default 4 x max_points; a longer frontier, as on large
+    caches where nearly every setting trades a little score for a little speed, is itself thinned by
+    quantiles, keeping both ends). Searches (metrics.pick, goal_table, calibrate) use every setting."""
     J = len(curve)
     if J <= max_points:
         return np.arange(J)
+    max_frontier = 4 * max_points if max_frontier is None else max_frontier
     order = np.argsort(curve.mean_exit_layer, kind="stable")
     spread = order[np.unique(np.linspace(0, J - 1, max_points).round().astype(int))]
-    return np.union1d(spread, curve.frontier())
+    front = curve.frontier()
+    if len(front) > max_frontier:
+        front = front[np.argsort(curve.mean_exit_layer[front], kind="stable")]
+        front = front[np.unique(np.linspace(0, len(front) - 1, max_frontier).round().astype(int))]
+    return np.union1d(spread, front)

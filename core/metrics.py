@@ -153,17 +153,27 @@ def exact_sweep(cache, strategy: str, *, feats: ExitFeatures | None = None, max_
     """Rows of `sweep` for the rule's exact candidate settings (every breakpoint of its signal), thinned
     to `max_points` per curve by quantiles where there are more, always keeping the rule's own frontier."""
     f = feats or cache_features(cache)
-    rows = []
+    frames = []
     for c in rule_curves(cache, strategy, f, **fixed):
         keep = np.arange(len(c)) if max_points is None else thin(c, max_points)
+        if not len(keep):
+            continue
         wall = c.wallclock_speedup
-        for i in keep:
-            params = c.params(i)
-            rows.append({"strategy": strategy, "params": json.dumps(params, sort_keys=True), **params,
-                         "score": float(c.score[i]), "mean_exit_layer": float(c.mean_exit_layer[i]),
-                         "layer_speedup": float(c.layer_speedup[i]), "saved_fraction": 1 - c.mean_exit_layer[i] / c.L,
-                         "wallclock_speedup": np.nan if wall is None else float(wall[i])})
-    return pd.DataFrame(rows)
+        if c.listed is None:   # one swept knob: build the columns at once
+            frame = pd.DataFrame({**{k: [v] * len(keep) for k, v in c.fixed.items()}, c.knob: c.knobs[keep]})
+            params = frame.to_dict("records")
+        else:
+            params = [c.params(i) for i in keep]
+            frame = pd.DataFrame(params)
+        frame.insert(0, "params", [json.dumps(p, sort_keys=True) for p in params])
+        frame.insert(0, "strategy", strategy)
+        frame["score"] = c.score[keep]
+        frame["mean_exit_layer"] = c.mean_exit_layer[keep]
+        frame["layer_speedup"] = c.layer_speedup[keep]
+        frame["saved_fraction"] = 1 - c.mean_exit_layer[keep] / c.L
+        frame["wallclock_speedup"] = np.nan if wall is None else wall[keep]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def sweep(cache, strategy: str, grid: list[dict] | None = None, *,
