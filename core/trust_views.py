@@ -35,12 +35,7 @@ def _memo(run, key, make):
 
 def point_intervals(run, strategy: str, params: dict, pred: np.ndarray | None = None) -> tuple[M.Interval, M.Interval]:
     """(score interval, interval of the difference to the full model) of one setting on the dev set."""
-    key = ("trust-iv", strategy, json.dumps(params, sort_keys=True, default=str))
-
-    def make():
-        p = pred if pred is not None else apply_features(strategy, run.feats, **params)[1]
-        return M.point_intervals(run.cache, p, full_pred=run.argmax[:, -1])
-    return _memo(run, key, make)
+    return run.intervals(strategy, params, pred)
 
 
 def goal_kwargs(kind: str, value: float) -> dict:

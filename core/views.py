@@ -269,6 +269,20 @@ class RunData:
                 "delta_vs_full": s - self.full_score, "exit_layer": exit_layer, "pred": pred,
                 **M.efficiency(exit_layer, self.L, self.cache.layer_ms, self.cache.embed_ms)}
 
+    def intervals(self, strategy: str, params: dict, pred: np.ndarray | None = None):
+        """(score interval, interval of the difference to the full model) of one setting: 95% paired
+        bootstrap over the dev samples, memoized per (rule, params) so a rerun pays only for new knobs."""
+        key = ("trust-iv", strategy, json.dumps(params, sort_keys=True, default=str))
+        if key not in self._figs:
+            old = [k for k in self._figs if k[0] == "trust-iv"]
+            if len(old) > 256:
+                for k in old[:128]:
+                    del self._figs[k]
+            if pred is None:
+                pred = apply_features(strategy, self.feats, **params)[1]
+            self._figs[key] = M.point_intervals(self.cache, pred, full_pred=self.argmax[:, -1])
+        return self._figs[key]
+
     def texts(self) -> tuple[list[str], str | None]:
         """([N] display strings, a note when the texts could not be had). Never raises."""
         if self._texts is None:
@@ -407,6 +421,11 @@ def operating_point(run: RunData, ev: dict) -> M.OperatingPoint:
     op.extra = {k: run.meta.get(k) for k in ("task", "backbone", "method", "seed") if k in run.meta}
     if ev.get("expected_ms") is not None:
         op.extra["expected_ms"] = ev["expected_ms"]
+        op.expected_ms = ev["expected_ms"]
+    s_int, d_int = run.intervals(ev["strategy"], ev["params"], ev["pred"])
+    op.score_interval, op.delta_interval = [s_int.low, s_int.high], [d_int.low, d_int.high]
+    op.interval_note = (f"95% paired bootstrap over the {run.cache.N} dev samples "
+                        f"({M.N_RESAMPLES} resamples, seed 0)")
     return op
 
 
