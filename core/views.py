@@ -516,6 +516,37 @@ def _static_traces(run: RunData, strategies: tuple[str, ...], x: str) -> list[di
     return data
 
 
+BAND_POINTS = 40   # envelope points of the open rule that get a bootstrap interval (memoized per setting)
+
+
+def _interval_band(run: RunData, strategy: str, x: str) -> list[dict]:
+    """A shaded 95% band (paired bootstrap over dev samples) around the open rule's envelope."""
+    key = ("band", strategy, x)
+    if key not in run._figs:
+        pts = run.sweeps()
+        env = _own_front(pts[pts["strategy"] == strategy], x) if strategy in set(pts["strategy"]) else pts.iloc[:0]
+        if len(env) > BAND_POINTS:
+            env = env.iloc[np.unique(np.linspace(0, len(env) - 1, BAND_POINTS).round().astype(int))]
+        if env.empty or env[x].isna().all():
+            run._figs[key] = []
+        else:
+            ivs = [run.intervals(strategy, json.loads(p))[0] for p in env["params"]]
+            xs = env[x].to_numpy(dtype=float).tolist()
+            color = COLORS.get(strategy, "#334155")
+            run._figs[key] = [
+                dict(type="scatter", x=xs, y=[i.low for i in ivs], mode="lines", line=dict(width=0),
+                     showlegend=False, hoverinfo="skip", legendgroup=strategy),
+                dict(type="scatter", x=xs, y=[i.high for i in ivs], mode="lines", line=dict(width=0),
+                     fill="tonexty", fillcolor=_rgba(color, 0.15), name=f"{strategy_title(strategy)}: 95% interval",
+                     hoverinfo="skip", legendgroup=strategy)]
+    return run._figs[key]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
 def tradeoff_figure(run: RunData, strategies: list[str], current: dict[str, dict], *, x: str = "layer_speedup",
                     target_x: float | None = None, best: pd.DataFrame | None = None,
                     focus: str | None = None) -> go.Figure:
@@ -538,6 +569,8 @@ def tradeoff_figure(run: RunData, strategies: list[str], current: dict[str, dict
                            line=dict(color="#64748b", dash="dot", width=1)))
         notes.append(dict(yref="paper", y=0, x=target_x, xanchor="left", yanchor="bottom", showarrow=False,
                           text=" target", font=dict(size=11, color="#64748b")))
+    if focus is not None:
+        data += _interval_band(run, focus, x)
     if best is not None and not best.empty:
         data.append(dict(type="scatter", x=best[x].tolist(), y=best["score"].tolist(), mode="markers",
                          name="Best at target", hovertemplate=_hover(x),

@@ -116,7 +116,8 @@ st.caption("Each faint point is one swept setting of a rule, its line the best i
            "band is the **Pareto frontier** over all rules (nothing beats it on both axes). The grey dashed "
            "line is the static **budgeted exit** (everyone stops at layer m), the star the **Oracle**, which "
            "peeks at the labels. Big circles are the current knobs (outlined: the open tab); diamonds the best "
-           "setting of each rule at the target.")
+           "setting of each rule for the goal, with error bars; the shaded band around the open tab's rule is the "
+           "95% interval of its score (paired bootstrap over the dev samples).")
 
 # ---- the goal: every rule's best exact setting, whether it meets the goal, and why not -------------------
 what = {"speed-up": f"layer speed-up >= {target:.2f}x", "loss": f"lose at most {target:.1f} points",
