@@ -39,7 +39,8 @@ from pathlib import Path
 import psutil
 
 from core.io import atomic_write_json, read_json
-from core.runs import DEFAULT_ROOT, LOG_FILE, STATES, check_run_name, read_status, write_status
+from core.runs import (DEFAULT_ROOT, LOG_FILE, STATES, check_run_name, holds_run, read_status, replaced_name,
+                       staging_folder, write_status)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_FILE = "job.json"
@@ -129,7 +130,14 @@ class JobManager:
             records, n_alive = self._housekeep()
             if folder.exists() and not folder.is_dir():
                 raise ValueError(f"{folder} exists and is not a folder; choose another run name")
+            staging = staging_folder(folder)
+            if (staging / JOB_FILE).exists():
+                if self._state(staging) in ACTIVE_STATES:
+                    raise ValueError(f"run {name!r} is being replaced ({self._state(staging)}); cancel "
+                                     "that job before starting another")
+                n_alive -= self._forget(staging, records)
             exists = folder.is_dir() and any(folder.iterdir())
+            replace = False
             if exists:
                 if not overwrite:
                     raise ValueError(f"run folder {folder} already exists; choose another name, or "
@@ -145,18 +153,24 @@ class JobManager:
                         raise ValueError(f"run {name!r} is {self._state(folder)} but its process "
                                          f"(pid {mine[0]['pid']}) is still exiting; try again shortly")
                     n_alive -= 1
+                # a folder with results is replaced only once the new run has finished: the job trains
+                # in the staging sibling and the trainer swaps it in (core.train --overwrite)
+                replace = holds_run(folder)
             n_queued = sum(1 for f, j in records if self._is_waiting(f, j))
             start_now = n_alive < self.max_concurrent and n_queued == 0
             if not start_now and n_queued >= self.max_queue:
                 raise ValueError(
                     f"the job queue is full ({n_alive} running, {n_queued} queued, at most "
                     f"{self.max_queue} may wait); wait for a job to finish or cancel one")
-            if exists:
-                shutil.rmtree(folder)
+            if replace:
+                argv = [*argv, "--overwrite"]
+                folder = staging
+            elif exists:
+                shutil.rmtree(folder)  # only job files (job.json, status, log): nothing of a run
             folder.mkdir(parents=True, exist_ok=True)
             now = time.time()
             job = {"name": name, "module": self.module, "argv": argv,
-                   "command": self._command(self.module, argv, folder), "cwd": str(self.cwd),
+                   "command": self._command(self.module, argv, self._out(folder)), "cwd": str(self.cwd),
                    "submitted": now, "pid": None, "pgid": None, "create_time": None,
                    "started": None, "ended": None}
             atomic_write_json(folder / JOB_FILE, job)
@@ -174,6 +188,9 @@ class JobManager:
         with self._lock():
             records, _ = self._housekeep()
             views = [self._view(f, j) for f, j in records]
+        # a run and the replacement training beside it share a name: show the later job only
+        latest = {v.name: v for v in views}  # records are sorted oldest first
+        views = [v for v in views if latest[v.name] is v]
         position = 0
         for job in views:
             if job.state == "queued":
@@ -224,6 +241,8 @@ class JobManager:
             return self.get(name)
         _wait_dead(job, timeout)
         with self._lock():
+            if not (folder / JOB_FILE).exists():  # a replacement finished and was swapped in meanwhile
+                folder = self._job_folder(name)
             job = self._load_job(folder)
             if job.get("ended") is None:
                 alive, rc = _probe(job)
@@ -265,10 +284,37 @@ class JobManager:
                     os.close(entry[0])
 
     def _job_folder(self, name: str) -> Path:
+        """The folder of run `name`'s latest job: the run folder, or its staging sibling while (or after)
+        a replacement of it trains there."""
         folder = self.root / check_run_name(name)
-        if not (folder / JOB_FILE).exists():
+        found = [f for f in (staging_folder(folder), folder) if (f / JOB_FILE).exists()]
+        if not found:
             raise ValueError(f"no job named {name!r} under {self.root}")
-        return folder
+        return max(found, key=self._submitted)
+
+    def _submitted(self, folder: Path) -> float:
+        try:
+            return float(read_json(folder / JOB_FILE).get("submitted") or 0.0)
+        except (OSError, ValueError, AttributeError, TypeError):
+            return 0.0
+
+    def _out(self, folder: Path) -> Path:
+        """The run folder a job writes: `folder`, or the run a staging folder replaces."""
+        return self.root / (replaced_name(folder) or folder.name)
+
+    def _forget(self, staging: Path, records: list) -> int:
+        """Delete the staging folder of an ended replacement; 1 if its process still held a slot."""
+        held = 0
+        for f, j in records:
+            if f == staging and self._holds_slot(j):
+                _wait_dead(j, 3.0)
+                if self._settle(f, j):
+                    raise ValueError(f"the replacement of run {replaced_name(staging)!r} is still "
+                                     "exiting; try again shortly")
+                held = 1
+        shutil.rmtree(staging, ignore_errors=True)
+        records[:] = [(f, j) for f, j in records if f != staging]
+        return held
 
     @staticmethod
     def _command(module: str, argv: list[str], folder: Path) -> list[str]:
@@ -284,8 +330,8 @@ class JobManager:
         records = []
         with os.scandir(self.root) as it:
             for entry in it:
-                if entry.name.startswith(".") or not entry.is_dir():
-                    continue
+                if (entry.name.startswith(".") and not replaced_name(entry.name)) or not entry.is_dir():
+                    continue  # hidden folders, except a replacement training beside its run
                 try:
                     job = read_json(Path(entry.path) / JOB_FILE)
                 except (FileNotFoundError, ValueError):
@@ -379,7 +425,7 @@ class JobManager:
         """Launch a queued job (under the lock). Returns False when the launch itself failed."""
         now = time.time()
         module = job.get("module") or self.module
-        cmd = self._command(module, list(job.get("argv") or []), folder)
+        cmd = self._command(module, list(job.get("argv") or []), self._out(folder))
         job.update(command=cmd, started=now)
         write_status(folder, "running", started=now, progress=0.0, message="starting")
         try:
@@ -423,7 +469,7 @@ class JobManager:
             error = status.get("error") or status.get("status_error") or "failed (no error message)"
         progress = 1.0 if state == "done" else float(status.get("progress") or 0.0)
         return Job(
-            name=folder.name, state=state, progress=progress, step=status.get("step"),
+            name=replaced_name(folder) or folder.name, state=state, progress=progress, step=status.get("step"),
             total_steps=status.get("total_steps"), elapsed_s=elapsed,
             eta_s=status.get("eta_s") if state == "running" else None, error=error,
             log_tail=_tail(folder / LOG_FILE, self.log_lines) if job.get("pid") else "",

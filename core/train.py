@@ -923,10 +923,8 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
         raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
     check_stop()
     if main:
-        if work != folder and not (work / JOB_FILE).exists():
-            shutil.rmtree(work, ignore_errors=True)  # leftovers of an earlier replacement from the CLI
         work.mkdir(parents=True, exist_ok=True)
-        for name in (METRICS_FILE, CACHE_FILE, WEIGHTS_FILE):  # only a job's own folder gets here
+        for name in (METRICS_FILE, CACHE_FILE, WEIGHTS_FILE):  # a new folder, a job's, or a staging one
             (work / name).unlink(missing_ok=True)
         write_status(work, "running", pid=os.getpid(), started=t_start, progress=0.0, step=0,
                      total_steps=None, epoch=0, eta_s=None, error=None, finished=None,

@@ -3,6 +3,7 @@ defaults), background jobs with progress, ETA, cancel and log tail, and a live p
 loss, per-exit dev scores and LeeBERT's Ω while the job runs."""
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 
@@ -220,7 +221,9 @@ else:
 
 def start_job() -> None:
     """Stage and check the uploads, check the task as core.train will, then submit the job."""
-    stage = F.staging_dir(mgr.root, run_name) if source == "Upload a file" else None
+    # staged per browser session, and the job trains on exactly this folder's files (--uploads-from)
+    session = st.session_state.setdefault("tr.session", secrets.token_hex(8))
+    stage = F.staging_dir(mgr.root, run_name, session) if source == "Upload a file" else None
     try:
         staged = {}
         if stage is not None:
@@ -230,7 +233,8 @@ def start_job() -> None:
                     staged[role] = F.save_upload(up.getvalue(), up.name, stage, role=role)
         with st.spinner("Checking the data as core.train will..."):
             summary = F.check_task(values, train_file=staged.get("train"), dev_file=staged.get("dev"))
-        job = mgr.submit(run_name, argv, overwrite=overwrite)
+        job_argv = argv if stage is None else [*argv, F.UPLOADS_FROM, str(stage)]
+        job = mgr.submit(run_name, job_argv, overwrite=overwrite)
     except Exception as e:  # bad data or settings: a message, never a traceback
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)

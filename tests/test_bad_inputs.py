@@ -41,6 +41,12 @@ TABLE: list[tuple[str, str, str]] = [
     ("train-overwrite-done",
      "`--overwrite` of an existing run that finishes",
      "the new run takes the old one's place (no staging or backup folder left)"),
+    ("app-replace-with-upload",
+     "Train page \"Replace it if it exists\" with a new upload, on a run that exists",
+     "the job trains beside the old run on the new file and swaps in when done"),
+    ("upload-two-sessions-one-name",
+     "two browser sessions staging uploads for the same new run name",
+     "each session stages in its own folder; a job trains on exactly the file its session checked"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -151,6 +157,49 @@ def check_train_overwrite_done(tiny, run, capsys):
     assert read_status(run)["state"] == "done"
     new = ExitCache.load(run)
     assert new.meta["seed"] == 3 and new.meta["run"] == run.name and not np.allclose(new.probs, old)
+
+
+def _form_argv(tiny, out: Path, **over) -> list[str]:
+    """What the Train page submits for an uploaded file (the file's final path in the run folder)."""
+    cfg = _config(tiny, out, train_file=str(out / "uploads" / "train.csv"), **over)
+    cfg.pop("dev_file")
+    return _argv(cfg)
+
+
+def check_app_replace_with_upload(tiny, run, capsys):
+    from core import train_form as F
+
+    new_csv = write_csv(tiny["root"] / "replacement.csv", 30, 5)
+    stage = F.staging_dir(run.parent, run.name, "sess1")
+    F.save_upload(Path(new_csv).read_bytes(), "mine.csv", stage, role="train")
+    argv = _form_argv(tiny, run)
+    rc = F.main([*argv, "--overwrite", F.UPLOADS_FROM, str(stage), "--out", str(run)])
+    assert rc == 0, capsys.readouterr().err
+    assert (run / "uploads" / "train.csv").read_bytes() == Path(new_csv).read_bytes()
+    from core.runs import read_config
+
+    derived = read_config(run)["derived"]
+    assert derived["n_train"] + derived["n_dev"] == 30  # the new file's rows (the old run had 24 + 8)
+    assert siblings(run) == [".uploads", run.name] and not stage.exists()
+
+
+def check_upload_two_sessions_one_name(tiny, tmp_path, capsys):
+    from core import train_form as F
+
+    root = tmp_path / "runs"
+    mine, theirs = write_csv(tmp_path / "a.csv", 20, 1), write_csv(tmp_path / "b.csv", 40, 2)
+    a, b = F.staging_dir(root, "same", "sessA"), F.staging_dir(root, "same", "sessB")
+    F.save_upload(Path(mine).read_bytes(), "a.csv", a, role="train")
+    F.save_upload(Path(theirs).read_bytes(), "b.csv", b, role="train")
+    assert a != b
+    out = root / "same"
+    rc = F.main([*_form_argv(tiny, out), F.UPLOADS_FROM, str(a), "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert (out / "uploads" / "train.csv").read_bytes() == Path(mine).read_bytes()
+    assert (b / "train.csv").read_bytes() == Path(theirs).read_bytes()  # the other session's file stays
+    # only a folder under <root>/.uploads is taken
+    rc = F.main([*_form_argv(tiny, root / "other"), F.UPLOADS_FROM, str(tmp_path), "--out", str(root / "other")])
+    assert rc == 2 and "must name a folder under" in capsys.readouterr().err
 
 
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
