@@ -14,6 +14,7 @@ from core import train_form as F
 from core import views as V
 from core.data import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
 from core.jobs import JobManager
+from core.plain import md
 
 A.require_app()
 
@@ -121,7 +122,7 @@ with data_col:
             try:
                 columns = F.peek_columns(train_up.getvalue(), train_up.name)
             except Exception as e:  # whatever the file holds: a message, never a traceback
-                st.error(f"This file cannot be used: {e}")
+                st.error(f"This file cannot be used: {md(e)}")
                 columns = None
             if columns:
                 guess = F.guess_columns(columns)
@@ -214,7 +215,7 @@ except ValueError as e:
 n3.button("Start training", type="primary", icon=":material/play_arrow:", disabled=argv is None, key="tr.start",
           on_click=lambda: st.session_state.update({"tr.start_requested": True}))
 if problem:
-    st.warning(problem)
+    st.warning(md(problem))
 else:
     st.code(F.display_command(argv, folder), language="bash", wrap_lines=True)
 
@@ -238,13 +239,13 @@ def start_job() -> None:
     except Exception as e:  # bad data or settings: a message, never a traceback
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
-        st.error(f"Not started: {e}" if isinstance(e, (ValueError, OSError)) else
-                 f"Not started: {type(e).__name__}: {e}")
+        st.error(f"Not started: {md(e)}" if isinstance(e, (ValueError, OSError)) else
+                 f"Not started: {type(e).__name__}: {md(e)}")
         return
     st.session_state["tr.watch"] = job.name
     st.session_state["tr.name_used"] = True   # the next full rerun suggests a fresh name
     where = "started" if job.state == "running" else f"queued (position {job.queue_position})"
-    st.success(f"Run **{job.name}** {where}: {summary.describe()}.")
+    st.success(f"Run **{md(job.name)}** {where}: {md(summary.describe())}.")
 
 
 # The click only files a request (a callback runs before any script body); the job starts here, where
@@ -294,7 +295,7 @@ def job_row(job) -> None:
     with st.container(border=True, key=f"job-{job.name}"):
         c1, c2, c3, c4 = st.columns([2.2, 3, 1.6, 1], vertical_alignment="center")
         with c1:
-            st.markdown(f"**{job.name}**  \n:{COLORS.get(job.state, 'gray')}-badge[{ICONS.get(job.state, '')} "
+            st.markdown(f"**{md(job.name)}**  \n:{COLORS.get(job.state, 'gray')}-badge[{ICONS.get(job.state, '')} "
                         f"{job.state}]")
         with c2:
             steps = f"step {job.step or 0}/{job.total_steps}" if job.total_steps else (job.message or "")
@@ -311,9 +312,9 @@ def job_row(job) -> None:
                           help="SIGTERM to the job's process group (SIGKILL if it lingers); the run is "
                                "marked cancelled.")
         if job.message and job.state in ("running", "done"):
-            st.caption(job.message)
+            st.caption(md(job.message))
         if job.state == "failed" and job.error:
-            st.error(job.error.split("; last lines of")[0][:600])
+            st.error(md(job.error.split("; last lines of")[0][:600]))
         with st.expander("Log tail"):
             st.code(mgr.logs(job.name, lines=30) or "(empty)", language="text")
 

@@ -47,6 +47,15 @@ TABLE: list[tuple[str, str, str]] = [
     ("upload-two-sessions-one-name",
      "two browser sessions staging uploads for the same new run name",
      "each session stages in its own folder; a job trains on exactly the file its session checked"),
+    ("markdown-in-sample-text",
+     "a data set whose sentences hold Markdown: links, images, headings, `$maths$`, code spans",
+     "Traces shows the sentence as plain text: no link, image, heading or formula"),
+    ("markdown-in-task-name",
+     "a task name with Markdown (the sidebar caption under the run picker)",
+     "shown as plain text"),
+    ("markdown-in-run-link",
+     "a link `?run=` naming no run, its value holding a backtick and Markdown",
+     "a warning that quotes the value as plain text and shows the default run"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -202,6 +211,81 @@ def check_upload_two_sessions_one_name(tiny, tmp_path, capsys):
     assert rc == 2 and "must name a folder under" in capsys.readouterr().err
 
 
+HOSTILE = ("see [click](http://evil.example/a) ![img](http://evil.example/i.png) `tick` *em* __strong__ "
+           "$x^2$ :red[red] <b>bold</b> &lt; \n# Heading\n- item")
+
+
+def rendered(body: str) -> str:
+    """What a CommonMark renderer makes of an element's Markdown body (HTML)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").enable("strikethrough").render(body)
+
+
+def assert_plain(body: str, value: str) -> None:
+    """`body` shows `value` as plain text: no link, image, heading, emphasis, code or maths from it."""
+    html = rendered(body)
+    for tag in ("<a ", "<img", "<h1", "<h2", "<em>", "<code>", "<ul>", "<b>"):
+        assert tag not in html, (tag, body, html)
+    assert not re.search(r"(?<!\\)\$", body), body  # no unescaped $ (Streamlit renders $...$ as LaTeX)
+    assert "http://evil.example/a" in html  # the characters themselves are all there
+
+
+@pytest.fixture
+def hostile_root(tmp_path, monkeypatch):
+    from core import views as V
+    from tests.conftest import synthetic_cache
+
+    cache = synthetic_cache(n=40, num_layers=3, k=2, seed=7, task=HOSTILE)
+    cache.texts = [HOSTILE + f" {i}" for i in range(cache.N)]
+    root = tmp_path / "runs"
+    cache.save(root / "hostile")
+    from core.io import atomic_write_json
+
+    atomic_write_json(root / "hostile" / "config.json", {"task": HOSTILE, "method": "joint", "backbone": "b"})
+    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    return root
+
+
+def open_app(page: str | None = None, **params):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def check_markdown_in_sample_text(hostile_root):
+    at = open_app("pages/traces.py", run="hostile")
+    quotes = [m.value for m in at.markdown if "evil" in m.value]
+    assert quotes, [m.value for m in at.markdown]
+    for body in quotes:
+        assert_plain(body, HOSTILE)
+
+
+def check_markdown_in_task_name(hostile_root):
+    at = open_app(run="hostile")
+    bodies = [c.value for c in at.sidebar.caption if "evil" in c.value]
+    assert bodies
+    for body in bodies:
+        assert_plain(body, HOSTILE)
+
+
+def check_markdown_in_run_link(hostile_root):
+    link = "x` [click](http://evil.example/a) ![i](http://evil.example/i.png) $x$"
+    at = open_app(run=link)
+    bodies = [w.value for w in at.sidebar.warning if "evil" in w.value]
+    assert bodies and "hostile" in bodies[0]
+    for body in bodies:
+        assert_plain(body, link)
+
+
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
 
 
@@ -227,3 +311,16 @@ def doc_text() -> str:
     lines = ["| id | bad input | what it gets |", "|---|---|---|"]
     lines += [f"| `{i}` | {bad} | {gets} |" for i, bad, gets in TABLE]
     return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("value", [HOSTILE, "- a list", "# a heading", "1) one", "12. twelve", "> quote",
+                                   "www.evil.example", "mail@evil.example", "a | b", "~~gone~~", "a\\*b"])
+def test_md_renders_user_text_as_its_characters(value):
+    from html import unescape
+
+    from core.plain import md
+
+    html = rendered(md(value))
+    assert re.fullmatch(r"<p>.*</p>\n", html, re.S), html  # one paragraph, nothing else
+    assert "<" not in html[3:-5], html  # no tag inside it
+    assert unescape(html[3:-5]) == " ".join(value.splitlines())
