@@ -39,8 +39,8 @@ from pathlib import Path
 import psutil
 
 from core.io import atomic_write_json, read_json
-from core.runs import (DEFAULT_ROOT, LOG_FILE, STATES, check_run_name, holds_run, read_status, replaced_name,
-                       staging_folder, write_status)
+from core.runs import (DEFAULT_ROOT, LOG_FILE, STATES, check_run_name, holds_run, read_object, read_status,
+                       replaced_name, staging_folder, write_status)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_FILE = "job.json"
@@ -324,7 +324,7 @@ class JobManager:
         path = folder / JOB_FILE
         if not path.exists():
             raise ValueError(f"no job named {folder.name!r} under {self.root}")
-        return read_json(path)
+        return read_object(path)
 
     def _records(self) -> list[tuple[Path, dict]]:
         records = []
@@ -333,7 +333,7 @@ class JobManager:
                 if (entry.name.startswith(".") and not replaced_name(entry.name)) or not entry.is_dir():
                     continue  # hidden folders, except a replacement training beside its run
                 try:
-                    job = read_json(Path(entry.path) / JOB_FILE)
+                    job = read_object(Path(entry.path) / JOB_FILE)
                 except (FileNotFoundError, ValueError):
                     continue  # not a job folder (or a damaged job.json we cannot act on)
                 records.append((Path(entry.path), job))

@@ -8,21 +8,27 @@ the value shows as the characters it holds: no links, images, headings, emphasis
 """
 from __future__ import annotations
 
+import re
+
 # every ASCII punctuation character may be backslash-escaped in CommonMark; these are the ones that
 # start or end a construct anywhere in a line: links and images, emphasis, code spans, HTML and
-# entities, tables, ~~strike~~, $ maths, :colour[...] / :icon: directives, and the `.` and `:` of GFM's
-# bare-URL and e-mail links (www.x.org, http://x, a@b.org)
-_SPECIAL = frozenset("\\`*_{}[]<>!|$~:&^.")
-_LINE_START = frozenset("#+-=>")  # headings, lists, setext underlines, quotes: only at a line's start
+# entities, tables, ~~strike~~, $ maths, :colour[...] / :icon: directives, and the `:` and `@` of GFM's
+# bare-URL and e-mail links (http://x, a@b.org; "www." is broken up below)
+_SPECIAL = frozenset("\\`*_{}[]<>!|$~:&^@")
+_WWW = re.compile(r"(?i)\b(www)\.")
+_LINE_START = re.compile(r"^(\s*)([#+\-=>]|\d+(?=[.)]))")  # headings, lists, setext lines, quotes
 
 
 def md(value) -> str:
     """`value` as Markdown source that renders as exactly its characters (line breaks -> spaces)."""
     text = " ".join(str(value).splitlines())
     out = "".join("\\" + c if c in _SPECIAL else c for c in text)
-    head = out.lstrip()
-    if head[:1] in _LINE_START:  # "- x", "# x", "> x" at the start of the element's text
-        out = out[:len(out) - len(head)] + "\\" + head
-    elif head[:1].isdigit():  # "1) x" ("1. x" is covered by the escaped ".")
-        out = out.replace(")", "\\)", 1)
+    out = _WWW.sub(r"\1\\.", out)
+    m = _LINE_START.match(out)  # only the start of the element's text can start a block
+    if m:
+        if m.group(2)[0].isdigit():  # "1. x" / "1) x": escape the dot or parenthesis
+            end = m.end(2)
+            out = out[:end] + "\\" + out[end:]
+        else:
+            out = out[:m.start(2)] + "\\" + out[m.start(2):]
     return out

@@ -62,7 +62,11 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
     """Every finished run with a cache; problems are listed, not raised."""
     runs, problems = [], []
     for folder in list_runs(root):
-        status = read_status(folder) if (folder / "status.json").exists() else None
+        try:
+            status = read_status(folder)
+        except ValueError as e:  # a damaged status.json: that run is left out, named
+            problems.append(f"{folder.name}: {e}")
+            continue
         if status and status.get("state") != "done":
             problems.append(f"{folder.name}: not finished (state {status.get('state')}); left out")
             continue

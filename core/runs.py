@@ -71,12 +71,10 @@ def write_status(folder: str | os.PathLike, state: str, **fields) -> dict:
     if state not in STATES:
         raise ValueError(f"unknown state {state!r}; valid: {', '.join(STATES)}")
     path = Path(folder) / STATUS_FILE
-    status = {}
-    if path.exists():
-        try:
-            status = read_json(path)
-        except ValueError:
-            status = {}
+    try:
+        status = read_status(folder) or {}
+    except ValueError:
+        status = {}
     status.update(fields)
     status["state"] = state
     status["updated"] = time.time()
@@ -84,14 +82,24 @@ def write_status(folder: str | os.PathLike, state: str, **fields) -> dict:
     return status
 
 
+def read_object(path: str | os.PathLike) -> dict:
+    """A JSON file that must hold an object: ValueError naming the file when it is corrupt or holds
+    anything else (a list, a number, a string)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {{...}}, found a {type(data).__name__}; delete "
+                         "or repair the file")
+    return data
+
+
 def read_status(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / STATUS_FILE
-    return read_json(path) if path.exists() else None
+    return read_object(path) if path.exists() else None
 
 
 def read_config(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / CONFIG_FILE
-    return read_json(path) if path.exists() else None
+    return read_object(path) if path.exists() else None
 
 
 def read_metrics(folder: str | os.PathLike) -> list[dict]:

@@ -56,6 +56,9 @@ TABLE: list[tuple[str, str, str]] = [
     ("markdown-in-run-link",
      "a link `?run=` naming no run, its value holding a backtick and Markdown",
      "a warning that quotes the value as plain text and shows the default run"),
+    ("json-not-an-object",
+     "a run's `config.json` = `[\"a\", 1]`, `status.json` = `[1, 2, 3]` or a job's `job.json` = `7`",
+     "that run is named with the file and the fault on Home; Home, Compare and the Train page keep working"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -284,6 +287,29 @@ def check_markdown_in_run_link(hostile_root):
     assert bodies and "hostile" in bodies[0]
     for body in bodies:
         assert_plain(body, link)
+
+
+def check_json_not_an_object(tmp_path, monkeypatch):
+    from core import views as V
+    from core.io import atomic_write_json
+    from tests.conftest import write_synthetic_run
+
+    root = tmp_path / "runs"
+    write_synthetic_run(root / "good", n=60, num_layers=3, seed=1)
+    (write_synthetic_run(root / "bad-config", n=60, num_layers=3, seed=2) / "config.json").write_text('["a", 1]')
+    (write_synthetic_run(root / "bad-status", n=60, num_layers=3, seed=3) / "status.json").write_text("[1, 2, 3]")
+    job = root / "bad-job"
+    job.mkdir()
+    (job / "job.json").write_text("7")
+    (job / "status.json").write_text('"running"')
+    atomic_write_json(root / "bad-job" / "config.json", {"task": "x"})
+    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    at = open_app(run="good")
+    notes = at.dataframe[0].value.set_index("run")["note"]
+    for name, file in (("bad-config", "config.json"), ("bad-status", "status.json")):
+        assert file in notes[name] and "JSON object" in notes[name], notes
+    for page in ("pages/compare.py", "pages/train.py", "pages/explore.py"):
+        open_app(page, run="good")
 
 
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
