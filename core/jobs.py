@@ -57,6 +57,7 @@ _CREATE_TIME_TOL_S = 1.0  # psutil create_time comes from clock ticks + boot tim
 _CHILDREN: dict[int, tuple[subprocess.Popen, float | None]] = {}
 _THREAD_LOCK = threading.RLock()
 _FLOCKS: dict[str, list] = {}  # root -> [fd, depth]
+_OUTCOMES: dict[str, dict] = {}  # folder -> the final status a manager could not write there
 
 
 @dataclass
@@ -341,10 +342,23 @@ class JobManager:
         return records
 
     def _status(self, folder: Path) -> dict:
+        kept = _OUTCOMES.get(str(folder))
+        if kept is not None:  # a final state this process could not write into the folder
+            return dict(kept)
         try:
             return read_status(folder) or {}
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             return {"state": None, "status_error": str(e)}
+
+    def _write_final(self, folder: Path, state: str, **fields) -> None:
+        """write_status for a job's final state; when the folder cannot be written (read-only, full
+        disk) the state is kept in this process instead, with the reason added to the error."""
+        try:
+            write_status(folder, state, **fields)
+        except OSError as e:
+            error = fields.get("error")
+            fields["error"] = (f"{error}; " if error else "") + f"the run folder cannot be written ({e})"
+            _OUTCOMES[str(folder)] = {**self._status(folder), **fields, "state": state, "updated": time.time()}
 
     def _state(self, folder: Path) -> str | None:
         return self._status(folder).get("state")
@@ -362,13 +376,23 @@ class JobManager:
         records = self._records()
         n_alive = 0
         for folder, job in records:
-            if self._settle(folder, job):
-                n_alive += 1
+            try:
+                if self._settle(folder, job):
+                    n_alive += 1
+            except OSError as e:  # one unwritable folder never stalls the others
+                print(f"core.jobs: cannot settle {folder}: {e}", file=sys.stderr)
         for folder, job in records:
             if n_alive >= self.max_concurrent:
                 break
             if self._is_waiting(folder, job):
-                if self._start(folder, job):
+                try:
+                    started = self._start(folder, job)
+                except OSError as e:
+                    print(f"core.jobs: cannot start {folder}: {e}", file=sys.stderr)
+                    self._write_final(folder, "failed", error=f"could not start the job: {e}",
+                                      finished=time.time())
+                    started = False
+                if started:
                     n_alive += 1
         return records, n_alive
 
@@ -383,7 +407,7 @@ class JobManager:
                 write_status(folder, "failed", finished=job["ended"], eta_s=None,
                              error="the job never started: its manager stopped while launching it")
             return False
-        if job.get("ended") is not None:
+        if job.get("ended") is not None or str(folder) in _OUTCOMES:
             return False
         alive, rc = _probe(job)
         if alive:
@@ -409,17 +433,22 @@ class JobManager:
                 _signal_group(job, signal.SIGKILL)
             failed_first = state == "failed" and (status.get("updated") or 0) < asked
             if state not in ("done", "cancelled") and not failed_first:
-                write_status(folder, "cancelled", finished=status.get("finished") or now, eta_s=None,
-                             error=None, message="cancelled", returncode=rc)
+                self._write_final(folder, "cancelled", finished=status.get("finished") or now, eta_s=None,
+                                  error=None, message="cancelled", returncode=rc)
         elif state not in FINAL_STATES:
             tail = _tail(folder / LOG_FILE, self.log_lines)
             error = f"the job process ended without reporting a result ({_exit_reason(rc)})"
             if status.get("status_error"):
                 error += f"; {status['status_error']}"
             error += f"; last lines of {LOG_FILE}:\n{tail}" if tail else f"; {LOG_FILE} is empty"
-            write_status(folder, "failed", error=error, log_tail=tail, finished=now, eta_s=None,
-                         returncode=rc)
-        atomic_write_json(folder / JOB_FILE, job)
+            self._write_final(folder, "failed", error=error, log_tail=tail, finished=now, eta_s=None,
+                              returncode=rc)
+        try:
+            atomic_write_json(folder / JOB_FILE, job)
+        except OSError as e:
+            kept = _OUTCOMES.setdefault(str(folder), {**status, "updated": now})
+            if kept.get("state") not in FINAL_STATES:  # the process wrote done/failed, we cannot note the end
+                kept.update(state="failed", finished=now, error=f"the run folder cannot be written ({e})")
 
     def _start(self, folder: Path, job: dict) -> bool:
         """Launch a queued job (under the lock). Returns False when the launch itself failed."""

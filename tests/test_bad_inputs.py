@@ -59,6 +59,9 @@ TABLE: list[tuple[str, str, str]] = [
     ("json-not-an-object",
      "a run's `config.json` = `[\"a\", 1]`, `status.json` = `[1, 2, 3]` or a job's `job.json` = `7`",
      "that run is named with the file and the fault on Home; Home, Compare and the Train page keep working"),
+    ("unwritable-run-folder",
+     "a job's run folder that cannot be written mid-run (here: `status.json` turned into a folder)",
+     "the job is `failed` naming the file and the fault; the job list and the queue keep working"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -310,6 +313,38 @@ def check_json_not_an_object(tmp_path, monkeypatch):
         assert file in notes[name] and "JSON object" in notes[name], notes
     for page in ("pages/compare.py", "pages/train.py", "pages/explore.py"):
         open_app(page, run="good")
+
+
+def check_unwritable_run_folder(tmp_path):
+    import time
+
+    from core.jobs import JobManager
+
+    mgr = JobManager(tmp_path / "runs", module="tests.job_probe", max_concurrent=1, max_queue=2,
+                     term_timeout=1.0)
+    mgr.submit("stuck", ["--steps", 200, "--sleep", "0.02"])
+    nxt = mgr.submit("next", ["--steps", 1, "--sleep", "0.01"])
+    assert nxt.state == "queued"
+    deadline = time.time() + 20
+    while not mgr.get("stuck").step and time.time() < deadline:
+        time.sleep(0.05)
+    status = mgr.root / "stuck" / "status.json"
+    while not status.is_dir():  # every later write of status.json fails, as on a read-only folder
+        try:
+            status.unlink(missing_ok=True)
+            status.mkdir()
+        except FileExistsError:  # the job wrote it again in between
+            pass
+    jobs = {}
+    while time.time() < deadline:
+        jobs = {j.name: j for j in mgr.poll()}  # never raises
+        if jobs["stuck"].state == "failed" and jobs["next"].state == "done":
+            break
+        time.sleep(0.05)
+    assert jobs["stuck"].state == "failed", jobs["stuck"]
+    assert "status.json" in jobs["stuck"].error and "Is a directory" in jobs["stuck"].error
+    assert jobs["next"].state == "done"  # the queue went on
+    assert "status.json" in mgr.logs("stuck")  # the job's own report of the fault
 
 
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
