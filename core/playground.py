@@ -137,8 +137,10 @@ def load(folder: str | os.PathLike) -> PlaygroundModel:
         cfg = {}
     try:
         model = MultiExitModel.from_run(folder)
-    except (OSError, RuntimeError) as e:
-        raise ValueError(f"{folder / WEIGHTS_FILE}: cannot be loaded ({type(e).__name__}: {e})") from e
+    except ValueError:
+        raise
+    except Exception as e:  # SafetensorError (truncated, empty, garbage), OSError, RuntimeError, ...
+        raise ValueError(weights_fault(folder / WEIGHTS_FILE, e)) from e
     if model.tokenizer is None:
         raise ValueError(f"{folder}: the backbone {model.cfg.backbone!r} brought no tokenizer")
     predictor = EarlyExitPredictor(model, model.tokenizer)
@@ -146,6 +148,21 @@ def load(folder: str | os.PathLike) -> PlaygroundModel:
     return PlaygroundModel(folder=folder, model=model, predictor=predictor,
                            label_names=_label_names(folder, cfg, k), is_pair=_is_pair(folder, cfg),
                            task=_fact(cfg, "task") or cfg.get("task"), method=cfg.get("method"))
+
+
+def weights_fault(path: Path, error: Exception) -> str:
+    """One sentence naming a weights file that does not load and what is wrong with it."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    if size == 0:
+        what = "is empty (0 bytes)"
+    elif type(error).__name__ == "SafetensorError":
+        what = f"is truncated or not a safetensors file ({error})"
+    else:
+        what = f"cannot be loaded ({type(error).__name__}: {error})"
+    return f"{path} {what}; train the run again to write new weights, or delete the file"
 
 
 # ---- one text ------------------------------------------------------------------------------------

@@ -62,6 +62,9 @@ TABLE: list[tuple[str, str, str]] = [
     ("unwritable-run-folder",
      "a job's run folder that cannot be written mid-run (here: `status.json` turned into a folder)",
      "the job is `failed` naming the file and the fault; the job list and the queue keep working"),
+    ("weights-damaged",
+     "Playground on a run whose `model.safetensors` is truncated, empty or garbage",
+     "one error naming the file and the fault (empty, truncated or not a safetensors file), no traceback"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -345,6 +348,22 @@ def check_unwritable_run_folder(tmp_path):
     assert "status.json" in jobs["stuck"].error and "Is a directory" in jobs["stuck"].error
     assert jobs["next"].state == "done"  # the queue went on
     assert "status.json" in mgr.logs("stuck")  # the job's own report of the fault
+
+
+def check_weights_damaged(run, monkeypatch):
+    from core import playground as P
+    from core import views as V
+
+    weights = run / "model.safetensors"
+    good = weights.read_bytes()
+    monkeypatch.setenv(V.ROOT_ENV, str(run.parent))
+    for bad, fault in ((good[: len(good) // 2], "truncated"), (b"", "empty"), (b"\x00garbage" * 50, "truncated")):
+        weights.write_bytes(bad)
+        with pytest.raises(ValueError, match=fault) as e:
+            P.load(run)
+        assert "model.safetensors" in str(e.value)
+        at = open_app("pages/playground.py", run=run.name)
+        assert any("model.safetensors" in x.value and fault in x.value for x in at.error), [x.value for x in at.error]
 
 
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
