@@ -65,6 +65,24 @@ TABLE: list[tuple[str, str, str]] = [
     ("weights-damaged",
      "Playground on a run whose `model.safetensors` is truncated, empty or garbage",
      "one error naming the file and the fault (empty, truncated or not a safetensors file), no traceback"),
+    ("train-file-empty",
+     "`core.train --train-file` naming an empty file (0 bytes)",
+     "one line naming the file, exit code 2, no traceback (`--debug` adds it)"),
+    ("train-file-header-only",
+     "`core.train --train-file` naming a file with a header row and no data rows",
+     "one line naming the file, exit code 2, no traceback"),
+    ("train-bad-metric",
+     "`core.train --metric nonsense`",
+     "one line naming the metric and the valid ones, exit code 2, no traceback"),
+    ("app-error-details",
+     "an unexpected error inside the app",
+     "the browser gets the error's type only (`client.showErrorDetails = \"type\"`); message and traceback go to the server log"),
+    ("upload-over-limit",
+     "an upload larger than the Train page's limit",
+     "the server refuses it at the same limit the widget states (`server.maxUploadSize` = the page's 50 MB)"),
+    ("offline-favicon",
+     "the app opened without internet access",
+     "the favicon is a file shipped with the app, so nothing is fetched from the internet"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -364,6 +382,68 @@ def check_weights_damaged(run, monkeypatch):
         assert "model.safetensors" in str(e.value)
         at = open_app("pages/playground.py", run=run.name)
         assert any("model.safetensors" in x.value and fault in x.value for x in at.error), [x.value for x in at.error]
+
+
+def _cli_fails_in_one_line(argv: list[str], capsys, *needles: str) -> str:
+    rc = train_main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("core.train: error")]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), err
+    return err
+
+
+def check_train_file_empty(tiny, tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    argv = _argv(_config(tiny, tmp_path / "runs" / "e", train_file=str(empty)))
+    _cli_fails_in_one_line(argv, capsys, "empty.csv", "empty")
+    assert train_main([*argv, "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def check_train_file_header_only(tiny, tmp_path, capsys):
+    head = tmp_path / "head.csv"
+    head.write_text("review,sentiment\n")
+    _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "h", train_file=str(head))), capsys,
+                           "head.csv", "no data rows")
+
+
+def check_train_bad_metric(tiny, tmp_path, capsys):
+    _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "m", metric="nonsense")), capsys,
+                           "nonsense", "accuracy")
+
+
+def _streamlit_config() -> dict:
+    import tomllib
+
+    return tomllib.loads((REPO / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+
+
+def check_app_error_details():
+    assert _streamlit_config()["client"]["showErrorDetails"] in ("type", "none")
+
+
+def check_upload_over_limit():
+    from core import train_form as F
+
+    assert _streamlit_config()["server"]["maxUploadSize"] == F.UPLOAD_LIMIT_MB
+    assert f"max_upload_size=F.UPLOAD_LIMIT_MB" in (REPO / "pages" / "train.py").read_text()
+
+
+def check_offline_favicon():
+    import ast
+
+    tree = ast.parse((REPO / "app.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "set_page_config"]
+    assert len(calls) == 1
+    icon = next(k.value for k in calls[0].keywords if k.arg == "page_icon")
+    source = ast.unparse(icon)
+    assert "assets" in source and "favicon.png" in source, source  # a local file, not ":name:" or an emoji
+    from PIL import Image
+
+    with Image.open(REPO / "assets" / "favicon.png") as im:
+        assert im.size[0] == im.size[1] >= 32
 
 
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
