@@ -40,7 +40,7 @@ import psutil
 
 from core.io import atomic_write_json, read_json
 from core.runs import (DEFAULT_ROOT, LOG_FILE, STATES, check_run_name, holds_run, read_object, read_status,
-                       replaced_name, staging_folder, write_status)
+                       replaced_name, run_warnings, staging_folder, write_status)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_FILE = "job.json"
@@ -82,6 +82,7 @@ class Job:
     command: list[str] = field(default_factory=list)
     folder: Path | None = None
     queue_position: int | None = None  # 1 = next to start (set by poll/jobs/get)
+    warnings: list[str] = field(default_factory=list)  # status.json's plain-sentence warnings
 
     @property
     def active(self) -> bool:
@@ -504,7 +505,8 @@ class JobManager:
             log_tail=_tail(folder / LOG_FILE, self.log_lines) if job.get("pid") else "",
             pid=job.get("pid"), message=status.get("message"), submitted=job.get("submitted"),
             started=started if job.get("pid") else None, finished=finished,
-            argv=list(job.get("argv") or []), command=list(job.get("command") or []), folder=folder)
+            argv=list(job.get("argv") or []), command=list(job.get("command") or []), folder=folder,
+            warnings=run_warnings(status))
 
     def _recover_foreign_runs(self) -> None:
         with os.scandir(self.root) as it:

@@ -92,6 +92,26 @@ def read_object(path: str | os.PathLike) -> dict:
     return data
 
 
+def add_warnings(folder: str | os.PathLike, warnings: list[str]) -> list[str]:
+    """Append plain-sentence warnings to status.json's `warnings` (kept in order, no repeats; other
+    writers' warnings stay). Returns the full list."""
+    try:
+        status = read_status(folder) or {}
+    except ValueError:
+        status = {}
+    current = status.get("warnings")
+    current = [str(w) for w in current] if isinstance(current, list) else []
+    merged = current + [str(w) for w in warnings if str(w) not in current]
+    write_status(folder, status.get("state") if status.get("state") in STATES else "running", warnings=merged)
+    return merged
+
+
+def run_warnings(status: dict | None) -> list[str]:
+    """The `warnings` of a status dict as a list of strings (empty when absent or malformed)."""
+    found = (status or {}).get("warnings")
+    return [str(w) for w in found] if isinstance(found, list) else []
+
+
 def read_status(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / STATUS_FILE
     return read_object(path) if path.exists() else None

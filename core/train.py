@@ -66,8 +66,8 @@ import torch
 from core import losses as LS
 from core.io import append_jsonl, atomic_write_json, read_json
 from core.omega import OPTIMIZERS, WEIGHTS as OMEGA_WEIGHTS, Omega, OmegaOptimizer, split_d1_d2, uses_split
-from core.runs import (CACHE_FILE, CONFIG_FILE, JOB_FILE, METRICS_FILE, WEIGHTS_FILE, check_run_name, holds_run,
-                       staging_folder, swap_in, write_status)
+from core.runs import (CACHE_FILE, CONFIG_FILE, JOB_FILE, METRICS_FILE, WEIGHTS_FILE, add_warnings, check_run_name,
+                       holds_run, staging_folder, swap_in, write_status)
 
 METHODS = ("joint", "two_stage", "alternating", "self_distill", "leebert", "badge", "diversity")
 TWO_STAGE = ("two_stage", "self_distill")
@@ -930,6 +930,10 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
                      total_steps=None, epoch=0, eta_s=None, error=None, finished=None,
                      message="loading the model")
         atomic_write_json(work / CONFIG_FILE, cfg)
+        if task.warnings:  # rows left out of the data, counted (shown on Home and the Train page)
+            add_warnings(work, task.warnings)
+    for warning in task.warnings:
+        print(f"core.train: warning: {warning}", file=sys.stderr)
     folder, final = work, folder  # everything below writes the working folder
 
     mcfg = ModelConfig(backbone=cfg["backbone"], num_labels=len(task.label_names), exit_kind=cfg["exit_kind"],

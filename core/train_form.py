@@ -279,6 +279,7 @@ class TaskSummary:
     is_pair: bool
     n_train: int
     n_dev: int
+    warnings: tuple[str, ...] = ()  # rows left out of the data, counted (core.data)
 
     def describe(self) -> str:
         kind = "sentence pairs" if self.is_pair else "sentences"
@@ -307,7 +308,7 @@ def check_task(values: dict, *, train_file=None, dev_file=None) -> TaskSummary:
     if len(task.train) == 0 or len(task.dev) == 0:
         raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
     return TaskSummary(task.name, task.metric, list(map(str, task.label_names)), bool(task.is_pair),
-                       len(task.train), len(task.dev))
+                       len(task.train), len(task.dev), tuple(task.warnings))
 
 
 # ---- uploads ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ import streamlit as st
 
 from core import appstate as A, views as V
 from core.plain import md
+from core.runs import run_warnings
 
 A.require_app()
 
@@ -38,6 +39,9 @@ if infos:
     broken = {k: v for k, v in loaded.items() if isinstance(v, str)}
     for name, err in broken.items():
         st.warning(f"Run **{md(name)}** cannot be opened: {md(err)}")
+    for info in infos:  # what training left out or noticed (status.json "warnings")
+        for warning in run_warnings(info.status):
+            st.warning(f"Run **{md(info.name)}**: {md(warning)}")
     st.caption(f"Run folders under {md(V.checkpoint_root())} (set `EEL_CHECKPOINTS` to look elsewhere). "
                "Pick the run to study in the sidebar; the choice travels with every page and link.")
 else:

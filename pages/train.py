@@ -246,6 +246,8 @@ def start_job() -> None:
     st.session_state["tr.name_used"] = True   # the next full rerun suggests a fresh name
     where = "started" if job.state == "running" else f"queued (position {job.queue_position})"
     st.success(f"Run **{md(job.name)}** {where}: {md(summary.describe())}.")
+    for warning in summary.warnings:
+        st.warning(md(warning))
 
 
 # The click only files a request (a callback runs before any script body); the job starts here, where
@@ -313,6 +315,8 @@ def job_row(job) -> None:
                                "marked cancelled.")
         if job.message and job.state in ("running", "done"):
             st.caption(md(job.message))
+        for warning in job.warnings:  # rows left out of the data, end-of-run notes
+            st.warning(md(warning))
         if job.state == "failed" and job.error:
             st.error(md(job.error.split("; last lines of")[0][:600]))
         with st.expander("Log tail"):

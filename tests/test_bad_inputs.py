@@ -83,6 +83,18 @@ TABLE: list[tuple[str, str, str]] = [
     ("offline-favicon",
      "the app opened without internet access",
      "the favicon is a file shipped with the app, so nothing is fetched from the internet"),
+    ("labels-one-to-five",
+     "integer labels 1..5 (no 0) in a user file",
+     "five classes named \"1\"..\"5\" (the labels that occur), no empty class"),
+    ("labels-mixed-kinds",
+     "integer and name labels mixed in one file (`0`, `pos`, `1`)",
+     "refused: one line naming the file and both kinds"),
+    ("dev-label-not-in-train",
+     "a dev file label that never occurs in the training file",
+     "refused: one line naming the label, its row count and both files"),
+    ("blank-text-cells",
+     "empty or \"NaN\" text cells in a user file",
+     "those rows are left out, counted in a warning recorded in `status.json` and shown on Home and the Train page"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -444,6 +456,69 @@ def check_offline_favicon():
 
     with Image.open(REPO / "assets" / "favicon.png") as im:
         assert im.size[0] == im.size[1] >= 32
+
+
+def _labelled_csv(path: Path, labels, texts=None) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment"])
+        for i, lab in enumerate(labels):
+            w.writerow([texts[i] if texts else f"the film was good {i}", lab])
+    return path
+
+
+def check_labels_one_to_five(tmp_path):
+    from core.data import load_task
+
+    path = _labelled_csv(tmp_path / "five.csv", [1, 2, 3, 4, 5] * 6)
+    task = load_task("five", train_file=path)
+    assert task.label_names == ["1", "2", "3", "4", "5"]
+    assert set(task.train["label"]) == {0, 1, 2, 3, 4}
+
+
+def check_labels_mixed_kinds(tiny, tmp_path, capsys):
+    path = _labelled_csv(tmp_path / "mixed.csv", [0, "pos", 1] * 8)
+    _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "mx", train_file=str(path))), capsys,
+                           "mixed.csv", "mix integers", "'pos'")
+
+
+def check_dev_label_not_in_train(tiny, tmp_path, capsys):
+    train_csv = _labelled_csv(tmp_path / "tr.csv", ["neg", "pos"] * 10)
+    dev_csv = _labelled_csv(tmp_path / "dv.csv", ["neg", "pos", "meh"] * 3)
+    _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "dv", train_file=str(train_csv),
+                                         dev_file=str(dev_csv))), capsys,
+                           "dv.csv", "'meh' (3 rows)", "never occurs in the training file", "tr.csv")
+
+
+def check_blank_text_cells(tiny, tmp_path, monkeypatch):
+    import time
+
+    from core import views as V
+    from core.jobs import JobManager
+
+    texts = [f"the film was {'good' if i % 2 else 'bad'} {i}" for i in range(24)]
+    texts[3], texts[8], texts[13] = "", "   ", "NaN"
+    path = _labelled_csv(tmp_path / "blank.csv", ["neg", "pos"] * 12, texts)
+    root = tmp_path / "runs"
+    mgr = JobManager(root, max_concurrent=1)
+    cfg = _config(tiny, root / "x", train_file=str(path), dev_file=str(path))
+    cfg.pop("out")
+    mgr.submit("blanks", _argv(cfg))
+    deadline = time.time() + 240
+    while mgr.get("blanks").active and time.time() < deadline:
+        time.sleep(0.5)
+    job = mgr.get("blanks")
+    assert job.state == "done", (job.error, mgr.logs("blanks"))
+    status = read_status(root / "blanks")
+    assert any("3 of 24 rows left out" in w and "blank.csv" in w for w in status["warnings"]), status
+    assert any("3 of 24 rows left out" in w for w in job.warnings)
+    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    home = open_app(run="blanks")
+    assert any("3 of 24 rows left out" in w.value for w in home.warning), [w.value for w in home.warning]
+    page = open_app("pages/train.py")
+    assert any("3 of 24 rows left out" in w.value for w in page.warning), [w.value for w in page.warning]
 
 
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
