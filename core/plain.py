@@ -8,6 +8,7 @@ the value shows as the characters it holds: no links, images, headings, emphasis
 """
 from __future__ import annotations
 
+import html
 import re
 
 # every ASCII punctuation character may be backslash-escaped in CommonMark; these are the ones that
@@ -32,3 +33,9 @@ def md(value) -> str:
         else:
             out = out[:m.start(2)] + "\\" + out[m.start(2):]
     return out
+
+
+def plot_text(value) -> str:
+    """`value` for Plotly text (tick labels, annotations, hover): Plotly reads <b>, <a href=...> and
+    other tags in every text, so < > & are written as entities it shows as the characters."""
+    return html.escape(str(value), quote=False)

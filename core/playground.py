@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.plain import plot_text
 from core.runs import CONFIG_FILE, WEIGHTS_FILE, read_config
 
 
@@ -298,18 +299,20 @@ def heatmap(probs: np.ndarray, label_names: list[str], *, exit_layer: int | None
     p = np.asarray(probs)                                                   # [rows, K]
     m, k = p.shape
     fig = go.Figure(go.Heatmap(
-        z=p, x=label_names, y=[f"layer {i}" for i in range(1, m + 1)], zmin=0, zmax=1, colorscale="Blues",
+        z=p, x=[plot_text(n) for n in label_names], y=[f"layer {i}" for i in range(1, m + 1)], zmin=0, zmax=1,
+        colorscale="Blues",
         text=np.round(p, 3), texttemplate="%{text:.3f}" if m * k <= 400 else None,
         hovertemplate="%{y}<br>%{x}: %{z:.4f}<extra></extra>", colorbar=dict(thickness=10, title="p")))
     if exit_layer is not None and 1 <= exit_layer <= m:
         r = exit_layer - 1
         fig.add_shape(type="rect", x0=-0.5, x1=k - 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color="#dc2626", width=3))
         fig.add_annotation(x=k - 0.5, y=r, xanchor="left", showarrow=False, xshift=8,
-                           text=f"<b>exit → {label}</b>", font=dict(color="#dc2626", size=13))
+                           text=f"<b>exit → {plot_text(label)}</b>", font=dict(color="#dc2626", size=13))
     fig.update_layout(template="plotly_white", height=max(210, 120 + 34 * m), margin=dict(l=10, r=140, t=50, b=10),
                       title=dict(text=title, x=0, font=dict(size=14)),
                       font=dict(family="Inter, system-ui, sans-serif", size=13))
     fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="category")  # label names made of digits stay names (the shapes use positions)
     return fig
 
 
@@ -324,4 +327,5 @@ def timing_figure(res: PlaygroundResult) -> go.Figure:
                       xaxis_title="ms (median, batch size 1)",
                       font=dict(family="Inter, system-ui, sans-serif", size=13))
     fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="category")  # label names made of digits stay names (the shapes use positions)
     return fig

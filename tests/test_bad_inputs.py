@@ -95,6 +95,9 @@ TABLE: list[tuple[str, str, str]] = [
     ("blank-text-cells",
      "empty or \"NaN\" text cells in a user file",
      "those rows are left out, counted in a warning recorded in `status.json` and shown on Home and the Train page"),
+    ("digit-label-names",
+     "a run whose label names are digits (\"0\"..\"4\", any integer-label file)",
+     "every chart axis of label names is categorical: each class keeps its own row, the true label's included"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -519,6 +522,25 @@ def check_blank_text_cells(tiny, tmp_path, monkeypatch):
     assert any("3 of 24 rows left out" in w.value for w in home.warning), [w.value for w in home.warning]
     page = open_app("pages/train.py")
     assert any("3 of 24 rows left out" in w.value for w in page.warning), [w.value for w in page.warning]
+
+
+def check_digit_label_names(tmp_path, monkeypatch):
+    from core import views as V
+    from core.cache import ExitCache
+    from core.playground import heatmap
+    from tests.conftest import synthetic_cache
+
+    base = synthetic_cache(n=30, num_layers=3, k=5, seed=11)
+    cache = ExitCache(probs=base.probs, labels=base.labels, label_names=[str(j) for j in range(5)],
+                      texts=base.texts, meta=base.meta)
+    cache.save(tmp_path / "runs" / "digits")
+    run = V.load_run(tmp_path / "runs" / "digits")
+    i = int(np.flatnonzero(cache.labels == 3)[0])
+    fig = V.sample_figure(run, i, V.sample_exits(run, i, {s: run.default_params(s) for s in run.strategies}))
+    assert fig.layout.yaxis.type == "category"
+    assert list(fig.data[0].y) == ["0", "1", "2", "3 ✓", "4"]
+    pg = heatmap(cache.probs[i], cache.label_names, exit_layer=2, label="3")
+    assert pg.layout.xaxis.type == "category" and list(pg.data[0].x) == ["0", "1", "2", "3", "4"]
 
 
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
