@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import views as V
+from core import health, views as V
 from core.plain import md
 from core.strategies import STRATEGIES
 
@@ -151,6 +151,14 @@ def current_run() -> V.RunData | None:
     st.sidebar.caption(f"{run.cache.N} dev samples · {run.L} exits · {run.cache.K} classes · "
                        f"metric: {V.metric_name(run.metric)}")
     return run
+
+
+def health_warnings(run: V.RunData, *, name: bool = False) -> list[str]:
+    """Warn when the run's exits learned nothing usable (core.health), in plain words with what to try."""
+    found = health.assess(run.cache)
+    for sentence in found:
+        st.warning((f"Run **{md(run.name)}**: " if name else "") + md(sentence), icon=":material/report:")
+    return found
 
 
 # ---- controls -----------------------------------------------------------------------------------

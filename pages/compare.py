@@ -21,6 +21,8 @@ for name in picked:
     if isinstance(loaded[name], str):
         st.error(f"Run **{md(name)}** cannot be shown: {md(loaded[name])}")
 runs = [loaded[n] for n in picked if isinstance(loaded[n], V.RunData)]
+for r in runs:
+    A.health_warnings(r, name=True)
 if not runs:
     st.info("Pick at least one run that opens.")
     st.stop()

@@ -21,6 +21,7 @@ st.markdown(
 infos = A.run_infos()
 run = A.current_run()
 if run is not None:
+    A.health_warnings(run)
     st.plotly_chart(V.home_figure(run), key="home-figure", config={"displayModeBar": False})
     st.caption(
         f"Run **{md(run.name)}**. The line is the score each exit reaches on its own; often it climbs fast "

@@ -98,6 +98,9 @@ TABLE: list[tuple[str, str, str]] = [
     ("digit-label-names",
      "a run whose label names are digits (\"0\"..\"4\", any integer-label file)",
      "every chart axis of label names is categorical: each class keeps its own row, the true label's included"),
+    ("model-learned-nothing",
+     "a run whose exits all predict one class, or all score at chance (e.g. one short epoch on a hard task)",
+     "Home, Explore, Compare and the report say so in plain words, with what to try (more epochs or rows)"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -541,6 +544,49 @@ def check_digit_label_names(tmp_path, monkeypatch):
     assert list(fig.data[0].y) == ["0", "1", "2", "3 ✓", "4"]
     pg = heatmap(cache.probs[i], cache.label_names, exit_layer=2, label="3")
     assert pg.layout.xaxis.type == "category" and list(pg.data[0].x) == ["0", "1", "2", "3", "4"]
+
+
+def _cache_like(base, probs):
+    from core.cache import ExitCache
+
+    return ExitCache(probs=probs, labels=base.labels, label_names=base.label_names, texts=base.texts,
+                     layer_ms=base.layer_ms, embed_ms=base.embed_ms, meta=base.meta)
+
+
+def check_model_learned_nothing(tmp_path, monkeypatch):
+    from core import report
+    from core import views as V
+    from core.health import assess
+    from tests.conftest import synthetic_cache, write_synthetic_run
+
+    base = synthetic_cache(n=200, num_layers=4, k=2, seed=5)
+    assert assess(base) == []  # a model that learned something is not flagged
+    one = base.probs.copy()
+    one[..., 0], one[..., 1] = 0.8, 0.2  # every exit says class 0 for every sample
+    rng = np.random.default_rng(0)
+    coin = rng.dirichlet([1, 1], size=base.probs.shape[:2]).astype(np.float32)  # guesses
+    root = tmp_path / "runs"
+    for name, probs, words in (("one-class", one, "answers 'negative' for nearly every sample"),
+                               ("at-chance", coin, "No exit does better than always answering")):
+        cache = _cache_like(base, probs)
+        found = assess(cache)
+        assert len(found) == 1 and words in found[0] and "more epochs" in found[0], found
+        write_synthetic_run(root / name, n=200, num_layers=4, seed=5)
+        cache.save(root / name)
+    write_synthetic_run(root / "fine", n=200, num_layers=4, seed=5)
+    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    for page in (None, "pages/explore.py"):
+        for name, words in (("one-class", "answers"), ("at-chance", "No exit does better")):
+            at = open_app(page, run=name)
+            assert any(words in w.value for w in at.warning), [w.value for w in at.warning]
+        assert not any("more epochs" in w.value for w in open_app(page, run="fine").warning)
+    at = open_app("pages/compare.py", run="one-class")
+    at.multiselect(key="c.runs").set_value(["one-class", "at-chance", "fine"]).run()
+    flagged = [w.value for w in at.warning if "more epochs" in w.value]
+    assert len(flagged) == 2 and "**one-class**" in flagged[0] + flagged[1], flagged
+    text, _ = report.build(root, tmp_path / "docs")
+    assert "learned nothing usable" in text and "- one-class: Every exit answers" in text
+    assert "- fine:" not in text
 
 
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
