@@ -4,6 +4,7 @@
         --optimizer clo_v2 --out checkpoints/rt-leebert
     python -m core.train --config run.json --epochs 1 --out checkpoints/quick   # flags override the file
     accelerate launch -m core.train ...                                        # same command, any devices
+    python -m core.train ... --out checkpoints/rt-leebert --overwrite           # replace a run (see train())
 
 In-process: `train(config: dict) -> Path` (keys as the flags, with underscores).
 
