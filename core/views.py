@@ -773,7 +773,8 @@ def sample_figure(run: RunData, i: int, exits: pd.DataFrame) -> go.Figure:
             x=ex["exit layer"], y=ex["title"], mode="markers", showlegend=False, name="exit",
             marker=dict(symbol="diamond", size=13, color=["#16a34a" if r else "#dc2626" for r in ex["right"]],
                         line=dict(color="white", width=1)),
-            customdata=np.stack([ex["setting"], np.where(ex["right"], "right", "wrong"), ex["prediction"]], axis=-1),
+            customdata=np.stack([ex["setting"], np.where(ex["right"], "right", "wrong"),
+                                 [plot_text(p) for p in ex["prediction"]]], axis=-1),
             hovertemplate="<b>%{y}</b> exits at layer %{x}<br>%{customdata[0]}<br>"
                           "predicts %{customdata[2]} (%{customdata[1]})<extra></extra>"), row=3, col=1)
         for layer, title in zip(ex["exit layer"], ex["title"]):
@@ -809,7 +810,7 @@ def samples_scatter(df: pd.DataFrame, L: int, *, current: int | None = None, lim
             type="scatter", x=(d["exit layer"].to_numpy() + jitter[mask]).tolist(), y=d["max-prob at exit"].tolist(),
             mode="markers", name=name,
             marker=dict(size=8, color=color, opacity=0.6, line=dict(color="white", width=0.5)),
-            customdata=[[int(i), int(r), str(t)[:90]] for i, r, t in zip(d.index, d["row"], d["text"])],
+            customdata=[[int(i), int(r), plot_text(str(t)[:90])] for i, r, t in zip(d.index, d["row"], d["text"])],
             hovertemplate="row %{customdata[1]}<br>%{customdata[2]}<br>max-prob %{y:.3f}<extra></extra>"))
     if current is not None and current in df.index:
         k = df.index.get_loc(current)

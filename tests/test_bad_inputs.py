@@ -97,7 +97,8 @@ TABLE: list[tuple[str, str, str]] = [
      "those rows are left out, counted in a warning recorded in `status.json` and shown on Home and the Train page"),
     ("digit-label-names",
      "a run whose label names are digits (\"0\"..\"4\", any integer-label file)",
-     "every chart axis of label names is categorical: each class keeps its own row, the true label's included"),
+     "every chart axis of label names is categorical: each class keeps its own row, the true label's included; "
+     "label names and texts in chart hovers show as text, not as Plotly markup"),
     ("model-learned-nothing",
      "a run whose exits all predict one class, or all score at chance (e.g. one short epoch on a hard task)",
      "Home, Explore, Compare and the report say so in plain words, with what to try (more epochs or rows)"),
@@ -543,6 +544,13 @@ def check_digit_label_names(tmp_path, monkeypatch):
     assert fig.layout.yaxis.type == "category"
     assert list(fig.data[0].y) == ["0", "1", "2", "3 ✓", "4"]
     pg = heatmap(cache.probs[i], cache.label_names, exit_layer=2, label="3")
+    # Plotly reads tags in every text: sample texts and label names in hovers are escaped
+    hostile = V.load_run(tmp_path / "runs" / "digits")
+    hostile.cache.label_names[0] = '<a href="http://evil.example/">x</a>'
+    table = V.trace_table(hostile, np.full(30, 2), np.zeros(30, dtype=int))
+    table["text"] = '<a href="http://evil.example/">click</a>'
+    hover = V.samples_scatter(table, 3).data[0].customdata
+    assert all("<a" not in str(row[2]) and "&lt;a" in str(row[2]) for row in hover)
     assert pg.layout.xaxis.type == "category" and list(pg.data[0].x) == ["0", "1", "2", "3", "4"]
 
 
