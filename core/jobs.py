@@ -45,6 +45,7 @@ from core.runs import (DEFAULT_ROOT, LOG_FILE, STATES, check_run_name, holds_run
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_FILE = "job.json"
 LOCK_FILE = ".jobs.lock"
+OUTCOMES_DIR = ".outcomes"  # <root>/.outcomes/<folder>.json: final states a run folder refused
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -164,6 +165,9 @@ class JobManager:
                 raise ValueError(
                     f"the job queue is full ({n_alive} running, {n_queued} queued, at most "
                     f"{self.max_queue} may wait); wait for a job to finish or cancel one")
+            for f in (folder, staging):  # outcomes of earlier jobs of this name that could not be written
+                _OUTCOMES.pop(str(f), None)
+                self._outcome_file(f).unlink(missing_ok=True)
             if replace:
                 argv = [*argv, "--overwrite"]
                 folder = staging
@@ -342,10 +346,19 @@ class JobManager:
         records.sort(key=lambda r: (r[1].get("submitted") or 0.0, r[0].name))
         return records
 
+    def _outcome_file(self, folder: Path) -> Path:
+        return self.root / OUTCOMES_DIR / f"{folder.name}.json"
+
     def _status(self, folder: Path) -> dict:
         kept = _OUTCOMES.get(str(folder))
-        if kept is not None:  # a final state this process could not write into the folder
+        if kept is not None:  # a final state a manager could not write into the folder
             return dict(kept)
+        try:
+            kept = read_object(self._outcome_file(folder))  # ... kept beside it, for later managers
+            _OUTCOMES[str(folder)] = kept
+            return dict(kept)
+        except (OSError, ValueError):
+            pass
         try:
             return read_status(folder) or {}
         except (ValueError, OSError) as e:
@@ -360,6 +373,15 @@ class JobManager:
             error = fields.get("error")
             fields["error"] = (f"{error}; " if error else "") + f"the run folder cannot be written ({e})"
             _OUTCOMES[str(folder)] = {**self._status(folder), **fields, "state": state, "updated": time.time()}
+            self._keep_outcome(folder)
+
+    def _keep_outcome(self, folder: Path) -> None:
+        """Save the outcome of an unwritable folder under <root>/.outcomes/ (managers started later,
+        after an app restart, read it there instead of guessing 'killed')."""
+        try:
+            atomic_write_json(self._outcome_file(folder), _OUTCOMES[str(folder)])
+        except OSError as e:
+            print(f"core.jobs: cannot keep the outcome of {folder}: {e}", file=sys.stderr)
 
     def _state(self, folder: Path) -> str | None:
         return self._status(folder).get("state")
@@ -408,8 +430,8 @@ class JobManager:
                 write_status(folder, "failed", finished=job["ended"], eta_s=None,
                              error="the job never started: its manager stopped while launching it")
             return False
-        if job.get("ended") is not None or str(folder) in _OUTCOMES:
-            return False
+        if job.get("ended") is not None or self._status(folder).get("ended"):
+            return False  # ended (noted in job.json, or in the outcome kept for an unwritable folder)
         alive, rc = _probe(job)
         if alive:
             asked = job.get("cancel_requested")
@@ -450,6 +472,8 @@ class JobManager:
             kept = _OUTCOMES.setdefault(str(folder), {**status, "updated": now})
             if kept.get("state") not in FINAL_STATES:  # the process wrote done/failed, we cannot note the end
                 kept.update(state="failed", finished=now, error=f"the run folder cannot be written ({e})")
+            kept["ended"] = now
+            self._keep_outcome(folder)
 
     def _start(self, folder: Path, job: dict) -> bool:
         """Launch a queued job (under the lock). Returns False when the launch itself failed."""

@@ -61,7 +61,8 @@ TABLE: list[tuple[str, str, str]] = [
      "that run is named with the file and the fault on Home; Home, Compare and the Train page keep working"),
     ("unwritable-run-folder",
      "a job's run folder that cannot be written mid-run (here: `status.json` turned into a folder)",
-     "the job is `failed` naming the file and the fault; the job list and the queue keep working"),
+     "the job is `failed` naming the file and the fault (kept under `.outcomes/`, so an app restart still says it); "
+     "the job list and the queue keep working"),
     ("weights-damaged",
      "Playground on a run whose `model.safetensors` is truncated, empty or garbage",
      "one error naming the file and the fault (empty, truncated or not a safetensors file), no traceback"),
@@ -355,9 +356,10 @@ def check_json_not_an_object(tmp_path, monkeypatch):
         open_app(page, run="good")
 
 
-def check_unwritable_run_folder(tmp_path):
+def check_unwritable_run_folder(tmp_path, monkeypatch):
     import time
 
+    from core import jobs as jobs_mod
     from core.jobs import JobManager
 
     mgr = JobManager(tmp_path / "runs", module="tests.job_probe", max_concurrent=1, max_queue=2,
@@ -375,6 +377,14 @@ def check_unwritable_run_folder(tmp_path):
             status.mkdir()
         except FileExistsError:  # the job wrote it again in between
             pass
+    write_json = jobs_mod.atomic_write_json
+
+    def refuse_in_stuck(path, obj):  # and the manager cannot write job.json there either
+        if Path(path).parent.name == "stuck":
+            raise PermissionError(13, "Permission denied", str(path))
+        return write_json(path, obj)
+
+    monkeypatch.setattr(jobs_mod, "atomic_write_json", refuse_in_stuck)
     jobs = {}
     while time.time() < deadline:
         jobs = {j.name: j for j in mgr.poll()}  # never raises
@@ -385,6 +395,11 @@ def check_unwritable_run_folder(tmp_path):
     assert "status.json" in jobs["stuck"].error and "Is a directory" in jobs["stuck"].error
     assert jobs["next"].state == "done"  # the queue went on
     assert "status.json" in mgr.logs("stuck")  # the job's own report of the fault
+    # an app restart (a new manager, no memory of the process) still knows why it failed
+    monkeypatch.setattr(jobs_mod, "_OUTCOMES", {})
+    monkeypatch.setattr(jobs_mod, "_CHILDREN", {})
+    again = JobManager(tmp_path / "runs", module="tests.job_probe").get("stuck")
+    assert again.state == "failed" and "cannot be written" in again.error and "killed" not in again.error, again.error
 
 
 def check_weights_damaged(run, monkeypatch):
