@@ -842,12 +842,15 @@ def train(config: dict, *, stop: Callable[[], bool] | None = None, overwrite: bo
         raise
     except BaseException as e:
         if record is not None and _is_main() and (record.exists() or record == folder):
-            record.mkdir(parents=True, exist_ok=True)
-            if isinstance(e, KeyboardInterrupt):
-                write_status(record, "cancelled", finished=time.time(), eta_s=None, message="interrupted")
-            else:
-                write_status(record, "failed", finished=time.time(), eta_s=None,
-                             error=f"{type(e).__name__}: {e}", message="failed")
+            try:
+                record.mkdir(parents=True, exist_ok=True)
+                if isinstance(e, KeyboardInterrupt):
+                    write_status(record, "cancelled", finished=time.time(), eta_s=None, message="interrupted")
+                else:
+                    write_status(record, "failed", finished=time.time(), eta_s=None,
+                                 error=f"{type(e).__name__}: {e}", message="failed")
+            except OSError as w:  # an unwritable folder: the error below still says what happened
+                print(f"core.train: cannot record the failure in {record}: {w}", file=sys.stderr)
             _drop_staging(record, folder)
         raise
     finally:
