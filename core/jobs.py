@@ -350,15 +350,14 @@ class JobManager:
         return self.root / OUTCOMES_DIR / f"{folder.name}.json"
 
     def _status(self, folder: Path) -> dict:
-        kept = _OUTCOMES.get(str(folder))
-        if kept is not None:  # a final state a manager could not write into the folder
+        kept = _OUTCOMES.get(str(folder))  # a final state a manager could not write into the folder,
+        if kept is None:                    # here or (after a restart) kept beside it
+            try:
+                kept = read_object(self._outcome_file(folder))
+            except (OSError, ValueError):
+                kept = None
+        if kept is not None and kept.get("job_submitted") == self._submitted(folder):  # of this job
             return dict(kept)
-        try:
-            kept = read_object(self._outcome_file(folder))  # ... kept beside it, for later managers
-            _OUTCOMES[str(folder)] = kept
-            return dict(kept)
-        except (OSError, ValueError):
-            pass
         try:
             return read_status(folder) or {}
         except (ValueError, OSError) as e:
@@ -372,7 +371,8 @@ class JobManager:
         except OSError as e:
             error = fields.get("error")
             fields["error"] = (f"{error}; " if error else "") + f"the run folder cannot be written ({e})"
-            _OUTCOMES[str(folder)] = {**self._status(folder), **fields, "state": state, "updated": time.time()}
+            _OUTCOMES[str(folder)] = {**self._status(folder), **fields, "state": state, "updated": time.time(),
+                                      "job_submitted": self._submitted(folder)}
             self._keep_outcome(folder)
 
     def _keep_outcome(self, folder: Path) -> None:
@@ -469,7 +469,8 @@ class JobManager:
         try:
             atomic_write_json(folder / JOB_FILE, job)
         except OSError as e:
-            kept = _OUTCOMES.setdefault(str(folder), {**status, "updated": now})
+            kept = _OUTCOMES.setdefault(str(folder), {**status, "updated": now,
+                                                      "job_submitted": self._submitted(folder)})
             if kept.get("state") not in FINAL_STATES:  # the process wrote done/failed, we cannot note the end
                 kept.update(state="failed", finished=now, error=f"the run folder cannot be written ({e})")
             kept["ended"] = now
