@@ -15,6 +15,7 @@ from core import views as V
 from core.data import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
 from core.jobs import JobManager
 from core.plain import md
+from core.runs import holds_run
 
 A.require_app()
 
@@ -198,7 +199,9 @@ st.session_state["tr.suggested"] = suggestion
 n1, n2, n3 = st.columns([3, 1.2, 1.2], vertical_alignment="bottom")
 run_name = n1.text_input("Run name", key="tr.run_name",
                          help="The run folder's name: letters, digits, '.', '_' and '-'.").strip()
-overwrite = n2.checkbox("Replace it if it exists", key="tr.overwrite")
+overwrite = n2.checkbox("Replace it if it exists", key="tr.overwrite",
+                        help="The new run trains beside the old one and takes its place only when it has "
+                             "finished; a failed or cancelled replacement leaves the old run as it was.")
 
 argv, problem = None, None
 try:
@@ -217,7 +220,8 @@ n3.button("Start training", type="primary", icon=":material/play_arrow:", disabl
 if problem:
     st.warning(md(problem))
 else:
-    st.code(F.display_command(argv, folder), language="bash", wrap_lines=True)
+    shown = [*argv, "--overwrite"] if overwrite and holds_run(folder) else argv  # as the job will run it
+    st.code(F.display_command(shown, folder), language="bash", wrap_lines=True)
 
 
 def start_job() -> None:
