@@ -43,7 +43,7 @@ TABLE: list[tuple[str, str, str]] = [
      "the new run takes the old one's place (no staging or backup folder left)"),
     ("app-replace-with-upload",
      "Train page \"Replace it if it exists\" with a new upload, on a run that exists",
-     "the job trains beside the old run on the new file and swaps in when done"),
+     "the old run stays whole while the job trains beside it on the new file; the new run swaps in when done"),
     ("upload-two-sessions-one-name",
      "two browser sessions staging uploads for the same new run name",
      "each session stages in its own folder; a job trains on exactly the file its session checked"),
@@ -222,21 +222,39 @@ def _form_argv(tiny, out: Path, **over) -> list[str]:
     return _argv(cfg)
 
 
-def check_app_replace_with_upload(tiny, run, capsys):
-    from core import train_form as F
+def check_app_replace_with_upload(tiny, run, monkeypatch):
+    """Through the Train page: upload a new file, name the existing run, tick Replace, start."""
+    import time
 
-    new_csv = write_csv(tiny["root"] / "replacement.csv", 30, 5)
-    stage = F.staging_dir(run.parent, run.name, "sess1")
-    F.save_upload(Path(new_csv).read_bytes(), "mine.csv", stage, role="train")
-    argv = _form_argv(tiny, run)
-    rc = F.main([*argv, "--overwrite", F.UPLOADS_FROM, str(stage), "--out", str(run)])
-    assert rc == 0, capsys.readouterr().err
-    assert (run / "uploads" / "train.csv").read_bytes() == Path(new_csv).read_bytes()
+    from core import views as V
     from core.runs import read_config
+    from tests.test_train_page import open_train, poll_until_final
 
+    monkeypatch.setenv(V.ROOT_ENV, str(run.parent))
+    before = files(run)
+    new_csv = Path(write_csv(tiny["root"] / "replacement.csv", 30, 5)).read_bytes()
+    at = open_train()
+    at.radio(key="tr.source").set_value("Upload a file").run()
+    at.file_uploader(key="tr.up_train").upload("mine.csv", new_csv, "text/csv").run()
+    at.text_input(key="tr.backbone").input(tiny["backbone"])
+    for key, v in {"tr.epochs": 1, "tr.batch_size": 8, "tr.latency_samples": 0}.items():
+        at.number_input(key=key).set_value(v)
+    at.text_input(key="tr.run_name").input(run.name).run()
+    assert at.button(key="tr.start").disabled  # an existing run needs Replace ticked
+    at.checkbox(key="tr.overwrite").check().run()
+    assert "--overwrite" in at.code[0].value
+    at.button(key="tr.start").click().run()
+    assert not at.exception and any("started" in x.value for x in at.success), [e.value for e in at.error]
+    assert files(run) == before  # the old run is whole while the new one trains
+    at = poll_until_final(at)
+    deadline = time.time() + 30
+    while time.time() < deadline and (run.parent / f".{run.name}.replacing").exists():
+        time.sleep(0.2)  # the job swaps the new run in just before it exits
+    assert (run / "uploads" / "train.csv").read_bytes() == new_csv
     derived = read_config(run)["derived"]
     assert derived["n_train"] + derived["n_dev"] == 30  # the new file's rows (the old run had 24 + 8)
-    assert siblings(run) == [".uploads", run.name] and not stage.exists()
+    assert read_status(run)["state"] == "done" and sorted(p.name for p in run.parent.iterdir()
+                                                           if not p.name.startswith(".")) == [run.name]
 
 
 def check_upload_two_sessions_one_name(tiny, tmp_path, capsys):
