@@ -1049,9 +1049,10 @@ def measure_latency(model, tokenizer, task, n: int):
     return float(embed_ms), np.asarray(layer_ms, dtype=np.float64)
 
 
-def _record_cli_error(argv: list[str], error: Exception) -> None:
+def _record_cli_error(argv: list[str], error: Exception, overwrite: bool = False) -> None:
     """A command line that does not parse still fails its run folder, when --out names a folder that
-    holds no run yet (a job's fresh folder); an existing run is never touched."""
+    holds no run yet (a job's fresh folder), or the job's staging folder of a replacement; an existing
+    run is never touched."""
     out = None
     for i, a in enumerate(argv):
         if a == "--out" and i + 1 < len(argv):
@@ -1059,11 +1060,17 @@ def _record_cli_error(argv: list[str], error: Exception) -> None:
         elif a.startswith("--out="):
             out = a.split("=", 1)[1]
     try:
-        if out and not holds_run(out):
+        if not out:
+            return
+        if holds_run(out):
+            if not (overwrite and (staging_folder(out) / JOB_FILE).exists()):
+                return
+            out = staging_folder(out)  # a replacement job: its own folder gets the failure
+        else:
             check_run_name(Path(out).name)
-            Path(out).mkdir(parents=True, exist_ok=True)
-            write_status(out, "failed", pid=os.getpid(), finished=time.time(), eta_s=None,
-                         error=f"bad command line: {error}", message="failed")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_status(out, "failed", pid=os.getpid(), finished=time.time(), eta_s=None,
+                     error=f"bad command line: {error}", message="failed")
     except (ValueError, OSError):
         pass
 
@@ -1081,7 +1088,7 @@ def main(argv: list[str] | None = None) -> int:
         config = parse_cli(argv)
     except ValueError as e:
         print(f"core.train: error: {e}", file=sys.stderr)
-        _record_cli_error(argv, e)
+        _record_cli_error(argv, e, overwrite)
         return 2
     try:
         folder = train(config, overwrite=overwrite)

@@ -174,6 +174,14 @@ def check_train_typo_on_existing_run(tiny, run, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and typo[0].lstrip("-") in err and "Traceback" not in err
         assert files(run) == before
+    # a replacement job (the job manager's staging folder beside the run) gets the failure there
+    from core.runs import staging_folder
+
+    staging = staging_folder(run)
+    staging.mkdir()
+    (staging / "job.json").write_text('{"name": "old-run"}')
+    assert train_main([*_argv(_config(tiny, run)), "--overwrite", "--epochs", "abc"]) == 2
+    assert read_status(staging)["state"] == "failed" and files(run) == before
 
 
 def check_train_existing_run_without_overwrite(tiny, run, capsys):
