@@ -12,7 +12,8 @@ from core import appstate, views
 
 HERE = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="Early-Exit Lab", page_icon=":material/speed:", layout="wide")
+# the favicon ships with the app (an emoji or icon name would be fetched from a CDN, which fails offline)
+st.set_page_config(page_title="Early-Exit Lab", page_icon=str(HERE / "assets" / "favicon.png"), layout="wide")
 
 infos = views.scan_runs(views.checkpoint_root())
 nav = {

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import views as V
+from core import health, views as V
+from core.plain import md
 from core.strategies import STRATEGIES
 
 RUN_KEY = "run"
@@ -111,7 +112,7 @@ def sidebar(infos: list[V.RunInfo]) -> V.RunInfo | None:
     by_name = {r.name: r for r in infos}
     with st.sidebar:
         if not names:
-            st.info(f"No runs with an exit cache in `{V.checkpoint_root()}` yet. Train one with "
+            st.info(f"No runs with an exit cache in {md(V.checkpoint_root())} yet. Train one with "
                     "`python -m core.train --out checkpoints/<name>` (or set `EEL_CHECKPOINTS`).")
             return None
         wanted = st.query_params.get(RUN_KEY)
@@ -121,15 +122,15 @@ def sidebar(infos: list[V.RunInfo]) -> V.RunInfo | None:
             else:
                 st.session_state[RUN_KEY] = _first_loadable(infos)
         if wanted and wanted not in names:
-            st.warning(f"Run `{wanted}` from the link is not in `{V.checkpoint_root()}`; "
-                       f"showing `{st.session_state[RUN_KEY]}`.")
+            st.warning(f"Run {md(wanted)} from the link is not in {md(V.checkpoint_root())}; "
+                       f"showing {md(st.session_state[RUN_KEY])}.")
         name = st.selectbox("Run", names, key=RUN_KEY, on_change=_clear_strategy_state,
                             help=f"Run folders under {V.checkpoint_root()}")
         st.query_params[RUN_KEY] = name
         info = by_name[name]
         cfg = info.config or {}
         bits = [cfg.get("task"), cfg.get("method"), cfg.get("backbone")]
-        st.caption(" · ".join(str(b) for b in bits if b) or "no config.json")
+        st.caption(md(" · ".join(str(b) for b in bits if b) or "no config.json"))
     return info
 
 
@@ -144,12 +145,20 @@ def current_run() -> V.RunData | None:
     try:
         run = load(info)
     except (ValueError, OSError) as e:
-        st.error(f"Run **{info.name}** cannot be shown: {e}")
+        st.error(f"Run **{md(info.name)}** cannot be shown: {md(e)}")
         st.caption("Other runs still work: pick one in the sidebar.")
         return None
     st.sidebar.caption(f"{run.cache.N} dev samples · {run.L} exits · {run.cache.K} classes · "
                        f"metric: {V.metric_name(run.metric)}")
     return run
+
+
+def health_warnings(run: V.RunData, *, name: bool = False) -> list[str]:
+    """Warn when the run's exits learned nothing usable (core.health), in plain words with what to try."""
+    found = health.assess(run.cache)
+    for sentence in found:
+        st.warning((f"Run **{md(run.name)}**: " if name else "") + md(sentence), icon=":material/report:")
+    return found
 
 
 # ---- controls -----------------------------------------------------------------------------------

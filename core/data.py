@@ -103,6 +103,7 @@ class TaskData:
     dev: pd.DataFrame
     origin: dict = field(default_factory=dict, repr=False)  # kind-specific part of every source
     split_origin: dict = field(default_factory=dict, repr=False)  # split -> {file/hf_split, n_rows}
+    warnings: list[str] = field(default_factory=list)  # plain sentences: rows left out, and why
 
     @property
     def num_labels(self) -> int:
@@ -762,17 +763,37 @@ def _encode_labels(raws: list[tuple[pd.Series, str]], label_names: list[str] | N
 
 
 def _infer_names(parsed) -> tuple[list[str], bool]:
-    """(label names, whether integer labels are ids) for labels without given names."""
+    """(label names, whether integer labels are ids) for labels without given names: the classes are
+    the labels that occur, integers in numeric order ("1".."5" for 1..5), names in sorted order.
+    ValueError when integers and names are mixed."""
     kinds = [k for _, ks, _ in parsed for k in ks]
-    if any(kind == "name" for kind, _ in kinds):
-        return sorted({str(v) for _, v in kinds}), False
-    for codes, ks, where in parsed:
-        for i, (_, v) in enumerate(ks):
-            if v < 0:
-                raise ValueError(f"{where}: label {v} at {_rows_text(np.flatnonzero(codes == i))}"
-                                 " is not in range: integer labels must be 0, 1, 2, ...")
-    top = max(v for _, v in kinds)
-    return [str(i) for i in range(top + 1)], True
+    ints = sorted({v for kind, v in kinds if kind == "int"})
+    names = sorted({str(v) for kind, v in kinds if kind == "name"})
+    if ints and names:
+        where = ", ".join(dict.fromkeys(w for _, _, w in parsed))
+        raise ValueError(f"{where}: the labels mix integers ({_few(ints)}) and names ({_few(names)}); "
+                         "use one kind of label for every row")
+    return ([str(v) for v in ints] if ints else names), False
+
+
+def _check_dev_labels_seen(train: np.ndarray, dev: np.ndarray, names: list[str], where) -> None:
+    """Each label of a dev file occurs in the training file (else the model cannot learn it); a
+    training file of a single class is left to _check_classes."""
+    present = np.unique(train)
+    if len(present) < 2:
+        return
+    ids, counts = np.unique(dev, return_counts=True)
+    unseen = [(names[i], int(n)) for i, n in zip(ids, counts) if i not in present]
+    if unseen:
+        listed = ", ".join(f"{v!r} ({n} rows)" for v, n in unseen[:5])
+        raise ValueError(f"{where[1]}: label {listed} never occurs in the training file {where[0]}, "
+                         "so the model cannot learn it; add training rows with it or remove it from "
+                         "the dev file")
+
+
+def _few(values, k: int = 5) -> str:
+    shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:k])
+    return shown + (", ..." if len(values) > k else "")
 
 
 # ----------------------------------------------------------------------------- splits, subsets
@@ -803,11 +824,18 @@ def _subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 
 def _finish(*, name, metric, label_names, train_raw, dev_raw, where, origin, split_origin,
             max_train, max_dev, seed) -> TaskData:
-    """Encode labels, carve dev if needed, subset, check classes, build the TaskData."""
+    """Drop blank texts (with a warning), encode labels, carve dev if needed, subset, check classes,
+    build the TaskData."""
+    warnings: list[str] = []
+    train_raw = _drop_blank_texts(train_raw, where[0], warnings)
+    if dev_raw is not None:
+        dev_raw = _drop_blank_texts(dev_raw, where[1], warnings)
     raws = [(train_raw["label"], where[0])]
     if dev_raw is not None:
         raws.append((dev_raw["label"], where[1]))
     encoded, names = _encode_labels(raws, label_names)
+    if label_names is None and dev_raw is not None:
+        _check_dev_labels_seen(encoded[0], encoded[1], names, where)
     train = train_raw.assign(label=encoded[0])
     if dev_raw is None:
         tr, dv = _stratified_split(encoded[0], DEV_FRACTION, SPLIT_SEED)
@@ -819,7 +847,24 @@ def _finish(*, name, metric, label_names, train_raw, dev_raw, where, origin, spl
     _check_classes(train, dev, names, where, max_train)
     metric = _pick_metric(metric, len(names))
     return TaskData(name=name, metric=metric, label_names=names, is_pair="text_pair" in train,
-                    train=train, dev=dev, origin=origin, split_origin=split_origin)
+                    train=train, dev=dev, origin=origin, split_origin=split_origin, warnings=warnings)
+
+
+BLANK_TEXTS = ("", "nan")  # after strip() and lower(): an empty cell, or a missing value written out
+
+
+def _drop_blank_texts(df: pd.DataFrame, where: str, warnings: list[str]) -> pd.DataFrame:
+    """Rows whose text (or text pair) is empty or 'NaN' are left out, counted in a warning."""
+    blank = np.zeros(len(df), dtype=bool)
+    for col in ("text", "text_pair"):
+        if col in df:
+            blank |= df[col].astype(str).str.strip().str.lower().isin(BLANK_TEXTS).to_numpy()
+    n = int(blank.sum())
+    if not n:
+        return df
+    warnings.append(f"{where}: {n} of {len(df)} rows left out because their text is empty or 'NaN' "
+                    f"({_rows_text(np.flatnonzero(blank))})")
+    return df[~blank].reset_index(drop=True)
 
 
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:

@@ -39,11 +39,13 @@ from pathlib import Path
 import psutil
 
 from core.io import atomic_write_json, read_json
-from core.runs import DEFAULT_ROOT, LOG_FILE, STATES, check_run_name, read_status, write_status
+from core.runs import (DEFAULT_ROOT, LOG_FILE, STATES, check_run_name, holds_run, read_object, read_status,
+                       replaced_name, run_warnings, staging_folder, write_status)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_FILE = "job.json"
 LOCK_FILE = ".jobs.lock"
+OUTCOMES_DIR = ".outcomes"  # <root>/.outcomes/<folder>.json: final states a run folder refused
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -56,6 +58,7 @@ _CREATE_TIME_TOL_S = 1.0  # psutil create_time comes from clock ticks + boot tim
 _CHILDREN: dict[int, tuple[subprocess.Popen, float | None]] = {}
 _THREAD_LOCK = threading.RLock()
 _FLOCKS: dict[str, list] = {}  # root -> [fd, depth]
+_OUTCOMES: dict[str, dict] = {}  # folder -> the final status a manager could not write there
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Job:
     command: list[str] = field(default_factory=list)
     folder: Path | None = None
     queue_position: int | None = None  # 1 = next to start (set by poll/jobs/get)
+    warnings: list[str] = field(default_factory=list)  # status.json's plain-sentence warnings
 
     @property
     def active(self) -> bool:
@@ -129,7 +133,14 @@ class JobManager:
             records, n_alive = self._housekeep()
             if folder.exists() and not folder.is_dir():
                 raise ValueError(f"{folder} exists and is not a folder; choose another run name")
+            staging = staging_folder(folder)
+            if (staging / JOB_FILE).exists():
+                if self._state(staging) in ACTIVE_STATES:
+                    raise ValueError(f"run {name!r} is being replaced ({self._state(staging)}); cancel "
+                                     "that job before starting another")
+                n_alive -= self._forget(staging, records)
             exists = folder.is_dir() and any(folder.iterdir())
+            replace = False
             if exists:
                 if not overwrite:
                     raise ValueError(f"run folder {folder} already exists; choose another name, or "
@@ -145,18 +156,27 @@ class JobManager:
                         raise ValueError(f"run {name!r} is {self._state(folder)} but its process "
                                          f"(pid {mine[0]['pid']}) is still exiting; try again shortly")
                     n_alive -= 1
+                # a folder with results is replaced only once the new run has finished: the job trains
+                # in the staging sibling and the trainer swaps it in (core.train --overwrite)
+                replace = holds_run(folder)
             n_queued = sum(1 for f, j in records if self._is_waiting(f, j))
             start_now = n_alive < self.max_concurrent and n_queued == 0
             if not start_now and n_queued >= self.max_queue:
                 raise ValueError(
                     f"the job queue is full ({n_alive} running, {n_queued} queued, at most "
                     f"{self.max_queue} may wait); wait for a job to finish or cancel one")
-            if exists:
-                shutil.rmtree(folder)
+            for f in (folder, staging):  # outcomes of earlier jobs of this name that could not be written
+                _OUTCOMES.pop(str(f), None)
+                self._outcome_file(f).unlink(missing_ok=True)
+            if replace:
+                argv = [*argv, "--overwrite"]
+                folder = staging
+            elif exists:
+                shutil.rmtree(folder)  # only job files (job.json, status, log): nothing of a run
             folder.mkdir(parents=True, exist_ok=True)
             now = time.time()
             job = {"name": name, "module": self.module, "argv": argv,
-                   "command": self._command(self.module, argv, folder), "cwd": str(self.cwd),
+                   "command": self._command(self.module, argv, self._out(folder)), "cwd": str(self.cwd),
                    "submitted": now, "pid": None, "pgid": None, "create_time": None,
                    "started": None, "ended": None}
             atomic_write_json(folder / JOB_FILE, job)
@@ -174,6 +194,9 @@ class JobManager:
         with self._lock():
             records, _ = self._housekeep()
             views = [self._view(f, j) for f, j in records]
+        # a run and the replacement training beside it share a name: show the later job only
+        latest = {v.name: v for v in views}  # records are sorted oldest first
+        views = [v for v in views if latest[v.name] is v]
         position = 0
         for job in views:
             if job.state == "queued":
@@ -224,6 +247,8 @@ class JobManager:
             return self.get(name)
         _wait_dead(job, timeout)
         with self._lock():
+            if not (folder / JOB_FILE).exists():  # a replacement finished and was swapped in meanwhile
+                folder = self._job_folder(name)
             job = self._load_job(folder)
             if job.get("ended") is None:
                 alive, rc = _probe(job)
@@ -265,10 +290,37 @@ class JobManager:
                     os.close(entry[0])
 
     def _job_folder(self, name: str) -> Path:
+        """The folder of run `name`'s latest job: the run folder, or its staging sibling while (or after)
+        a replacement of it trains there."""
         folder = self.root / check_run_name(name)
-        if not (folder / JOB_FILE).exists():
+        found = [f for f in (staging_folder(folder), folder) if (f / JOB_FILE).exists()]
+        if not found:
             raise ValueError(f"no job named {name!r} under {self.root}")
-        return folder
+        return max(found, key=self._submitted)
+
+    def _submitted(self, folder: Path) -> float:
+        try:
+            return float(read_json(folder / JOB_FILE).get("submitted") or 0.0)
+        except (OSError, ValueError, AttributeError, TypeError):
+            return 0.0
+
+    def _out(self, folder: Path) -> Path:
+        """The run folder a job writes: `folder`, or the run a staging folder replaces."""
+        return self.root / (replaced_name(folder) or folder.name)
+
+    def _forget(self, staging: Path, records: list) -> int:
+        """Delete the staging folder of an ended replacement; 1 if its process still held a slot."""
+        held = 0
+        for f, j in records:
+            if f == staging and self._holds_slot(j):
+                _wait_dead(j, 3.0)
+                if self._settle(f, j):
+                    raise ValueError(f"the replacement of run {replaced_name(staging)!r} is still "
+                                     "exiting; try again shortly")
+                held = 1
+        shutil.rmtree(staging, ignore_errors=True)
+        records[:] = [(f, j) for f, j in records if f != staging]
+        return held
 
     @staticmethod
     def _command(module: str, argv: list[str], folder: Path) -> list[str]:
@@ -278,27 +330,58 @@ class JobManager:
         path = folder / JOB_FILE
         if not path.exists():
             raise ValueError(f"no job named {folder.name!r} under {self.root}")
-        return read_json(path)
+        return read_object(path)
 
     def _records(self) -> list[tuple[Path, dict]]:
         records = []
         with os.scandir(self.root) as it:
             for entry in it:
-                if entry.name.startswith(".") or not entry.is_dir():
-                    continue
+                if (entry.name.startswith(".") and not replaced_name(entry.name)) or not entry.is_dir():
+                    continue  # hidden folders, except a replacement training beside its run
                 try:
-                    job = read_json(Path(entry.path) / JOB_FILE)
+                    job = read_object(Path(entry.path) / JOB_FILE)
                 except (FileNotFoundError, ValueError):
                     continue  # not a job folder (or a damaged job.json we cannot act on)
                 records.append((Path(entry.path), job))
         records.sort(key=lambda r: (r[1].get("submitted") or 0.0, r[0].name))
         return records
 
+    def _outcome_file(self, folder: Path) -> Path:
+        return self.root / OUTCOMES_DIR / f"{folder.name}.json"
+
     def _status(self, folder: Path) -> dict:
+        kept = _OUTCOMES.get(str(folder))  # a final state a manager could not write into the folder,
+        if kept is None:                    # here or (after a restart) kept beside it
+            try:
+                kept = read_object(self._outcome_file(folder))
+            except (OSError, ValueError):
+                kept = None
+        if kept is not None and kept.get("job_submitted") == self._submitted(folder):  # of this job
+            return dict(kept)
         try:
             return read_status(folder) or {}
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             return {"state": None, "status_error": str(e)}
+
+    def _write_final(self, folder: Path, state: str, **fields) -> None:
+        """write_status for a job's final state; when the folder cannot be written (read-only, full
+        disk) the state is kept in this process instead, with the reason added to the error."""
+        try:
+            write_status(folder, state, **fields)
+        except OSError as e:
+            error = fields.get("error")
+            fields["error"] = (f"{error}; " if error else "") + f"the run folder cannot be written ({e})"
+            _OUTCOMES[str(folder)] = {**self._status(folder), **fields, "state": state, "updated": time.time(),
+                                      "job_submitted": self._submitted(folder)}
+            self._keep_outcome(folder)
+
+    def _keep_outcome(self, folder: Path) -> None:
+        """Save the outcome of an unwritable folder under <root>/.outcomes/ (managers started later,
+        after an app restart, read it there instead of guessing 'killed')."""
+        try:
+            atomic_write_json(self._outcome_file(folder), _OUTCOMES[str(folder)])
+        except OSError as e:
+            print(f"core.jobs: cannot keep the outcome of {folder}: {e}", file=sys.stderr)
 
     def _state(self, folder: Path) -> str | None:
         return self._status(folder).get("state")
@@ -316,13 +399,23 @@ class JobManager:
         records = self._records()
         n_alive = 0
         for folder, job in records:
-            if self._settle(folder, job):
-                n_alive += 1
+            try:
+                if self._settle(folder, job):
+                    n_alive += 1
+            except OSError as e:  # one unwritable folder never stalls the others
+                print(f"core.jobs: cannot settle {folder}: {e}", file=sys.stderr)
         for folder, job in records:
             if n_alive >= self.max_concurrent:
                 break
             if self._is_waiting(folder, job):
-                if self._start(folder, job):
+                try:
+                    started = self._start(folder, job)
+                except OSError as e:
+                    print(f"core.jobs: cannot start {folder}: {e}", file=sys.stderr)
+                    self._write_final(folder, "failed", error=f"could not start the job: {e}",
+                                      finished=time.time())
+                    started = False
+                if started:
                     n_alive += 1
         return records, n_alive
 
@@ -337,8 +430,8 @@ class JobManager:
                 write_status(folder, "failed", finished=job["ended"], eta_s=None,
                              error="the job never started: its manager stopped while launching it")
             return False
-        if job.get("ended") is not None:
-            return False
+        if job.get("ended") is not None or self._status(folder).get("ended"):
+            return False  # ended (noted in job.json, or in the outcome kept for an unwritable folder)
         alive, rc = _probe(job)
         if alive:
             asked = job.get("cancel_requested")
@@ -363,23 +456,31 @@ class JobManager:
                 _signal_group(job, signal.SIGKILL)
             failed_first = state == "failed" and (status.get("updated") or 0) < asked
             if state not in ("done", "cancelled") and not failed_first:
-                write_status(folder, "cancelled", finished=status.get("finished") or now, eta_s=None,
-                             error=None, message="cancelled", returncode=rc)
+                self._write_final(folder, "cancelled", finished=status.get("finished") or now, eta_s=None,
+                                  error=None, message="cancelled", returncode=rc)
         elif state not in FINAL_STATES:
             tail = _tail(folder / LOG_FILE, self.log_lines)
             error = f"the job process ended without reporting a result ({_exit_reason(rc)})"
             if status.get("status_error"):
                 error += f"; {status['status_error']}"
             error += f"; last lines of {LOG_FILE}:\n{tail}" if tail else f"; {LOG_FILE} is empty"
-            write_status(folder, "failed", error=error, log_tail=tail, finished=now, eta_s=None,
-                         returncode=rc)
-        atomic_write_json(folder / JOB_FILE, job)
+            self._write_final(folder, "failed", error=error, log_tail=tail, finished=now, eta_s=None,
+                              returncode=rc)
+        try:
+            atomic_write_json(folder / JOB_FILE, job)
+        except OSError as e:
+            kept = _OUTCOMES.setdefault(str(folder), {**status, "updated": now,
+                                                      "job_submitted": self._submitted(folder)})
+            if kept.get("state") not in FINAL_STATES:  # the process wrote done/failed, we cannot note the end
+                kept.update(state="failed", finished=now, error=f"the run folder cannot be written ({e})")
+            kept["ended"] = now
+            self._keep_outcome(folder)
 
     def _start(self, folder: Path, job: dict) -> bool:
         """Launch a queued job (under the lock). Returns False when the launch itself failed."""
         now = time.time()
         module = job.get("module") or self.module
-        cmd = self._command(module, list(job.get("argv") or []), folder)
+        cmd = self._command(module, list(job.get("argv") or []), self._out(folder))
         job.update(command=cmd, started=now)
         write_status(folder, "running", started=now, progress=0.0, message="starting")
         try:
@@ -423,13 +524,14 @@ class JobManager:
             error = status.get("error") or status.get("status_error") or "failed (no error message)"
         progress = 1.0 if state == "done" else float(status.get("progress") or 0.0)
         return Job(
-            name=folder.name, state=state, progress=progress, step=status.get("step"),
+            name=replaced_name(folder) or folder.name, state=state, progress=progress, step=status.get("step"),
             total_steps=status.get("total_steps"), elapsed_s=elapsed,
             eta_s=status.get("eta_s") if state == "running" else None, error=error,
             log_tail=_tail(folder / LOG_FILE, self.log_lines) if job.get("pid") else "",
             pid=job.get("pid"), message=status.get("message"), submitted=job.get("submitted"),
             started=started if job.get("pid") else None, finished=finished,
-            argv=list(job.get("argv") or []), command=list(job.get("command") or []), folder=folder)
+            argv=list(job.get("argv") or []), command=list(job.get("command") or []), folder=folder,
+            warnings=run_warnings(status))
 
     def _recover_foreign_runs(self) -> None:
         with os.scandir(self.root) as it:

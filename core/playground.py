@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.plain import plot_text
 from core.runs import CONFIG_FILE, WEIGHTS_FILE, read_config
 
 
@@ -137,8 +138,10 @@ def load(folder: str | os.PathLike) -> PlaygroundModel:
         cfg = {}
     try:
         model = MultiExitModel.from_run(folder)
-    except (OSError, RuntimeError) as e:
-        raise ValueError(f"{folder / WEIGHTS_FILE}: cannot be loaded ({type(e).__name__}: {e})") from e
+    except ValueError:
+        raise
+    except Exception as e:  # SafetensorError (truncated, empty, garbage), OSError, RuntimeError, ...
+        raise ValueError(weights_fault(folder / WEIGHTS_FILE, e)) from e
     if model.tokenizer is None:
         raise ValueError(f"{folder}: the backbone {model.cfg.backbone!r} brought no tokenizer")
     predictor = EarlyExitPredictor(model, model.tokenizer)
@@ -146,6 +149,21 @@ def load(folder: str | os.PathLike) -> PlaygroundModel:
     return PlaygroundModel(folder=folder, model=model, predictor=predictor,
                            label_names=_label_names(folder, cfg, k), is_pair=_is_pair(folder, cfg),
                            task=_fact(cfg, "task") or cfg.get("task"), method=cfg.get("method"))
+
+
+def weights_fault(path: Path, error: Exception) -> str:
+    """One sentence naming a weights file that does not load and what is wrong with it."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    if size == 0:
+        what = "is empty (0 bytes)"
+    elif type(error).__name__ == "SafetensorError":
+        what = f"is truncated or not a safetensors file ({error})"
+    else:
+        what = f"cannot be loaded ({type(error).__name__}: {error})"
+    return f"{path} {what}; train the run again to write new weights, or delete the file"
 
 
 # ---- one text ------------------------------------------------------------------------------------
@@ -281,18 +299,20 @@ def heatmap(probs: np.ndarray, label_names: list[str], *, exit_layer: int | None
     p = np.asarray(probs)                                                   # [rows, K]
     m, k = p.shape
     fig = go.Figure(go.Heatmap(
-        z=p, x=label_names, y=[f"layer {i}" for i in range(1, m + 1)], zmin=0, zmax=1, colorscale="Blues",
+        z=p, x=[plot_text(n) for n in label_names], y=[f"layer {i}" for i in range(1, m + 1)], zmin=0, zmax=1,
+        colorscale="Blues",
         text=np.round(p, 3), texttemplate="%{text:.3f}" if m * k <= 400 else None,
         hovertemplate="%{y}<br>%{x}: %{z:.4f}<extra></extra>", colorbar=dict(thickness=10, title="p")))
     if exit_layer is not None and 1 <= exit_layer <= m:
         r = exit_layer - 1
         fig.add_shape(type="rect", x0=-0.5, x1=k - 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color="#dc2626", width=3))
         fig.add_annotation(x=k - 0.5, y=r, xanchor="left", showarrow=False, xshift=8,
-                           text=f"<b>exit → {label}</b>", font=dict(color="#dc2626", size=13))
+                           text=f"<b>exit → {plot_text(label)}</b>", font=dict(color="#dc2626", size=13))
     fig.update_layout(template="plotly_white", height=max(210, 120 + 34 * m), margin=dict(l=10, r=140, t=50, b=10),
                       title=dict(text=title, x=0, font=dict(size=14)),
                       font=dict(family="Inter, system-ui, sans-serif", size=13))
     fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="category")  # label names made of digits stay names (the shapes use positions)
     return fig
 
 
@@ -307,4 +327,5 @@ def timing_figure(res: PlaygroundResult) -> go.Figure:
                       xaxis_title="ms (median, batch size 1)",
                       font=dict(family="Inter, system-ui, sans-serif", size=13))
     fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="category")  # label names made of digits stay names (the shapes use positions)
     return fig

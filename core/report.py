@@ -21,6 +21,7 @@ import pandas as pd
 from core import metrics as M
 from core.cache import ExitCache
 from core.calibrate import calibrate
+from core.health import assess
 from core.strategies import apply
 from core.io import atomic_write_bytes, atomic_write_text, read_json
 from core.runs import DEFAULT_ROOT, list_runs, read_config, read_metrics, read_status
@@ -65,7 +66,11 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
     """Every finished run with a cache; problems are listed, not raised."""
     runs, problems = [], []
     for folder in list_runs(root):
-        status = read_status(folder) if (folder / "status.json").exists() else None
+        try:
+            status = read_status(folder)
+        except ValueError as e:  # a damaged status.json: that run is left out, named
+            problems.append(f"{folder.name}: {e}")
+            continue
         if status and status.get("state") != "done":
             problems.append(f"{folder.name}: not finished (state {status.get('state')}); left out")
             continue
@@ -415,6 +420,10 @@ def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
              "layer / L (PCEE-BERT's \"speed-up\"); wall-clock from measured batch-1 latencies.", ""]
     if problems:
         parts += ["Run folders left out:", ""] + [f"- {p}" for p in problems] + [""]
+    unhealthy = [(r.name, s) for r in runs for s in assess(r.cache)]
+    if unhealthy:  # core.health: a run that learned nothing usable is flagged before its numbers
+        parts += ["Runs whose exits learned nothing usable (their numbers below compare guesses):", ""]
+        parts += [f"- {name}: {sentence}" for name, sentence in unhealthy] + [""]
     by_task = defaultdict(list)
     for r in runs:
         by_task[r.task].append(r)

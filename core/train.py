@@ -4,6 +4,7 @@
         --optimizer clo_v2 --out checkpoints/rt-leebert
     python -m core.train --config run.json --epochs 1 --out checkpoints/quick   # flags override the file
     accelerate launch -m core.train ...                                        # same command, any devices
+    python -m core.train ... --out checkpoints/rt-leebert --overwrite           # replace a run (see train())
 
 In-process: `train(config: dict) -> Path` (keys as the flags, with underscores).
 
@@ -49,6 +50,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -65,7 +67,8 @@ import torch
 from core import losses as LS
 from core.io import append_jsonl, atomic_write_json, read_json
 from core.omega import OPTIMIZERS, WEIGHTS as OMEGA_WEIGHTS, Omega, OmegaOptimizer, split_d1_d2, uses_split
-from core.runs import CACHE_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, check_run_name, write_status
+from core.runs import (CACHE_FILE, CONFIG_FILE, JOB_FILE, METRICS_FILE, WEIGHTS_FILE, add_warnings, check_run_name,
+                       holds_run, staging_folder, swap_in, write_status)
 
 METHODS = ("joint", "two_stage", "alternating", "self_distill", "leebert", "badge", "diversity")
 TWO_STAGE = ("two_stage", "self_distill")
@@ -266,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m core.train", description="Train a multi-exit model and write its run folder.",
         argument_default=argparse.SUPPRESS)
     ap.add_argument("--config", help="JSON file of options (same names); flags given here override it")
+    ap.add_argument("--overwrite", action="store_true", help="replace the run already in --out; the old run "
+                    "stays whole until the new one has finished (a failed or cancelled run leaves it as it was)")
+    ap.add_argument("--debug", action="store_true", help="print the traceback of an input error too")
     for name, typ, default, help_ in OPTIONS:
         flag = "--" + name.replace("_", "-")
         shown = (f"{help_} (default: {default})" if default is not None else help_).replace("%", "%%")
@@ -279,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_cli(argv: list[str]) -> dict:
     """argv -> the config dict train() takes: --config file first, then the flags on top."""
     args = vars(build_parser().parse_args(argv))
+    for switch in CLI_SWITCHES:  # read by main(), not options of the run
+        args.pop(switch.lstrip("-"), None)
     cfg = {}
     path = args.pop("config", None)
     if path:
@@ -783,10 +791,15 @@ def _versions() -> dict:
             "transformers": transformers.__version__, "accelerate": accelerate.__version__}
 
 
-def train(config: dict, *, stop: Callable[[], bool] | None = None) -> Path:
+def train(config: dict, *, stop: Callable[[], bool] | None = None, overwrite: bool = False) -> Path:
     """Train as configured (keys = the CLI options with underscores) and write the run folder.
     Returns the folder. Writes status failed (with `error`) and re-raises on any error; raises
-    TrainingCancelled after SIGTERM / SIGINT with status cancelled."""
+    TrainingCancelled after SIGTERM / SIGINT with status cancelled.
+
+    Nothing is written before the options and the data have been checked. A folder that already holds
+    a run is refused unless `overwrite`; then the new run trains in the hidden sibling
+    `.<run>.replacing` (core.runs.staging_folder) and replaces the old one only when it has finished,
+    so a failed or cancelled replacement leaves the old run as it was."""
     config = dict(config)
     command = config.pop("command", None)
     config_file = config.pop("config_file", None)
@@ -798,6 +811,8 @@ def train(config: dict, *, stop: Callable[[], bool] | None = None) -> Path:
             folder = Path(out)
         except ValueError:
             folder = None
+    # where a failure may be recorded: a new folder (or one a job manager made for this job), never a run
+    record = folder if folder is not None and not holds_run(folder) else None
     flag = _StopFlag().install() if stop is None else None
     should_stop = stop or flag
     try:
@@ -809,30 +824,70 @@ def train(config: dict, *, stop: Callable[[], bool] | None = None) -> Path:
         main = accelerator.is_main_process
         try:
             cfg = resolve_config(config)
+            work = target_folder(folder, overwrite)
         except ValueError:
-            if folder is not None and main:
-                folder.mkdir(parents=True, exist_ok=True)  # so the failure can be recorded there
+            if record is not None and main:
+                record.mkdir(parents=True, exist_ok=True)  # so the failure can be recorded there
             raise
+        record = work
         cfg["command"] = command or command_line(cfg)
         cfg["canonical_command"] = command_line(cfg)
         if config_file:
             cfg["config_file"] = config_file
-        return _run(cfg, folder, accelerator, should_stop)
+        return _run(cfg, folder, accelerator, should_stop, work=work)
     except TrainingCancelled:
-        if folder is not None and _is_main():
-            write_status(folder, "cancelled", finished=time.time(), eta_s=None, message="cancelled")
+        if record is not None and _is_main():
+            write_status(record, "cancelled", finished=time.time(), eta_s=None, message="cancelled")
+            _drop_staging(record, folder)
         raise
     except BaseException as e:
-        if folder is not None and _is_main() and folder.exists():
-            if isinstance(e, KeyboardInterrupt):
-                write_status(folder, "cancelled", finished=time.time(), eta_s=None, message="interrupted")
-            else:
-                write_status(folder, "failed", finished=time.time(), eta_s=None,
-                             error=f"{type(e).__name__}: {e}", message="failed")
+        if record is not None and _is_main() and (record.exists() or record == folder):
+            try:
+                record.mkdir(parents=True, exist_ok=True)
+                if isinstance(e, KeyboardInterrupt):
+                    write_status(record, "cancelled", finished=time.time(), eta_s=None, message="interrupted")
+                else:
+                    write_status(record, "failed", finished=time.time(), eta_s=None,
+                                 error=f"{type(e).__name__}: {e}", message="failed")
+            except OSError as w:  # an unwritable folder: the error below still says what happened
+                print(f"core.train: cannot record the failure in {record}: {w}", file=sys.stderr)
+            _drop_staging(record, folder)
         raise
     finally:
         if flag is not None:
             flag.restore()
+
+
+def target_folder(folder: Path, overwrite: bool) -> Path:
+    """The folder this run writes while it trains: `folder` itself when it holds no run yet; the
+    staging sibling when it does and `overwrite` is set; ValueError (nothing written) otherwise."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {folder}: exists and is not a folder; choose another run name")
+    if not holds_run(folder):
+        return folder
+    if not overwrite:
+        raise ValueError(f"--out {folder}: a run already exists there; choose another --out, or pass "
+                         "--overwrite to replace it (the old run stays until the new one has finished)")
+    return staging_folder(folder)
+
+
+def _drop_staging(work: Path, folder: Path | None) -> None:
+    """After a failed or cancelled replacement from the command line, delete its staging folder (a job
+    manager's staging folder holds job.json and stays, so the page can show why the job ended)."""
+    if folder is not None and work != folder and not (work / JOB_FILE).exists():
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _in_work(path: str | None, folder: Path, work: Path) -> str | None:
+    """A file option inside the run folder (a job's uploads/) read from the staging folder while a
+    replacement trains; the config keeps the final path."""
+    if not path or work == folder:
+        return path
+    try:
+        rel = Path(path).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return path
+    return str(work / rel)
 
 
 def _is_main() -> bool:
@@ -844,23 +899,16 @@ def _is_main() -> bool:
         return True
 
 
-def _run(cfg: dict, folder: Path, accelerator, should_stop) -> Path:
+def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = None) -> Path:
     from accelerate.utils import set_seed
 
     from core.cache import ExitCache
     from core.data import load_task
     from core.model import ModelConfig, MultiExitModel
 
+    work = folder if work is None else work
     main = accelerator.is_main_process
     t_start = time.time()
-    if main:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in (METRICS_FILE, CACHE_FILE, WEIGHTS_FILE):  # a rerun replaces the old results
-            (folder / name).unlink(missing_ok=True)
-        write_status(folder, "running", pid=os.getpid(), started=t_start, progress=0.0, step=0,
-                     total_steps=None, epoch=0, eta_s=None, error=None, finished=None,
-                     message="loading data and model")
-        atomic_write_json(folder / CONFIG_FILE, cfg)
     for note in cfg["notes"]:
         print(f"core.train: note: {note}", file=sys.stderr)
 
@@ -868,15 +916,29 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop) -> Path:
         if should_stop():
             raise TrainingCancelled("cancelled by signal")
 
+    # the data and the model first: a bad file or backbone fails before any file is written
     set_seed(cfg["seed"])
-    task = load_task(cfg["task"], data_dir=cfg["data_dir"], train_file=cfg["train_file"],
-                     dev_file=cfg["dev_file"], text_column=cfg["text_column"],
+    task = load_task(cfg["task"], data_dir=cfg["data_dir"], train_file=_in_work(cfg["train_file"], folder, work),
+                     dev_file=_in_work(cfg["dev_file"], folder, work), text_column=cfg["text_column"],
                      text_pair_column=cfg["text_pair_column"], label_column=cfg["label_column"],
                      max_train=cfg["max_train"], max_dev=cfg["max_dev"], seed=cfg["seed"],
                      metric=cfg["metric"])
     if len(task.train) == 0 or len(task.dev) == 0:
         raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
     check_stop()
+    if main:
+        work.mkdir(parents=True, exist_ok=True)
+        for name in (METRICS_FILE, CACHE_FILE, WEIGHTS_FILE):  # a new folder, a job's, or a staging one
+            (work / name).unlink(missing_ok=True)
+        write_status(work, "running", pid=os.getpid(), started=t_start, progress=0.0, step=0,
+                     total_steps=None, epoch=0, eta_s=None, error=None, finished=None,
+                     message="loading the model")
+        atomic_write_json(work / CONFIG_FILE, cfg)
+        if task.warnings:  # rows left out of the data, counted (shown on Home and the Train page)
+            add_warnings(work, task.warnings)
+    for warning in task.warnings:
+        print(f"core.train: warning: {warning}", file=sys.stderr)
+    folder, final = work, folder  # everything below writes the working folder
 
     mcfg = ModelConfig(backbone=cfg["backbone"], num_labels=len(task.label_names), exit_kind=cfg["exit_kind"],
                        pooling=cfg["pooling"], dropout=cfg["dropout"], bypass=cfg["bypass"],
@@ -959,7 +1021,7 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop) -> Path:
             source=source, confidence=last_eval["conf"], layer_ms=layer_ms, embed_ms=embed_ms,
             meta={"task": task.name, "metric": task.metric, "backbone": cfg["backbone"],
                   "method": cfg["method"], "seed": cfg["seed"], "command": cfg["command"],
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": folder.name,
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": final.name,
                   "optimizer": cfg["optimizer"], "weights": cfg["weights"], "teachers": cfg["teachers"]
                   if cfg["method"] == "leebert" else None, "lte": cfg["lte"], "bypass": cfg["bypass"],
                   "exit_kind": cfg["exit_kind"], "exit_scores": last_eval["scores"]})
@@ -971,8 +1033,10 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop) -> Path:
                      total_steps=trainer.total_steps, epoch=trainer.epoch, eta_s=0.0,
                      seconds=round(time.time() - t_start, 2),
                      message=f"done: dev {task.metric} avg {np.mean(last_eval['scores']):.4f}")
+        if folder != final:
+            swap_in(folder, final)  # the finished replacement takes the old run's place
     accelerator.wait_for_everyone()
-    return folder
+    return final
 
 
 def measure_latency(model, tokenizer, task, n: int):
@@ -985,8 +1049,10 @@ def measure_latency(model, tokenizer, task, n: int):
     return float(embed_ms), np.asarray(layer_ms, dtype=np.float64)
 
 
-def _record_cli_error(argv: list[str], error: Exception) -> None:
-    """A command line that does not parse still fails its run folder, when --out names one."""
+def _record_cli_error(argv: list[str], error: Exception, overwrite: bool = False) -> None:
+    """A command line that does not parse still fails its run folder, when --out names a folder that
+    holds no run yet (a job's fresh folder), or the job's staging folder of a replacement; an existing
+    run is never touched."""
     out = None
     for i, a in enumerate(argv):
         if a == "--out" and i + 1 < len(argv):
@@ -994,31 +1060,49 @@ def _record_cli_error(argv: list[str], error: Exception) -> None:
         elif a.startswith("--out="):
             out = a.split("=", 1)[1]
     try:
-        if out:
+        if not out:
+            return
+        if holds_run(out):
+            if not (overwrite and (staging_folder(out) / JOB_FILE).exists()):
+                return
+            out = staging_folder(out)  # a replacement job: its own folder gets the failure
+        else:
             check_run_name(Path(out).name)
-            Path(out).mkdir(parents=True, exist_ok=True)
-            write_status(out, "failed", pid=os.getpid(), finished=time.time(), eta_s=None,
-                         error=f"bad command line: {error}", message="failed")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_status(out, "failed", pid=os.getpid(), finished=time.time(), eta_s=None,
+                     error=f"bad command line: {error}", message="failed")
     except (ValueError, OSError):
         pass
 
 
+# errors that mean "the input is wrong": one line and exit code 2 (a traceback only with --debug)
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+CLI_SWITCHES = ("--overwrite", "--debug")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    overwrite, debug = "--overwrite" in argv, "--debug" in argv
+    argv = [a for a in argv if a not in CLI_SWITCHES]
     try:
         config = parse_cli(argv)
     except ValueError as e:
         print(f"core.train: error: {e}", file=sys.stderr)
-        _record_cli_error(argv, e)
+        _record_cli_error(argv, e, overwrite)
         return 2
     try:
-        folder = train(config)
+        folder = train(config, overwrite=overwrite)
     except TrainingCancelled:
         print("core.train: cancelled", file=sys.stderr)
         return 0
     except KeyboardInterrupt:
         print("core.train: interrupted", file=sys.stderr)
         return 130
+    except EXPECTED_ERRORS as e:
+        if debug:
+            traceback.print_exc()
+        print(f"core.train: error: {e}", file=sys.stderr)
+        return 2
     except Exception as e:
         traceback.print_exc()
         print(f"core.train: error: {type(e).__name__}: {e}", file=sys.stderr)

@@ -279,6 +279,7 @@ class TaskSummary:
     is_pair: bool
     n_train: int
     n_dev: int
+    warnings: tuple[str, ...] = ()  # rows left out of the data, counted (core.data)
 
     def describe(self) -> str:
         kind = "sentence pairs" if self.is_pair else "sentences"
@@ -307,12 +308,15 @@ def check_task(values: dict, *, train_file=None, dev_file=None) -> TaskSummary:
     if len(task.train) == 0 or len(task.dev) == 0:
         raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
     return TaskSummary(task.name, task.metric, list(map(str, task.label_names)), bool(task.is_pair),
-                       len(task.train), len(task.dev))
+                       len(task.train), len(task.dev), tuple(task.warnings))
 
 
 # ---- uploads ------------------------------------------------------------------------------------
-def staging_dir(root: str | os.PathLike, run: str) -> Path:
-    return Path(root) / STAGING_DIR / check_run_name(run)
+def staging_dir(root: str | os.PathLike, run: str, session: str | None = None) -> Path:
+    """Where the page stages a run's uploads: <root>/.uploads/<session>/<run>/ (one folder per browser
+    session, so two sessions naming the same run never share a file), or <root>/.uploads/<run>/."""
+    base = Path(root) / STAGING_DIR
+    return (base / check_run_name(session) if session else base) / check_run_name(run)
 
 
 def upload_name(role: str, filename: str) -> str:
@@ -397,13 +401,15 @@ def guess_columns(columns: list[str]) -> dict:
     return {"text": text, "pair": pair, "label": label}
 
 
-def adopt_uploads(out: str | os.PathLike) -> list[Path]:
-    """Move the files staged for run folder `out` (<root>/.uploads/<run>/) into <out>/uploads/."""
+def adopt_uploads(out: str | os.PathLike, src: str | os.PathLike | None = None, *,
+                  dest: str | os.PathLike | None = None) -> list[Path]:
+    """Move the files staged for run folder `out` (`src`, by default <root>/.uploads/<run>/) into
+    <dest>/uploads/ (`dest` defaults to `out`; a replacement trains in its staging folder)."""
     out = Path(out)
-    src = out.parent / STAGING_DIR / out.name
+    src = Path(src) if src is not None else out.parent / STAGING_DIR / out.name
     if not src.is_dir():
         return []
-    dest = out / UPLOADS_DIR
+    dest = Path(dest if dest is not None else out) / UPLOADS_DIR
     dest.mkdir(parents=True, exist_ok=True)
     moved = []
     for f in sorted(src.iterdir()):
@@ -415,10 +421,30 @@ def adopt_uploads(out: str | os.PathLike) -> list[Path]:
     return moved
 
 
+UPLOADS_FROM = "--uploads-from"  # core.train_form's own option: the staged folder this job trains on
+
+
+def _take_option(argv: list[str], flag: str) -> tuple[list[str], str | None]:
+    """argv without `flag VALUE` / `flag=VALUE`, and VALUE (the last one given)."""
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == flag and i + 1 < len(argv):
+            value, i = argv[i + 1], i + 2
+            continue
+        if a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return rest, value
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m core.train_form <core.train argv> --out <run folder>`: adopt the run's staged uploads,
-    then run core.train with the same argv."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """`python -m core.train_form <core.train argv> [--uploads-from DIR] --out <run folder>`: adopt the
+    run's staged uploads (exactly the folder DIR the page checked, under <root>/.uploads/), then run
+    core.train with the remaining argv."""
+    argv, src = _take_option(list(sys.argv[1:] if argv is None else argv), UPLOADS_FROM)
     out = None
     for i, a in enumerate(argv):
         if a == "--out" and i + 1 < len(argv):
@@ -426,11 +452,21 @@ def main(argv: list[str] | None = None) -> int:
         elif a.startswith("--out="):
             out = a.split("=", 1)[1]
     if out:
+        from core.runs import holds_run, staging_folder
+
+        # a replacement (core.train --overwrite of a folder holding a run) trains in the staging folder
+        dest = staging_folder(out) if "--overwrite" in argv and holds_run(out) else Path(out)
         try:
-            for path in adopt_uploads(out):
+            if src is not None:
+                allowed = (Path(out).parent / STAGING_DIR).resolve()
+                if allowed not in Path(src).resolve().parents:
+                    print(f"core.train_form: error: {UPLOADS_FROM} must name a folder under {allowed}",
+                          file=sys.stderr)
+                    return 2
+            for path in adopt_uploads(out, src, dest=dest):
                 print(f"core.train_form: using upload {path}", file=sys.stderr)
         except OSError as e:
-            print(f"core.train_form: error: cannot move the uploads into {out}: {e}", file=sys.stderr)
+            print(f"core.train_form: error: cannot move the uploads into {dest}: {e}", file=sys.stderr)
             return 1
     from core.train import main as train_main
 

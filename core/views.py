@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 
 from core import metrics as M
 from core.cache import ExitCache
+from core.plain import plot_text
 from core.runs import CACHE_FILE, DEFAULT_ROOT, METRICS_FILE, list_runs, read_config, read_metrics, read_status
 from core.strategies import STRATEGIES, apply_features, features
 
@@ -778,7 +779,7 @@ def sample_figure(run: RunData, i: int, exits: pd.DataFrame) -> go.Figure:
                                         "Signals the exit rules read", "Where each rule lets it out"))
     probs = c.probs[i].T                                             # [K, L]
     fig.add_trace(go.Heatmap(
-        z=probs, x=layers, y=[f"{n}" + (" ✓" if k == c.labels[i] else "") for k, n in enumerate(c.label_names)],
+        z=probs, x=layers, y=[plot_text(n) + (" ✓" if k == c.labels[i] else "") for k, n in enumerate(c.label_names)],
         zmin=0, zmax=1, colorscale="Blues", showscale=False,
         text=np.round(probs, 2), texttemplate="%{text:.2f}" if L * c.K <= 300 else None,
         hovertemplate="layer %{x}<br>%{y}: %{z:.3f}<extra></extra>"), row=1, col=1)
@@ -795,13 +796,15 @@ def sample_figure(run: RunData, i: int, exits: pd.DataFrame) -> go.Figure:
             x=ex["exit layer"], y=ex["title"], mode="markers", showlegend=False, name="exit",
             marker=dict(symbol="diamond", size=13, color=["#16a34a" if r else "#dc2626" for r in ex["right"]],
                         line=dict(color="white", width=1)),
-            customdata=np.stack([ex["setting"], np.where(ex["right"], "right", "wrong"), ex["prediction"]], axis=-1),
+            customdata=np.stack([ex["setting"], np.where(ex["right"], "right", "wrong"),
+                                 [plot_text(p) for p in ex["prediction"]]], axis=-1),
             hovertemplate="<b>%{y}</b> exits at layer %{x}<br>%{customdata[0]}<br>"
                           "predicts %{customdata[2]} (%{customdata[1]})<extra></extra>"), row=3, col=1)
         for layer, title in zip(ex["exit layer"], ex["title"]):
             fig.add_shape(type="line", x0=0.5, x1=layer, y0=title, y1=title, row=3, col=1,
                           line=dict(color="#cbd5e1", width=2))
-    fig.update_yaxes(autorange="reversed", row=1, col=1)  # first class on top
+    # first class on top; categorical, so label names made of digits ("0", "1") stay names, not numbers
+    fig.update_yaxes(autorange="reversed", type="category", row=1, col=1)
     fig.update_yaxes(title_text="value", row=2, col=1)
     fig.update_yaxes(showgrid=False, row=3, col=1)
     fig.update_xaxes(tickmode="linear", dtick=1, range=[0.5, L + 0.5])
@@ -830,7 +833,7 @@ def samples_scatter(df: pd.DataFrame, L: int, *, current: int | None = None, lim
             type="scatter", x=(d["exit layer"].to_numpy() + jitter[mask]).tolist(), y=d["max-prob at exit"].tolist(),
             mode="markers", name=name,
             marker=dict(size=8, color=color, opacity=0.6, line=dict(color="white", width=0.5)),
-            customdata=[[int(i), int(r), str(t)[:90]] for i, r, t in zip(d.index, d["row"], d["text"])],
+            customdata=[[int(i), int(r), plot_text(str(t)[:90])] for i, r, t in zip(d.index, d["row"], d["text"])],
             hovertemplate="row %{customdata[1]}<br>%{customdata[2]}<br>max-prob %{y:.3f}<extra></extra>"))
     if current is not None and current in df.index:
         k = df.index.get_loc(current)

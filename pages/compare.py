@@ -3,13 +3,14 @@ import pandas as pd
 import streamlit as st
 
 from core import appstate as A, trust_views as TV, views as V
+from core.plain import md
 
 A.require_app()
 
 st.title("Compare runs")
 infos = [i for i in A.run_infos() if i.has_cache]
 if not infos:
-    st.info(f"No runs with an exit cache in `{V.checkpoint_root()}` yet.")
+    st.info(f"No runs with an exit cache in {md(V.checkpoint_root())} yet.")
     st.stop()
 loaded = {i.name: A.try_load(i) for i in infos}
 good = [n for n, r in loaded.items() if isinstance(r, V.RunData)]
@@ -18,8 +19,10 @@ picked = st.multiselect("Runs", list(loaded), default=default, key="c.runs", bin
                         help="Runs that cannot be opened are listed too, and say why when picked.")
 for name in picked:
     if isinstance(loaded[name], str):
-        st.error(f"Run **{name}** cannot be shown: {loaded[name]}")
+        st.error(f"Run **{md(name)}** cannot be shown: {md(loaded[name])}")
 runs = [loaded[n] for n in picked if isinstance(loaded[n], V.RunData)]
+for r in runs:
+    A.health_warnings(r, name=True)
 if not runs:
     st.info("Pick at least one run that opens.")
     st.stop()
@@ -80,7 +83,7 @@ st.plotly_chart(V.strategy_across_runs_figure(runs, strategy, x), key="across", 
 st.caption("Each run's best score at each speed-up for this rule (its swept settings' upper envelope; faint "
            "points are all settings).")
 if lacking:
-    st.caption(f"Not available in {', '.join(lacking)} (needs learned confidences).")
+    st.caption(f"Not available in {md(', '.join(lacking))} (needs learned confidences).")
 
 # ---- learned loss weights ------------------------------------------------------------------------------
 st.subheader("Learned loss weights Ω")

@@ -13,6 +13,7 @@ st.title("Explore exit rules")
 run = A.current_run()
 if run is None:
     st.stop()
+A.health_warnings(run)
 A.ensure_sweeps(run)
 strategies = run.strategies
 

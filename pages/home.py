@@ -2,6 +2,8 @@
 import streamlit as st
 
 from core import appstate as A, views as V
+from core.plain import md
+from core.runs import run_warnings
 
 A.require_app()
 
@@ -19,9 +21,10 @@ st.markdown(
 infos = A.run_infos()
 run = A.current_run()
 if run is not None:
+    A.health_warnings(run)
     st.plotly_chart(V.home_figure(run), key="home-figure", config={"displayModeBar": False})
     st.caption(
-        f"Run **{run.name}**. The line is the score each exit reaches on its own; often it climbs fast "
+        f"Run **{md(run.name)}**. The line is the score each exit reaches on its own; often it climbs fast "
         "and flattens, and sometimes falls at the top (the model *overthinks*). The bars show where "
         f"a simple confidence rule ({V.home_rule_text(run)}) lets the samples stop: "
         "every sample stopping before the last layer is computation saved."
@@ -36,11 +39,14 @@ if infos:
                                 "note": st.column_config.TextColumn(width="large")})
     broken = {k: v for k, v in loaded.items() if isinstance(v, str)}
     for name, err in broken.items():
-        st.warning(f"Run **{name}** cannot be opened: {err}")
-    st.caption(f"Run folders under `{V.checkpoint_root()}` (set `EEL_CHECKPOINTS` to look elsewhere). "
+        st.warning(f"Run **{md(name)}** cannot be opened: {md(err)}")
+    for info in infos:  # what training left out or noticed (status.json "warnings")
+        for warning in run_warnings(info.status):
+            st.warning(f"Run **{md(info.name)}**: {md(warning)}")
+    st.caption(f"Run folders under {md(V.checkpoint_root())} (set `EEL_CHECKPOINTS` to look elsewhere). "
                "Pick the run to study in the sidebar; the choice travels with every page and link.")
 else:
-    st.info(f"No run folders in `{V.checkpoint_root()}` yet. Train one, e.g. "
+    st.info(f"No run folders in {md(V.checkpoint_root())} yet. Train one, e.g. "
             "`python -m core.train --task rotten_tomatoes --method joint --out checkpoints/rotten_tomatoes-joint`.")
 
 st.subheader("Where to go next")

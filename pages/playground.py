@@ -9,6 +9,7 @@ import streamlit as st
 from core import appstate as A
 from core import playground as P
 from core import views as V
+from core.plain import md
 
 A.require_app()
 
@@ -47,7 +48,7 @@ def main() -> None:
 
     missing = P.missing_weights_message(run.path)
     if missing:
-        st.warning(f"Run **{run.name}** has no weights (`model.safetensors`), so it cannot read new text; its "
+        st.warning(f"Run **{md(run.name)}** has no weights (`model.safetensors`), so it cannot read new text; its "
                    "exit cache still works on the Explore, Traces and Compare pages.")
         cmd = P.train_command(run.path)
         if cmd:
@@ -62,7 +63,7 @@ def main() -> None:
         with st.spinner(f"Loading the model of {run.name}..."):
             pm = _model(str(run.path), P.weights_mtime(run.path))
     except ValueError as e:
-        st.error(f"The model of **{run.name}** cannot be loaded: {e}")
+        st.error(f"The model of **{md(run.name)}** cannot be loaded: {md(e)}")
         return
 
     # ---- input and settings ---------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ def main() -> None:
     try:
         res = P.run_text(pm, text, text_pair, strategy=strategy, repeats=int(repeats), **params)
     except ValueError as e:
-        st.warning(str(e))
+        st.warning(md(e))
         return
     st.session_state[RESULT_KEY] = {"exit_layer": res.exit_layer, "pred": res.pred, "label": res.label,
                                     "strategy": strategy, "params": dict(params), "text": res.text,
@@ -117,9 +118,9 @@ def main() -> None:
         st.caption(f"This text went through all {res.L} layers, so both runs did the same work: any gap between "
                    "the two latencies is measurement noise (and the exit rule's per-layer decisions).")
     if res.agrees:
-        st.caption(f"Running all {res.L} layers predicts **{res.full_label}** too.")
+        st.caption(f"Running all {res.L} layers predicts **{md(res.full_label)}** too.")
     else:
-        st.warning(f"Running all {res.L} layers would predict **{res.full_label}** instead: the early exit changes "
+        st.warning(f"Running all {res.L} layers would predict **{md(res.full_label)}** instead: the early exit changes "
                    "the answer for this text.")
 
     f1, f2 = st.columns([3, 2], gap="large")

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from core import appstate as A, views as V
+from core.plain import md
 
 A.require_app()
 
@@ -32,7 +33,7 @@ st.caption(f"{V.EXPLAIN[rule]}  At these knobs: {V.metric_name(run.metric)} **{e
 
 _, note = run.texts()
 if note:
-    st.info(note)
+    st.info(md(note))
 
 # ---- filters and the table -------------------------------------------------------------------------
 f1, f2, f3, f4 = st.columns([3, 3, 2, 3])
@@ -119,7 +120,7 @@ with head:
     st.subheader(f"Sample {pos} (dev row {row['row']})")
 parts = run.raw_text(pos)
 for label, part in zip(["A", "B"] if len(parts) == 2 else [""], parts):
-    st.markdown(f"> {'**' + label + '** ' if label else ''}{part}")
+    st.markdown(f"> {'**' + label + '** ' if label else ''}{md(part)}")  # the text as plain text
 m = st.columns(4)
 m[0].metric("Label", row["label"])
 m[1].metric("Full model says", run.cache.label_names[int(run.argmax[pos, -1])],

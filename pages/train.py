@@ -3,6 +3,7 @@ defaults), background jobs with progress, ETA, cancel and log tail, and a live p
 loss, per-exit dev scores and LeeBERT's Ω while the job runs."""
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from core import train_form as F
 from core import views as V
 from core.data import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
 from core.jobs import JobManager
+from core.plain import md
+from core.runs import holds_run
 
 A.require_app()
 
@@ -120,7 +123,7 @@ with data_col:
             try:
                 columns = F.peek_columns(train_up.getvalue(), train_up.name)
             except Exception as e:  # whatever the file holds: a message, never a traceback
-                st.error(f"This file cannot be used: {e}")
+                st.error(f"This file cannot be used: {md(e)}")
                 columns = None
             if columns:
                 guess = F.guess_columns(columns)
@@ -196,7 +199,9 @@ st.session_state["tr.suggested"] = suggestion
 n1, n2, n3 = st.columns([3, 1.2, 1.2], vertical_alignment="bottom")
 run_name = n1.text_input("Run name", key="tr.run_name",
                          help="The run folder's name: letters, digits, '.', '_' and '-'.").strip()
-overwrite = n2.checkbox("Replace it if it exists", key="tr.overwrite")
+overwrite = n2.checkbox("Replace it if it exists", key="tr.overwrite",
+                        help="The new run trains beside the old one and takes its place only when it has "
+                             "finished; a failed or cancelled replacement leaves the old run as it was.")
 
 argv, problem = None, None
 try:
@@ -213,14 +218,17 @@ except ValueError as e:
 n3.button("Start training", type="primary", icon=":material/play_arrow:", disabled=argv is None, key="tr.start",
           on_click=lambda: st.session_state.update({"tr.start_requested": True}))
 if problem:
-    st.warning(problem)
+    st.warning(md(problem))
 else:
-    st.code(F.display_command(argv, folder), language="bash", wrap_lines=True)
+    shown = [*argv, "--overwrite"] if overwrite and holds_run(folder) else argv  # as the job will run it
+    st.code(F.display_command(shown, folder), language="bash", wrap_lines=True)
 
 
 def start_job() -> None:
     """Stage and check the uploads, check the task as core.train will, then submit the job."""
-    stage = F.staging_dir(mgr.root, run_name) if source == "Upload a file" else None
+    # staged per browser session, and the job trains on exactly this folder's files (--uploads-from)
+    session = st.session_state.setdefault("tr.session", secrets.token_hex(8))
+    stage = F.staging_dir(mgr.root, run_name, session) if source == "Upload a file" else None
     try:
         staged = {}
         if stage is not None:
@@ -230,17 +238,20 @@ def start_job() -> None:
                     staged[role] = F.save_upload(up.getvalue(), up.name, stage, role=role)
         with st.spinner("Checking the data as core.train will..."):
             summary = F.check_task(values, train_file=staged.get("train"), dev_file=staged.get("dev"))
-        job = mgr.submit(run_name, argv, overwrite=overwrite)
+        job_argv = argv if stage is None else [*argv, F.UPLOADS_FROM, str(stage)]
+        job = mgr.submit(run_name, job_argv, overwrite=overwrite)
     except Exception as e:  # bad data or settings: a message, never a traceback
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
-        st.error(f"Not started: {e}" if isinstance(e, (ValueError, OSError)) else
-                 f"Not started: {type(e).__name__}: {e}")
+        st.error(f"Not started: {md(e)}" if isinstance(e, (ValueError, OSError)) else
+                 f"Not started: {type(e).__name__}: {md(e)}")
         return
     st.session_state["tr.watch"] = job.name
     st.session_state["tr.name_used"] = True   # the next full rerun suggests a fresh name
     where = "started" if job.state == "running" else f"queued (position {job.queue_position})"
-    st.success(f"Run **{job.name}** {where}: {summary.describe()}.")
+    st.success(f"Run **{md(job.name)}** {where}: {md(summary.describe())}.")
+    for warning in summary.warnings:
+        st.warning(md(warning))
 
 
 # The click only files a request (a callback runs before any script body); the job starts here, where
@@ -290,7 +301,7 @@ def job_row(job) -> None:
     with st.container(border=True, key=f"job-{job.name}"):
         c1, c2, c3, c4 = st.columns([2.2, 3, 1.6, 1], vertical_alignment="center")
         with c1:
-            st.markdown(f"**{job.name}**  \n:{COLORS.get(job.state, 'gray')}-badge[{ICONS.get(job.state, '')} "
+            st.markdown(f"**{md(job.name)}**  \n:{COLORS.get(job.state, 'gray')}-badge[{ICONS.get(job.state, '')} "
                         f"{job.state}]")
         with c2:
             steps = f"step {job.step or 0}/{job.total_steps}" if job.total_steps else (job.message or "")
@@ -307,9 +318,11 @@ def job_row(job) -> None:
                           help="SIGTERM to the job's process group (SIGKILL if it lingers); the run is "
                                "marked cancelled.")
         if job.message and job.state in ("running", "done"):
-            st.caption(job.message)
+            st.caption(md(job.message))
+        for warning in job.warnings:  # rows left out of the data, end-of-run notes
+            st.warning(md(warning))
         if job.state == "failed" and job.error:
-            st.error(job.error.split("; last lines of")[0][:600])
+            st.error(md(job.error.split("; last lines of")[0][:600]))
         with st.expander("Log tail"):
             st.code(mgr.logs(job.name, lines=30) or "(empty)", language="text")
 

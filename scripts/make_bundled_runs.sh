@@ -15,7 +15,8 @@ train() {  # train <run> <flags...>
   [[ -n "$only" && "$name" != *$only* ]] && return 0
   [[ -f "checkpoints/$name/cache.npz" ]] && { echo "skip $name (exists)"; return 0; }
   echo "== $name: $*"
-  python -m core.train "$@" --out "checkpoints/$name" > "/tmp/bundled-$name.log" 2>&1 \
+  # --overwrite: a folder left by a failed attempt (no cache) is replaced once the new run has finished
+  python -m core.train "$@" --out "checkpoints/$name" --overwrite > "/tmp/bundled-$name.log" 2>&1 \
     && echo "   done: $(python -c "import json;print(json.load(open('checkpoints/$name/status.json'))['message'])")" \
     || echo "   FAILED (see /tmp/bundled-$name.log)"
 }

@@ -9,6 +9,7 @@ core.runs.write_status and prints to stdout.
     --mode raise          raise after the steps: write failed with the error, exit 1
     --mode exit           exit with --exit-code after the steps without writing a final status
     --mode hang           ignore SIGTERM and never finish (only SIGKILL ends it)
+    --overwrite           as core.train: work in the run's staging sibling, swap it in when done
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 import time
 import traceback
 
-from core.runs import write_status
+from core.runs import staging_folder, swap_in, write_status
 
 
 def main(argv=None) -> int:
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sleep", type=float, default=0.05)
     ap.add_argument("--mode", choices=["ok", "raise", "exit", "hang"], default="ok")
     ap.add_argument("--exit-code", type=int, default=3)
+    ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
 
     stop = []
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
     else:
         signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
 
-    out, started = args.out, time.time()
+    out, started = (staging_folder(args.out) if args.overwrite else args.out), time.time()
     write_status(out, "running", pid=os.getpid(), started=started, step=0, total_steps=args.steps,
                  progress=0.0, message="probe running")
     print(f"probe: started pid={os.getpid()} argv={sys.argv[1:]}", flush=True)
@@ -63,6 +65,8 @@ def main(argv=None) -> int:
             os._exit(args.exit_code)
         write_status(out, "done", step=step, progress=1.0, eta_s=0.0, finished=time.time(),
                      message="done")
+        if args.overwrite:
+            swap_in(out, args.out)
         print("probe: done", flush=True)
         return 0
     except Exception as e:

@@ -316,8 +316,8 @@ def test_existing_run_folder_is_not_overwritten_unless_asked(make_manager):
         mgr.submit("again", ["--steps", 1])
     assert (mgr.root / "again" / "keep.txt").exists()
     mgr.submit("again", ["--steps", 100, "--sleep", "0.02"], overwrite=True)
-    assert not (mgr.root / "again" / "keep.txt").exists()
-    with pytest.raises(ValueError, match="cancel it"):  # never replace a live job
+    assert (mgr.root / "again" / "keep.txt").exists()  # the old run stays until the new one is done
+    with pytest.raises(ValueError, match="cancel"):  # never replace a live job
         mgr.submit("again", ["--steps", 1], overwrite=True)
     # a folder that is not a job (e.g. a run trained from the command line) is protected too
     (mgr.root / "cli").mkdir()
@@ -332,3 +332,32 @@ def test_logs_returns_the_last_lines(make_manager):
     assert finished(mgr, "talky").state == "done"
     assert mgr.logs("talky", lines=2).splitlines() == ["probe: step 6", "probe: done"]
     assert mgr.logs("talky", lines=0) == ""
+
+
+def test_a_replacement_keeps_the_old_run_until_it_finishes(make_manager):
+    """Replace = train beside the run, swap in on success; a cancelled or failed replacement leaves the
+    old run's files byte for byte, and the job list shows the replacement under the run's name."""
+    mgr = make_manager()
+    mgr.submit("keep", ["--steps", 1, "--sleep", "0.01"])
+    finished(mgr, "keep")
+    run = mgr.root / "keep"
+    (run / "cache.npz").write_bytes(b"old results")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+
+    for argv, cancel in ((["--steps", 200, "--sleep", "0.02"], True), (["--steps", 2, "--mode", "raise"], False)):
+        job = mgr.submit("keep", argv, overwrite=True)
+        assert job.name == "keep" and job.state == "running"
+        assert [j.name for j in mgr.poll()] == ["keep"]
+        if cancel:
+            wait_for(lambda: mgr.get("keep").step)
+            mgr.cancel("keep")
+        end = finished(mgr, "keep")
+        assert end.state == ("cancelled" if cancel else "failed")
+        assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+        assert read_status(run)["state"] == "done"
+
+    job = mgr.submit("keep", ["--steps", 2, "--sleep", "0.01"], overwrite=True)
+    end = finished(mgr, "keep")
+    assert end.state == "done" and end.folder == run
+    assert not (run / "cache.npz").exists() and read_status(run)["state"] == "done"
+    assert sorted(p.name for p in mgr.root.iterdir()) == [".jobs.lock", "keep"]

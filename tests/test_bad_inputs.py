@@ -1,0 +1,678 @@
+"""Bad inputs and what each gets: the table docs/BAD_INPUTS.md shows is TABLE below, and every row is
+walked by `test_bad_input` (one check function per row). `test_the_doc_lists_exactly_these_rows` keeps
+the two in step.
+
+Runs use the tiny random BERT of tests/test_train.py (hidden 32, 3 layers), so each check takes seconds.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.runs import read_status
+from core.train import main as train_main
+from core.train import train
+from tests.test_train import write_csv, write_tiny_backbone
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "BAD_INPUTS.md"
+
+# (id, the bad input, what it gets). docs/BAD_INPUTS.md holds this table, row for row.
+TABLE: list[tuple[str, str, str]] = [
+    ("train-out-existing-bad-data",
+     "`core.train --out <existing run> --overwrite` whose data fails to load (e.g. no such label column)",
+     "one error line, exit code 2; the run's files are untouched (byte for byte)"),
+    ("train-config-without-out",
+     "`core.train --config <run>/config.json --max-train 1` (no `--out`: the config's own run)",
+     "refused before anything is written: a run already exists there, pass `--overwrite` to replace it"),
+    ("train-typo-on-existing-run",
+     "`core.train --out <existing run> --epochs abc` or `--method nonsense`",
+     "one error line naming the option, exit code 2; the run's status is not rewritten"),
+    ("train-existing-run-without-overwrite",
+     "a valid `core.train` command whose `--out` already holds a run",
+     "refused, exit code 2, naming `--overwrite`; nothing written"),
+    ("train-overwrite-cancelled",
+     "`--overwrite` of an existing run, cancelled (or failed) before it finishes",
+     "the old run stays byte for byte as it was; the staging folder is removed"),
+    ("train-overwrite-done",
+     "`--overwrite` of an existing run that finishes",
+     "the new run takes the old one's place (no staging or backup folder left)"),
+    ("app-replace-with-upload",
+     "Train page \"Replace it if it exists\" with a new upload, on a run that exists",
+     "the old run stays whole while the job trains beside it on the new file; the new run swaps in when done"),
+    ("upload-two-sessions-one-name",
+     "two browser sessions staging uploads for the same new run name",
+     "each session stages in its own folder; a job trains on exactly the file its session checked"),
+    ("markdown-in-sample-text",
+     "a data set whose sentences hold Markdown: links, images, headings, `$maths$`, code spans",
+     "Traces shows the sentence as plain text: no link, image, heading or formula"),
+    ("markdown-in-task-name",
+     "a task name with Markdown (the sidebar caption under the run picker)",
+     "shown as plain text"),
+    ("markdown-in-run-link",
+     "a link `?run=` naming no run, its value holding a backtick and Markdown",
+     "a warning that quotes the value as plain text and shows the default run"),
+    ("json-not-an-object",
+     "a run's `config.json` = `[\"a\", 1]`, `status.json` = `[1, 2, 3]` or a job's `job.json` = `7`",
+     "that run is named with the file and the fault on Home; Home, Compare and the Train page keep working"),
+    ("unwritable-run-folder",
+     "a job's run folder that cannot be written mid-run (here: `status.json` turned into a folder)",
+     "the job is `failed` naming the file and the fault (kept under `.outcomes/`, so an app restart still says it); "
+     "the job list and the queue keep working"),
+    ("weights-damaged",
+     "Playground on a run whose `model.safetensors` is truncated, empty or garbage",
+     "one error naming the file and the fault (empty, truncated or not a safetensors file), no traceback"),
+    ("train-file-empty",
+     "`core.train --train-file` naming an empty file (0 bytes)",
+     "one line naming the file, exit code 2, no traceback (`--debug` adds it)"),
+    ("train-file-header-only",
+     "`core.train --train-file` naming a file with a header row and no data rows",
+     "one line naming the file, exit code 2, no traceback"),
+    ("train-bad-metric",
+     "`core.train --metric nonsense`",
+     "one line naming the metric and the valid ones, exit code 2, no traceback"),
+    ("app-error-details",
+     "an unexpected error inside the app",
+     "the browser gets the error's type only (`client.showErrorDetails = \"type\"`); message and traceback go to the server log"),
+    ("upload-over-limit",
+     "an upload larger than the Train page's limit",
+     "the server refuses it at the same limit the widget states (`server.maxUploadSize` = the page's 50 MB)"),
+    ("offline-favicon",
+     "the app opened without internet access",
+     "the favicon is a file shipped with the app, so nothing is fetched from the internet"),
+    ("labels-one-to-five",
+     "integer labels 1..5 (no 0) in a user file",
+     "five classes named \"1\"..\"5\" (the labels that occur), no empty class"),
+    ("labels-mixed-kinds",
+     "integer and name labels mixed in one file (`0`, `pos`, `1`)",
+     "refused: one line naming the file and both kinds"),
+    ("dev-label-not-in-train",
+     "a dev file label that never occurs in the training file",
+     "refused: one line naming the label, its row count and both files"),
+    ("blank-text-cells",
+     "empty or \"NaN\" text cells in a user file",
+     "those rows are left out, counted in a warning recorded in `status.json` and shown on Home and the Train page"),
+    ("digit-label-names",
+     "a run whose label names are digits (\"0\"..\"4\", any integer-label file)",
+     "every chart axis of label names is categorical: each class keeps its own row, the true label's included; "
+     "label names and texts in chart hovers show as text, not as Plotly markup"),
+    ("model-learned-nothing",
+     "a run whose exits all predict one class, or all score at chance (e.g. one short epoch on a hard task)",
+     "Home, Explore, Compare and the report say so in plain words, with what to try (more epochs or rows)"),
+]
+IDS = [row[0] for row in TABLE]
+
+
+# ---- fixtures ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-inputs")
+    return {"backbone": write_tiny_backbone(root / "bert"),
+            "train_file": write_csv(root / "train.csv", 24, 0), "dev_file": write_csv(root / "dev.csv", 8, 1),
+            "text_column": "review", "label_column": "sentiment", "root": root}
+
+
+def _config(tiny, out, **over) -> dict:
+    keys = ("backbone", "train_file", "dev_file", "text_column", "label_column")
+    return {**{k: tiny[k] for k in keys}, "out": str(out), "batch_size": 8, "epochs": 1,
+            "latency_samples": 0, **over}
+
+
+def _argv(cfg: dict) -> list[str]:
+    argv = []
+    for k, v in cfg.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def trained(tiny) -> Path:
+    """One finished tiny run; each check works on its own copy."""
+    return train(_config(tiny, tiny["root"] / "runs" / "trained"))
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    dest = tmp_path / "runs" / "old-run"
+    shutil.copytree(trained, dest)
+    return dest
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def siblings(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if p.name != ".jobs.lock")
+
+
+# ---- one check per row ------------------------------------------------------------------------------
+def check_train_out_existing_bad_data(tiny, run, capsys):
+    before = files(run)
+    rc = train_main([*_argv(_config(tiny, run, label_column="no_such_label")), "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no_such_label" in err and "Traceback" not in err
+    assert files(run) == before
+
+
+def check_train_config_without_out(tiny, run, capsys):
+    before = files(run)
+    rc = train_main(["--config", str(run / "config.json"), "--max-train", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--overwrite" in err
+    assert files(run) == before
+
+
+def check_train_typo_on_existing_run(tiny, run, capsys):
+    before = files(run)
+    for typo in (["--epochs", "abc"], ["--method", "nonsense"]):
+        rc = train_main([*_argv(_config(tiny, run)), *typo])
+        err = capsys.readouterr().err
+        assert rc == 2 and typo[0].lstrip("-") in err and "Traceback" not in err
+        assert files(run) == before
+    # a replacement job (the job manager's staging folder beside the run) gets the failure there
+    from core.runs import staging_folder
+
+    staging = staging_folder(run)
+    staging.mkdir()
+    (staging / "job.json").write_text('{"name": "old-run"}')
+    assert train_main([*_argv(_config(tiny, run)), "--overwrite", "--epochs", "abc"]) == 2
+    assert read_status(staging)["state"] == "failed" and files(run) == before
+
+
+def check_train_existing_run_without_overwrite(tiny, run, capsys):
+    before = files(run)
+    rc = train_main(_argv(_config(tiny, run, seed=1)))
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err
+    assert files(run) == before and siblings(run) == [run.name]
+
+
+def check_train_overwrite_cancelled(tiny, run, capsys):
+    from core.train import TrainingCancelled
+
+    before = files(run)
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(TrainingCancelled):
+        train(_config(tiny, run, seed=1, epochs=20), stop=stop, overwrite=True)
+    assert calls["n"] > 3  # it did start training
+    assert files(run) == before and siblings(run) == [run.name]
+    # a replacement that fails (bad backbone, found after the data loaded) leaves it too
+    with pytest.raises(Exception):
+        train(_config(tiny, run, backbone=str(tiny["root"] / "no-such-backbone")), overwrite=True)
+    assert files(run) == before and siblings(run) == [run.name]
+
+
+def check_train_overwrite_done(tiny, run, capsys):
+    from core.cache import ExitCache
+
+    old = ExitCache.load(run).probs
+    rc = train_main([*_argv(_config(tiny, run, seed=3)), "--overwrite"])
+    assert rc == 0, capsys.readouterr().err
+    assert siblings(run) == [run.name]
+    assert read_status(run)["state"] == "done"
+    new = ExitCache.load(run)
+    assert new.meta["seed"] == 3 and new.meta["run"] == run.name and not np.allclose(new.probs, old)
+
+
+def _form_argv(tiny, out: Path, **over) -> list[str]:
+    """What the Train page submits for an uploaded file (the file's final path in the run folder)."""
+    cfg = _config(tiny, out, train_file=str(out / "uploads" / "train.csv"), **over)
+    cfg.pop("dev_file")
+    return _argv(cfg)
+
+
+def check_app_replace_with_upload(tiny, run, monkeypatch):
+    """Through the Train page: upload a new file, name the existing run, tick Replace, start."""
+    import time
+
+    from core import views as V
+    from core.runs import read_config
+    from tests.test_train_page import open_train, poll_until_final
+
+    monkeypatch.setenv(V.ROOT_ENV, str(run.parent))
+    before = files(run)
+    new_csv = Path(write_csv(tiny["root"] / "replacement.csv", 30, 5)).read_bytes()
+    at = open_train()
+    at.radio(key="tr.source").set_value("Upload a file").run()
+    at.file_uploader(key="tr.up_train").upload("mine.csv", new_csv, "text/csv").run()
+    at.text_input(key="tr.backbone").input(tiny["backbone"])
+    for key, v in {"tr.epochs": 1, "tr.batch_size": 8, "tr.latency_samples": 0}.items():
+        at.number_input(key=key).set_value(v)
+    at.text_input(key="tr.run_name").input(run.name).run()
+    assert at.button(key="tr.start").disabled  # an existing run needs Replace ticked
+    at.checkbox(key="tr.overwrite").check().run()
+    assert "--overwrite" in at.code[0].value
+    at.button(key="tr.start").click().run()
+    assert not at.exception and any("started" in x.value for x in at.success), [e.value for e in at.error]
+    assert files(run) == before  # the old run is whole while the new one trains
+    at = poll_until_final(at)
+    deadline = time.time() + 30
+    while time.time() < deadline and (run.parent / f".{run.name}.replacing").exists():
+        time.sleep(0.2)  # the job swaps the new run in just before it exits
+    assert (run / "uploads" / "train.csv").read_bytes() == new_csv
+    derived = read_config(run)["derived"]
+    assert derived["n_train"] + derived["n_dev"] == 30  # the new file's rows (the old run had 24 + 8)
+    assert read_status(run)["state"] == "done" and sorted(p.name for p in run.parent.iterdir()
+                                                           if not p.name.startswith(".")) == [run.name]
+
+
+def check_upload_two_sessions_one_name(tiny, tmp_path, capsys):
+    from core import train_form as F
+
+    root = tmp_path / "runs"
+    mine, theirs = write_csv(tmp_path / "a.csv", 20, 1), write_csv(tmp_path / "b.csv", 40, 2)
+    a, b = F.staging_dir(root, "same", "sessA"), F.staging_dir(root, "same", "sessB")
+    F.save_upload(Path(mine).read_bytes(), "a.csv", a, role="train")
+    F.save_upload(Path(theirs).read_bytes(), "b.csv", b, role="train")
+    assert a != b
+    out = root / "same"
+    rc = F.main([*_form_argv(tiny, out), F.UPLOADS_FROM, str(a), "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert (out / "uploads" / "train.csv").read_bytes() == Path(mine).read_bytes()
+    assert (b / "train.csv").read_bytes() == Path(theirs).read_bytes()  # the other session's file stays
+    # only a folder under <root>/.uploads is taken
+    rc = F.main([*_form_argv(tiny, root / "other"), F.UPLOADS_FROM, str(tmp_path), "--out", str(root / "other")])
+    assert rc == 2 and "must name a folder under" in capsys.readouterr().err
+
+
+HOSTILE = ("see [click](http://evil.example/a) ![img](http://evil.example/i.png) `tick` *em* __strong__ "
+           "$x^2$ :red[red] <b>bold</b> &lt; \n# Heading\n- item")
+
+
+def rendered(body: str) -> str:
+    """What a CommonMark renderer makes of an element's Markdown body (HTML)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").enable("strikethrough").render(body)
+
+
+def assert_plain(body: str, value: str) -> None:
+    """`body` shows `value` as plain text: no link, image, heading, emphasis, code or maths from it."""
+    html = rendered(body)
+    for tag in ("<a ", "<img", "<h1", "<h2", "<em>", "<code>", "<ul>", "<b>"):
+        assert tag not in html, (tag, body, html)
+    assert not re.search(r"(?<!\\)\$", body), body  # no unescaped $ (Streamlit renders $...$ as LaTeX)
+    assert "http://evil.example/a" in html  # the characters themselves are all there
+
+
+@pytest.fixture
+def hostile_root(tmp_path, monkeypatch):
+    from core import views as V
+    from tests.conftest import synthetic_cache
+
+    cache = synthetic_cache(n=40, num_layers=3, k=2, seed=7, task=HOSTILE)
+    cache.texts = [HOSTILE + f" {i}" for i in range(cache.N)]
+    root = tmp_path / "runs"
+    cache.save(root / "hostile")
+    from core.io import atomic_write_json
+
+    atomic_write_json(root / "hostile" / "config.json", {"task": HOSTILE, "method": "joint", "backbone": "b"})
+    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    return root
+
+
+def open_app(page: str | None = None, **params):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def check_markdown_in_sample_text(hostile_root):
+    at = open_app("pages/traces.py", run="hostile")
+    quotes = [m.value for m in at.markdown if "evil" in m.value]
+    assert quotes, [m.value for m in at.markdown]
+    for body in quotes:
+        assert_plain(body, HOSTILE)
+
+
+def check_markdown_in_task_name(hostile_root):
+    at = open_app(run="hostile")
+    bodies = [c.value for c in at.sidebar.caption if "evil" in c.value]
+    assert bodies
+    for body in bodies:
+        assert_plain(body, HOSTILE)
+
+
+def check_markdown_in_run_link(hostile_root):
+    link = "x` [click](http://evil.example/a) ![i](http://evil.example/i.png) $x$"
+    at = open_app(run=link)
+    bodies = [w.value for w in at.sidebar.warning if "evil" in w.value]
+    assert bodies and "hostile" in bodies[0]
+    for body in bodies:
+        assert_plain(body, link)
+
+
+def check_json_not_an_object(tmp_path, monkeypatch):
+    from core import views as V
+    from core.io import atomic_write_json
+    from tests.conftest import write_synthetic_run
+
+    root = tmp_path / "runs"
+    write_synthetic_run(root / "good", n=60, num_layers=3, seed=1)
+    (write_synthetic_run(root / "bad-config", n=60, num_layers=3, seed=2) / "config.json").write_text('["a", 1]')
+    (write_synthetic_run(root / "bad-status", n=60, num_layers=3, seed=3) / "status.json").write_text("[1, 2, 3]")
+    job = root / "bad-job"
+    job.mkdir()
+    (job / "job.json").write_text("7")
+    (job / "status.json").write_text('"running"')
+    atomic_write_json(root / "bad-job" / "config.json", {"task": "x"})
+    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    at = open_app(run="good")
+    notes = at.dataframe[0].value.set_index("run")["note"]
+    for name, file in (("bad-config", "config.json"), ("bad-status", "status.json")):
+        assert file in notes[name] and "JSON object" in notes[name], notes
+    for page in ("pages/compare.py", "pages/train.py", "pages/explore.py"):
+        open_app(page, run="good")
+
+
+def check_unwritable_run_folder(tmp_path, monkeypatch):
+    import time
+
+    from core import jobs as jobs_mod
+    from core.jobs import JobManager
+
+    mgr = JobManager(tmp_path / "runs", module="tests.job_probe", max_concurrent=1, max_queue=2,
+                     term_timeout=1.0)
+    mgr.submit("stuck", ["--steps", 200, "--sleep", "0.02"])
+    nxt = mgr.submit("next", ["--steps", 1, "--sleep", "0.01"])
+    assert nxt.state == "queued"
+    deadline = time.time() + 20
+    while not mgr.get("stuck").step and time.time() < deadline:
+        time.sleep(0.05)
+    status = mgr.root / "stuck" / "status.json"
+    while not status.is_dir():  # every later write of status.json fails, as on a read-only folder
+        try:
+            status.unlink(missing_ok=True)
+            status.mkdir()
+        except FileExistsError:  # the job wrote it again in between
+            pass
+    write_json = jobs_mod.atomic_write_json
+
+    def refuse_in_stuck(path, obj):  # and the manager cannot write job.json there either
+        if Path(path).parent.name == "stuck":
+            raise PermissionError(13, "Permission denied", str(path))
+        return write_json(path, obj)
+
+    monkeypatch.setattr(jobs_mod, "atomic_write_json", refuse_in_stuck)
+    jobs = {}
+    while time.time() < deadline:
+        jobs = {j.name: j for j in mgr.poll()}  # never raises
+        if jobs["stuck"].state == "failed" and jobs["next"].state == "done":
+            break
+        time.sleep(0.05)
+    assert jobs["stuck"].state == "failed", jobs["stuck"]
+    assert "status.json" in jobs["stuck"].error and "Is a directory" in jobs["stuck"].error
+    assert jobs["next"].state == "done"  # the queue went on
+    assert "status.json" in mgr.logs("stuck")  # the job's own report of the fault
+    # an app restart (a new manager, no memory of the process) still knows why it failed
+    monkeypatch.setattr(jobs_mod, "_OUTCOMES", {})
+    monkeypatch.setattr(jobs_mod, "_CHILDREN", {})
+    again = JobManager(tmp_path / "runs", module="tests.job_probe").get("stuck")
+    assert again.state == "failed" and "cannot be written" in again.error and "killed" not in again.error, again.error
+
+
+def check_weights_damaged(run, monkeypatch):
+    from core import playground as P
+    from core import views as V
+
+    weights = run / "model.safetensors"
+    good = weights.read_bytes()
+    monkeypatch.setenv(V.ROOT_ENV, str(run.parent))
+    for bad, fault in ((good[: len(good) // 2], "truncated"), (b"", "empty"), (b"\x00garbage" * 50, "truncated")):
+        weights.write_bytes(bad)
+        with pytest.raises(ValueError, match=fault) as e:
+            P.load(run)
+        assert "model.safetensors" in str(e.value)
+        at = open_app("pages/playground.py", run=run.name)
+        assert any("model.safetensors" in x.value and fault in x.value for x in at.error), [x.value for x in at.error]
+
+
+def _cli_fails_in_one_line(argv: list[str], capsys, *needles: str) -> str:
+    rc = train_main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("core.train: error")]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), err
+    return err
+
+
+def check_train_file_empty(tiny, tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    argv = _argv(_config(tiny, tmp_path / "runs" / "e", train_file=str(empty)))
+    _cli_fails_in_one_line(argv, capsys, "empty.csv", "empty")
+    assert train_main([*argv, "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def check_train_file_header_only(tiny, tmp_path, capsys):
+    head = tmp_path / "head.csv"
+    head.write_text("review,sentiment\n")
+    _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "h", train_file=str(head))), capsys,
+                           "head.csv", "no data rows")
+
+
+def check_train_bad_metric(tiny, tmp_path, capsys):
+    _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "m", metric="nonsense")), capsys,
+                           "nonsense", "accuracy")
+
+
+def _streamlit_config() -> dict:
+    import tomllib
+
+    return tomllib.loads((REPO / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+
+
+def check_app_error_details():
+    assert _streamlit_config()["client"]["showErrorDetails"] in ("type", "none")
+
+
+def check_upload_over_limit():
+    from core import train_form as F
+
+    assert _streamlit_config()["server"]["maxUploadSize"] == F.UPLOAD_LIMIT_MB
+    assert f"max_upload_size=F.UPLOAD_LIMIT_MB" in (REPO / "pages" / "train.py").read_text()
+
+
+def check_offline_favicon():
+    import ast
+
+    tree = ast.parse((REPO / "app.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "set_page_config"]
+    assert len(calls) == 1
+    icon = next(k.value for k in calls[0].keywords if k.arg == "page_icon")
+    source = ast.unparse(icon)
+    assert "assets" in source and "favicon.png" in source, source  # a local file, not ":name:" or an emoji
+    from PIL import Image
+
+    with Image.open(REPO / "assets" / "favicon.png") as im:
+        assert im.size[0] == im.size[1] >= 32
+
+
+def _labelled_csv(path: Path, labels, texts=None) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment"])
+        for i, lab in enumerate(labels):
+            w.writerow([texts[i] if texts else f"the film was good {i}", lab])
+    return path
+
+
+def check_labels_one_to_five(tmp_path):
+    from core.data import load_task
+
+    path = _labelled_csv(tmp_path / "five.csv", [1, 2, 3, 4, 5] * 6)
+    task = load_task("five", train_file=path)
+    assert task.label_names == ["1", "2", "3", "4", "5"]
+    assert set(task.train["label"]) == {0, 1, 2, 3, 4}
+
+
+def check_labels_mixed_kinds(tiny, tmp_path, capsys):
+    path = _labelled_csv(tmp_path / "mixed.csv", [0, "pos", 1] * 8)
+    _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "mx", train_file=str(path))), capsys,
+                           "mixed.csv", "mix integers", "'pos'")
+
+
+def check_dev_label_not_in_train(tiny, tmp_path, capsys):
+    train_csv = _labelled_csv(tmp_path / "tr.csv", ["neg", "pos"] * 10)
+    dev_csv = _labelled_csv(tmp_path / "dv.csv", ["neg", "pos", "meh"] * 3)
+    _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "dv", train_file=str(train_csv),
+                                         dev_file=str(dev_csv))), capsys,
+                           "dv.csv", "'meh' (3 rows)", "never occurs in the training file", "tr.csv")
+
+
+def check_blank_text_cells(tiny, tmp_path, monkeypatch):
+    import time
+
+    from core import views as V
+    from core.jobs import JobManager
+
+    texts = [f"the film was {'good' if i % 2 else 'bad'} {i}" for i in range(24)]
+    texts[3], texts[8], texts[13] = "", "   ", "NaN"
+    path = _labelled_csv(tmp_path / "blank.csv", ["neg", "pos"] * 12, texts)
+    root = tmp_path / "runs"
+    mgr = JobManager(root, max_concurrent=1)
+    cfg = _config(tiny, root / "x", train_file=str(path), dev_file=str(path))
+    cfg.pop("out")
+    mgr.submit("blanks", _argv(cfg))
+    deadline = time.time() + 240
+    while mgr.get("blanks").active and time.time() < deadline:
+        time.sleep(0.5)
+    job = mgr.get("blanks")
+    assert job.state == "done", (job.error, mgr.logs("blanks"))
+    status = read_status(root / "blanks")
+    assert any("3 of 24 rows left out" in w and "blank.csv" in w for w in status["warnings"]), status
+    assert any("3 of 24 rows left out" in w for w in job.warnings)
+    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    home = open_app(run="blanks")
+    assert any("3 of 24 rows left out" in w.value for w in home.warning), [w.value for w in home.warning]
+    page = open_app("pages/train.py")
+    assert any("3 of 24 rows left out" in w.value for w in page.warning), [w.value for w in page.warning]
+
+
+def check_digit_label_names(tmp_path, monkeypatch):
+    from core import views as V
+    from core.cache import ExitCache
+    from core.playground import heatmap
+    from tests.conftest import synthetic_cache
+
+    base = synthetic_cache(n=30, num_layers=3, k=5, seed=11)
+    cache = ExitCache(probs=base.probs, labels=base.labels, label_names=[str(j) for j in range(5)],
+                      texts=base.texts, meta=base.meta)
+    cache.save(tmp_path / "runs" / "digits")
+    run = V.load_run(tmp_path / "runs" / "digits")
+    i = int(np.flatnonzero(cache.labels == 3)[0])
+    fig = V.sample_figure(run, i, V.sample_exits(run, i, {s: run.default_params(s) for s in run.strategies}))
+    assert fig.layout.yaxis.type == "category"
+    assert list(fig.data[0].y) == ["0", "1", "2", "3 ✓", "4"]
+    pg = heatmap(cache.probs[i], cache.label_names, exit_layer=2, label="3")
+    # Plotly reads tags in every text: sample texts and label names in hovers are escaped
+    hostile = V.load_run(tmp_path / "runs" / "digits")
+    hostile.cache.label_names[0] = '<a href="http://evil.example/">x</a>'
+    table = V.trace_table(hostile, np.full(30, 2), np.zeros(30, dtype=int))
+    table["text"] = '<a href="http://evil.example/">click</a>'
+    hover = V.samples_scatter(table, 3).data[0].customdata
+    assert all("<a" not in str(row[2]) and "&lt;a" in str(row[2]) for row in hover)
+    assert pg.layout.xaxis.type == "category" and list(pg.data[0].x) == ["0", "1", "2", "3", "4"]
+
+
+def _cache_like(base, probs):
+    from core.cache import ExitCache
+
+    return ExitCache(probs=probs, labels=base.labels, label_names=base.label_names, texts=base.texts,
+                     layer_ms=base.layer_ms, embed_ms=base.embed_ms, meta=base.meta)
+
+
+def check_model_learned_nothing(tmp_path, monkeypatch):
+    from core import report
+    from core import views as V
+    from core.health import assess
+    from tests.conftest import synthetic_cache, write_synthetic_run
+
+    base = synthetic_cache(n=200, num_layers=4, k=2, seed=5)
+    assert assess(base) == []  # a model that learned something is not flagged
+    one = base.probs.copy()
+    one[..., 0], one[..., 1] = 0.8, 0.2  # every exit says class 0 for every sample
+    rng = np.random.default_rng(0)
+    coin = rng.dirichlet([1, 1], size=base.probs.shape[:2]).astype(np.float32)  # guesses
+    root = tmp_path / "runs"
+    for name, probs, words in (("one-class", one, "answers 'negative' for nearly every sample"),
+                               ("at-chance", coin, "No exit does better than always answering")):
+        cache = _cache_like(base, probs)
+        found = assess(cache)
+        assert len(found) == 1 and words in found[0] and "more epochs" in found[0], found
+        write_synthetic_run(root / name, n=200, num_layers=4, seed=5)
+        cache.save(root / name)
+    write_synthetic_run(root / "fine", n=200, num_layers=4, seed=5)
+    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    for page in (None, "pages/explore.py"):
+        for name, words in (("one-class", "answers"), ("at-chance", "No exit does better")):
+            at = open_app(page, run=name)
+            assert any(words in w.value for w in at.warning), [w.value for w in at.warning]
+        assert not any("more epochs" in w.value for w in open_app(page, run="fine").warning)
+    at = open_app("pages/compare.py", run="one-class")
+    at.multiselect(key="c.runs").set_value(["one-class", "at-chance", "fine"]).run()
+    flagged = [w.value for w in at.warning if "more epochs" in w.value]
+    assert len(flagged) == 2 and "**one-class**" in flagged[0] + flagged[1], flagged
+    text, _ = report.build(root, tmp_path / "docs")
+    assert "learned nothing usable" in text and "- one-class: Every exit answers" in text
+    assert "- fine:" not in text
+
+
+CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
+
+
+@pytest.mark.parametrize("row", IDS)
+def test_bad_input(row, request):
+    fn = CHECKS[row]
+    names = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+    fn(*(request.getfixturevalue(n) for n in names))
+
+
+def test_the_doc_lists_exactly_these_rows():
+    """docs/BAD_INPUTS.md's table is TABLE: same ids, same order, same words."""
+    rows = []
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^\|\s*`([a-z0-9-]+)`\s*\|(.*)\|(.*)\|\s*$", line)
+        if m:
+            rows.append((m.group(1), m.group(2).strip(), m.group(3).strip()))
+    assert rows == TABLE
+
+
+def doc_text() -> str:
+    """The Markdown table of TABLE (what docs/BAD_INPUTS.md holds between its intro and its end)."""
+    lines = ["| id | bad input | what it gets |", "|---|---|---|"]
+    lines += [f"| `{i}` | {bad} | {gets} |" for i, bad, gets in TABLE]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("value", [HOSTILE, "- a list", "# a heading", "1) one", "12. twelve", "> quote",
+                                   "www.evil.example", "mail@evil.example", "a | b", "~~gone~~", "a\\*b"])
+def test_md_renders_user_text_as_its_characters(value):
+    from html import unescape
+
+    from core.plain import md
+
+    html = rendered(md(value))
+    assert re.fullmatch(r"<p>.*</p>\n", html, re.S), html  # one paragraph, nothing else
+    assert "<" not in html[3:-5], html  # no tag inside it
+    assert unescape(html[3:-5]) == " ".join(value.splitlines())
