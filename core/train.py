@@ -114,13 +114,15 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("warmup_ratio", float, 0.1, "linear warm-up fraction of each stage's steps (BADGE: 10%)"),
     ("max_grad_norm", float, 1.0, "gradient clipping of the model parameters (0 = off)"),
     ("temperature", float, 2.0, "LeeBERT distillation temperature τ (Eq. 2)"),
-    ("teachers", str, "lae", "LeeBERT teachers T(m): lae (all other exits) or lle (later exits)"),
+    ("teachers", str, "lae", "LeeBERT teachers T(m): lae (all other exits) or lle (later exits); a choice the "
+     "paper leaves open: the teacher side of each distillation term is detached (only the student learns)"),
     ("weights", str, None, "loss weights: joint-like methods linear|uniform; leebert learned|uniform|random"),
     ("cycle", int, 4, "CLO-v2 cross-level cycle length C (LeeBERT Table 3)"),
     ("omega_grad", str, "first_order", "Ω's gradient on B2 for BLO / CLO: first_order (the paper) or second_order "
      "(DARTS Eq. 7-8 hypergradient through one virtual model step; about 3x a joint step's cost on "
      "cross-level steps)"),
-    ("lambda_div", float, 0.2, "diversity loss λ (Sun et al. Eq. 14)"),
+    ("lambda_div", float, 0.2, "diversity loss λ (Sun et al. Eq. 14); a choice the paper leaves open: the "
+     "earlier exit's distribution is detached, so only the later exit is pushed away from it"),
     ("exit_kind", str, "linear", "exit classifier: linear | mlp | mha"),
     ("exit_dim", int, 0, "mlp hidden / mha width (0 = default)"),
     ("pooling", str, "mean", "what exits read: mean | cls"),
