@@ -58,3 +58,20 @@ def test_report_omega_table_is_each_runs_last_snapshot():
         assert np.allclose(om.sum(1), 1.0, atol=1e-4)
         row = next(line for line in text.splitlines() if line.startswith(f"| `{r.name}` |"))
         assert " / ".join(f"{x:.3f}" for x in om[:, 0]) in row
+
+
+def test_report_omega_drift_claim_matches_each_runs_replay():
+    from core.omega_drift import compare_to_drift
+
+    runs = [r for r in report.load_runs(DEFAULT_ROOT)[0] if r.omega and r.task == "rotten_tomatoes"]
+    if not runs:
+        pytest.skip("no bundled LeeBERT run")
+    text = report.omega_drift_section(runs)
+    assert 'Claim "learned Ω differs from the drift a data-free update gives"' in text
+    for r in runs:
+        got = compare_to_drift([m for m in read_metrics(r.path) if m["kind"] == "omega"], r.config)
+        if got is None:
+            assert f"| `{r.name}` |" not in text  # fixed Ω: nothing to compare
+            continue
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{r.name}` |"))
+        assert f"| {got['ratio']:.2f} |" in row
