@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0, 100.0, 1000.0])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the table as JSON to this file")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,6 +102,16 @@ def main(argv=None) -> int:
     for s in args.scales:
         print(f"{s:>8g} {ms(rel[s]):>24} {ms(cos[s]):>22}")
     print(f"one second-order target: {ms(secs)} s (a B2 forward+backward and two B1 forwards)")
+    if args.json:
+        from core.io import atomic_write_json
+
+        atomic_write_json(args.json, {
+            "command": "python bench/bench_omega_second_order.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "backbone": args.backbone, "batch_size": B, "pairs": args.pairs, "threads": torch.get_num_threads(),
+            "lr": DEFAULTS["lr"], "head_lr": DEFAULTS["head_lr"],
+            "rows": [{"scale": s, "rel_mean": statistics.mean(rel[s]), "rel_sd": statistics.stdev(rel[s]) if len(rel[s]) > 1 else None,
+                      "cos_mean": statistics.mean(cos[s]), "cos_sd": statistics.stdev(cos[s]) if len(cos[s]) > 1 else None}
+                     for s in args.scales]})
     return 0
 
 

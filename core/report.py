@@ -25,6 +25,7 @@ from core.runs import DEFAULT_ROOT, list_runs, read_config, read_metrics, read_s
 
 DRIFT_HOLDS, DRIFT_FAILS = 0.5, 0.25  # ‖Ω − drift‖ / ‖Ω − start‖: above: differs; below: the drift explains Ω
 STEP_COST_FILE = "step_cost.json"      # bench/bench_train_step.py --json, kept in a run folder
+GRAD_SIZE_FILE = "omega_grad_size.json"  # bench/bench_omega_second_order.py --json, kept in a run folder
 SAVINGS = (0.25, 0.50, 0.75)            # PCEE-BERT Table 2: matched saved-layer fractions
 LOW_SPEEDUP, MID_SPEEDUP = 1.3, 2.0     # Sun et al. Fig. 5b (< 1.4x); LeeBERT Table 1 (about 2x)
 STRATEGY_ORDER = ["budget", "entropy", "maxprob", "patience", "pcee", "dge", "voting", "lte"]
@@ -392,7 +393,7 @@ def omega_drift_section(runs: list[Run]) -> str:
     """The claim "learned Ω differs from the drift a data-free update gives" (core.omega_drift), per run,
     with a verdict for first-order (the paper's) and second-order (DARTS) Ω gradients, and the measured
     step cost of the second-order gradient where a run folder holds bench/bench_train_step.py's JSON."""
-    rows, ratios, cost = [], defaultdict(list), []
+    rows, ratios, cost, size = [], defaultdict(list), [], []
     for r in runs:
         cmp_ = compare_to_drift([m for m in read_metrics(r.path) if m.get("kind") == "omega"], r.config)
         if cmp_ is None:
@@ -403,6 +404,8 @@ def omega_drift_section(runs: list[Run]) -> str:
                      f"{cmp_['ratio']:.2f}", f"{cmp_['ce_spread']:.4f} / {cmp_['drift_ce_spread']:.4f}"])
         if (r.path / STEP_COST_FILE).exists():
             cost.append(read_json(r.path / STEP_COST_FILE))
+        if (r.path / GRAD_SIZE_FILE).exists():
+            size.append(read_json(r.path / GRAD_SIZE_FILE))
     if not rows:
         return ""
     lines = ["Ω's gradient moves weight toward each exit's smallest term, and Eq. 4 makes the distillation terms "
@@ -418,6 +421,17 @@ def omega_drift_section(runs: list[Run]) -> str:
         if ratios.get(order):
             lines.append(f"- Claim \"learned Ω differs from the drift a data-free update gives\", {label}: "
                          + _drift_verdict(ratios[order]))
+    for g in size:
+        def pm(mean, sd, fmt):
+            return format(mean, fmt) + ("" if sd is None else " ± " + format(sd, ".2g"))
+        grows = [[f"{x['scale']:g}", pm(x["rel_mean"], x["rel_sd"], ".3g"), pm(x["cos_mean"], x["cos_sd"], ".4f")]
+                 for x in g.get("rows", [])]
+        lines += ["", "How much the second-order term changes Ω's gradient on the real model "
+                  f"(`{g.get('command', 'bench/bench_omega_second_order.py')}`; pretrained {g.get('backbone')} with "
+                  f"fresh exits, uniform Ω, mean ± s.d. over {g.get('pairs')} (B1, B2) pairs of {g.get('batch_size')} "
+                  f"rows; ξ = scale × the learning rates λ1 = {g.get('lr')}, head_lr = {g.get('head_lr')}; scale 1 is "
+                  "what `--omega-grad second_order` uses):", "",
+                  table(["scale of ξ", "‖∇Ω 2nd − ∇Ω 1st‖ / ‖∇Ω 1st‖", "cosine"], grows)]
     for c in cost:
         ms = c.get("ms_per_step", {})
         base = ms.get("joint")
