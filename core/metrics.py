@@ -454,6 +454,12 @@ def goal_table(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=N
     no_ms = cache.layer_ms is None
     for s in names:
         curves = [c for c in _goal_curves(cache, s, f, name, value, full) if len(c)]
+        if not curves:   # e.g. DGE compares with an earlier layer: nothing to set on a 2-layer model
+            rows.append({"strategy": s, "params": "{}", "score": np.nan, "delta": np.nan, "layer_speedup": np.nan,
+                         "saved_fraction": np.nan, "expected_ms": np.nan, "wallclock_speedup": np.nan,
+                         "meets": False, "why": f"has no setting that changes any exit on a {cache.L}-layer model",
+                         "candidates": 0})
+            continue
         per_curve = []   # each curve's best (or, when none meets, closest) setting: (meets, keys, curve, index)
         for j, c in enumerate(curves):
             sc, sp = c.score, c.layer_speedup

@@ -306,3 +306,15 @@ def test_seed_groups_mean_sd_and_noise_verdicts():
     assert diffs["verdict"].iloc[0] in ("A better", "B better") and not diffs["95% low"].iloc[0] <= 0 <= diffs["95% high"].iloc[0]
     same = TV.method_differences([_run("a", base), _run("a2", base)])
     assert same["verdict"].iloc[0] == "within noise"
+
+
+def test_goal_table_names_rules_without_settings_on_short_models():
+    # DGE compares a layer with earlier ones: a 2-layer model has one DGE exit, nothing to choose;
+    # the rule stays in the table with the reason instead of breaking the table (seen on a tiny run)
+    rng = np.random.default_rng(3)
+    cache = ExitCache(probs=rng.dirichlet([1, 1], size=(40, 2)).astype(np.float32),
+                      labels=rng.integers(0, 2, 40), label_names=["a", "b"])
+    table = M.goal_table(cache, max_drop=0.01)
+    dge = table[table.strategy == "dge"].iloc[0]
+    assert not dge.meets and "2-layer" in dge.why and np.isnan(dge.score)
+    assert table.meets.iloc[0] and M.pick(cache, max_drop=0.5).strategy in set(table.strategy)
