@@ -41,6 +41,15 @@ Defaults and where they come from:
     weights: joint/badge linear (PCEE-BERT Eq. 1), alternating uniform (BADGE Eq. 8),
              diversity uniform (Sun et al. Eq. 14)
     weight_decay 0 (Adam, as all four papers), max_grad_norm 1.0 (HF Trainer default), seed 0
+    val_fraction 0, patience 0           off unless asked (LeeBERT's protocol: tune on the training data,
+                                         evaluate each epoch, patience); with a validation split the best
+                                         validation epoch is kept. Grid for lr: docs/TUNING.md
+    split_version 2                      the default task's test split stays out of training; 1 = before it
+
+With --val-fraction, training carves a validation split from its rows and scores it every epoch; early
+stopping and the kept epoch read it and never the dev set. Each run ends with `warnings` in status.json
+when its exits are near chance on the dev set or the validation (else dev) score still rose at the last
+epoch (`weak_budget_warnings`).
 """
 from __future__ import annotations
 
@@ -787,6 +796,7 @@ class BestEpoch:
         self.curve: list[tuple[int, float]] = []  # (epoch, validation S-avg) of the current stage
         self.best: float | None = None
         self.best_state: dict | None = None
+        self.best_omega: dict | None = None
         self.kept_epoch: int | None = None
         self.wait = 0
         self.stopped_early = self.restored = False
@@ -804,6 +814,8 @@ class BestEpoch:
         if improved:
             self.best, self.kept_epoch, self.wait = score, trainer.epoch, 0
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best_omega = ({k: v.detach().clone() for k, v in trainer.omega.state_dict().items()}
+                               if trainer.omega is not None else None)
         else:
             self.wait += 1
             if self.patience and self.wait >= self.patience:
@@ -814,6 +826,9 @@ class BestEpoch:
     def on_stage_end(self, trainer, stage):
         if self.best_state is not None and self.curve and self.kept_epoch != self.curve[-1][0]:
             self.model.load_state_dict(self.best_state)
+            if self.best_omega is not None:  # LeeBERT: Ω as it was at the kept epoch, recorded again
+                trainer.omega.load_state_dict(self.best_omega)
+                trainer.trigger("on_omega", matrix=trainer.omega.matrix())
             self.restored = True
         self.best_state = None
 

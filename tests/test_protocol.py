@@ -156,3 +156,15 @@ def test_run_appends_its_warnings_to_the_status(tiny, tmp_path):  # noqa: F811
     warnings = read_status(folder)["warnings"]
     assert warnings[0] == "an earlier warning"
     assert len(warnings) == 2 and "exits score near chance on the dev set" in warnings[1]
+
+
+def test_early_stopping_restores_leebert_omega_of_the_kept_epoch(tiny, tmp_path, monkeypatch):  # noqa: F811
+    scripted = iter([0.9, 0.5, 0.4])
+    monkeypatch.setattr(BestEpoch, "scores", lambda self, trainer: [next(scripted)] * 3)
+    folder = train(base_config(tiny, tmp_path / "lee", method="leebert", epochs=3, val_fraction=0.25,
+                               patience=2, log_every=1, omega_lr=0.1, latency_samples=0))
+    assert read_status(folder)["kept_epoch"] == 1
+    omegas = [r for r in read_jsonl(folder / "metrics.jsonl") if r["kind"] == "omega"]
+    at_epoch1 = [r for r in omegas if r["epoch"] == 1][-1]["omega"]
+    assert omegas[-1]["omega"] == at_epoch1
+    assert any(r["omega"] != at_epoch1 for r in omegas if r["epoch"] > 1), "Ω did not move after epoch 1"
