@@ -293,7 +293,7 @@ def check_task(values: dict, *, train_file=None, dev_file=None) -> TaskSummary:
     """Load the task exactly as core.train will (core.data.load_task with the same arguments);
     ValueError names the file or dataset and the fault. `train_file` / `dev_file` override the
     values' paths (to check staged uploads before they move into the run folder)."""
-    from core.data import load_task
+    from core.data import SPLIT_VERSION, load_task
 
     def get(k):
         v = values.get(k)
@@ -305,7 +305,8 @@ def check_task(values: dict, *, train_file=None, dev_file=None) -> TaskSummary:
                      train_file=train_file, dev_file=dev_file,
                      text_column=get("text_column"), text_pair_column=get("text_pair_column"),
                      label_column=get("label_column"), max_train=get("max_train"), max_dev=get("max_dev"),
-                     seed=int(values.get("seed") or 0), metric=get("metric"))
+                     seed=int(values.get("seed") or 0), metric=get("metric"),
+                     split_version=int(get("split_version") or SPLIT_VERSION))
     if len(task.train) == 0 or len(task.dev) == 0:
         raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
     return TaskSummary(task.name, task.metric, list(map(str, task.label_names)), bool(task.is_pair),

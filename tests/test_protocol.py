@@ -168,3 +168,10 @@ def test_early_stopping_restores_leebert_omega_of_the_kept_epoch(tiny, tmp_path,
     at_epoch1 = [r for r in omegas if r["epoch"] == 1][-1]["omega"]
     assert omegas[-1]["omega"] == at_epoch1
     assert any(r["omega"] != at_epoch1 for r in omegas if r["epoch"] > 1), "Ω did not move after epoch 1"
+
+
+def test_train_form_counts_the_rows_training_will_use():
+    from core import train_form as F
+
+    assert F.check_task({"task": "rotten_tomatoes"}).n_train == 8530 - 854 - D.TEST_ROWS
+    assert F.check_task({"task": "rotten_tomatoes", "split_version": 1}).n_train == 8530 - 854
