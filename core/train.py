@@ -51,6 +51,15 @@ Defaults and where they come from:
     weights: joint/badge linear (PCEE-BERT Eq. 1), alternating uniform (BADGE Eq. 8),
              diversity uniform (Sun et al. Eq. 14)
     weight_decay 0 (Adam, as all four papers), max_grad_norm 1.0 (HF Trainer default), seed 0
+    val_fraction 0, patience 0           off unless asked (LeeBERT's protocol: tune on the training data,
+                                         evaluate each epoch, patience); with a validation split the best
+                                         validation epoch is kept. Grid for lr: docs/TUNING.md
+    split_version 2                      the default task's test split stays out of training; 1 = before it
+
+With --val-fraction, training carves a validation split from its rows and scores it every epoch; early
+stopping and the kept epoch read it and never the dev set. Each run ends with `warnings` in status.json
+when its exits are near chance on the dev set or the validation (else dev) score still rose at the last
+epoch (`weak_budget_warnings`).
 """
 from __future__ import annotations
 
@@ -75,6 +84,7 @@ import torch
 
 from core import losses as LS
 from core.io import append_jsonl, atomic_write_json, read_json
+from core.data import SPLIT_VERSION, SPLIT_VERSIONS
 from core.omega import (OMEGA_GRADS, OPTIMIZERS, WEIGHTS as OMEGA_WEIGHTS, Omega, OmegaOptimizer, split_d1_d2,
                         uses_split)
 from core.runs import (CACHE_FILE, CONFIG_FILE, JOB_FILE, METRICS_FILE, WEIGHTS_FILE, add_warnings, check_run_name,
@@ -108,6 +118,8 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
      "method; LeeBERT BLO / CLO, which step the model on half the rows (D1), cycle D1 twice per epoch) or "
      "epochs (passes over the rows the model trains on: BLO / CLO then take half the steps of joint)"),
     ("stage2_epochs", int, None, "epochs of stage 2 (two_stage, self_distill); default = --epochs"),
+    ("patience", int, 0, "early stopping: end a stage after this many epochs without a better validation "
+     "score (needs --val-fraction; 0 = run every epoch). Either way the best validation epoch's weights are kept"),
     ("batch_size", int, 32, "training batch size"),
     ("eval_batch_size", int, 64, "dev-set batch size"),
     ("lr", float, 3e-5, "learning rate of the backbone (λ1 of LeeBERT)"),
@@ -137,6 +149,10 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("max_length", int, 128, "tokenizer truncation length"),
     ("max_train", int, None, "use at most this many training rows"),
     ("max_dev", int, None, "use at most this many dev rows"),
+    ("val_fraction", float, 0.0, "carve this stratified fraction of the training rows (fixed seed) as a "
+     "validation split, scored every epoch; early stopping and the kept epoch read it, never the dev set (0 = none)"),
+    ("split_version", int, SPLIT_VERSION, "data split version: 2 keeps the default task's held-out test rows "
+     "out of training; 1 = the split of runs made before it (a run's config.json without this key means 1)"),
     ("seed", int, 0, "random seed (data order, D1/D2 split, initialization, dropout)"),
     ("save_weights", bool, True, "write model.safetensors"),
     ("fp16_weights", bool, False, "store the weights as float16"),
@@ -223,6 +239,14 @@ def resolve_config(config: dict) -> dict:
         bad(f"warmup_ratio must be in [0, 1), got {cfg['warmup_ratio']!r}")
     if cfg["latency_samples"] is None or cfg["latency_samples"] < 0:
         bad(f"latency_samples must be >= 0, got {cfg['latency_samples']!r}")
+    if not (math.isfinite(cfg["val_fraction"]) and 0 <= cfg["val_fraction"] < 0.5):
+        bad(f"val_fraction must be in [0, 0.5), got {cfg['val_fraction']!r}")
+    if cfg["patience"] is None or cfg["patience"] < 0:
+        bad(f"patience must be an integer >= 0, got {cfg['patience']!r}")
+    if cfg["patience"] and not cfg["val_fraction"]:
+        bad("--patience needs a validation split to watch: add --val-fraction (e.g. 0.1)")
+    if cfg["split_version"] not in SPLIT_VERSIONS:
+        bad(f"split_version must be one of {', '.join(map(str, SPLIT_VERSIONS))}, got {cfg['split_version']!r}")
     if cfg["teachers"] not in LS.TEACHERS:
         bad(f"unknown teachers {cfg['teachers']!r}; valid: {', '.join(LS.TEACHERS)}")
     if cfg["budget"] not in BUDGETS:
@@ -329,6 +353,8 @@ def parse_cli(argv: list[str]) -> dict:
         cfg.update(normalize_keys(data, f"--config {path}"))
         if "derived" in data and "budget" not in data:
             cfg["budget"] = OLD_BUDGET  # a run's config.json from before --budget: repeat it as it ran
+        if "split_version" not in data and ("command" in data or "derived" in data):
+            cfg["split_version"] = 1  # a run's config.json from before split versions: the old split
         cfg["config_file"] = str(p)
     cfg.update(args)
     cfg["command"] = shlex.join(["python", "-m", "core.train", *argv])
@@ -459,7 +485,7 @@ class Trainer:
     (minGPT-style, `add_callback(event, fn)`, fn(trainer, **info)) write metrics, status and progress.
 
     Events: on_train_start, on_stage_start(stage), on_step_end(record), on_omega(matrix),
-    on_epoch_end(stage, epoch), on_train_end.
+    on_epoch_end(stage, epoch), on_stage_end(stage), on_train_end.
     """
 
     def __init__(self, cfg: dict, model, train_rows: list[dict], collate, accelerator, *,
@@ -479,6 +505,7 @@ class Trainer:
         self.omega_opt: OmegaOptimizer | None = None
         self.started = time.time()
         self.last: dict = {}
+        self.stop_stage = False       # an on_epoch_end callback sets it to end the stage early
         if cfg["method"] in TWO_STAGE and self.L < 2:
             raise ValueError(f"--method {cfg['method']} needs a backbone with at least 2 layers (got {self.L})")
         if cfg["method"] == "leebert":
@@ -635,6 +662,10 @@ class Trainer:
                 self.last = rec
                 self.trigger("on_step_end", record=rec)
             self.trigger("on_epoch_end", stage=stage, epoch=self.epoch)
+            if self.stop_stage:  # early stopping (set by an on_epoch_end callback)
+                self.stop_stage = False
+                break
+        self.trigger("on_stage_end", stage=stage)
 
     def _d1_batches(self, d1: np.ndarray, key: tuple, steps: int):
         """`steps` batches from D1: passes over it, the first shuffled as one epoch's single pass was
@@ -816,6 +847,108 @@ class ProgressBar:
             self.bar.close()
 
 
+# ---- validation, early stopping, weak-budget warnings --------------------------------------------
+class BestEpoch:
+    """Scores the validation rows after every epoch (the task metric averaged over exits, S-avg) and
+    keeps each stage's best epoch: its weights are copied to CPU memory and put back when the stage
+    ends; `patience` epochs without a better score end the stage early (0 = never). The dev set plays
+    no part in any of it. Ties keep the earlier epoch."""
+
+    def __init__(self, model, *, val_loader, labels: np.ndarray, metric: str, patience: int, accelerator,
+                 writer: "RunWriter", should_stop):
+        self.model, self.loader, self.labels, self.metric = model, val_loader, labels, metric
+        self.patience, self.acc, self.writer, self.should_stop = patience, accelerator, writer, should_stop
+        self.on_stage_start(None, None)
+
+    def on_stage_start(self, trainer, stage=None):
+        self.curve: list[tuple[int, float]] = []  # (epoch, validation S-avg) of the current stage
+        self.best: float | None = None
+        self.best_state: dict | None = None
+        self.best_omega: dict | None = None
+        self.kept_epoch: int | None = None
+        self.wait = 0
+        self.stopped_early = self.restored = False
+
+    def scores(self, trainer) -> list[float]:
+        """Each exit's task score on the validation rows."""
+        probs, _ = predict(trainer.model, self.loader, self.acc, len(self.labels), should_stop=self.should_stop)
+        return exit_scores(self.metric, self.labels, probs)
+
+    def on_epoch_end(self, trainer, **_):
+        scores = self.scores(trainer)
+        score = float(np.mean(scores))
+        self.curve.append((trainer.epoch, score))
+        improved = self.best is None or score > self.best
+        if improved:
+            self.best, self.kept_epoch, self.wait = score, trainer.epoch, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best_omega = ({k: v.detach().clone() for k, v in trainer.omega.state_dict().items()}
+                               if trainer.omega is not None else None)
+        else:
+            self.wait += 1
+            if self.patience and self.wait >= self.patience:
+                trainer.stop_stage = self.stopped_early = True
+        self.writer.record(trainer, "val", split="val", metric=self.metric, exit_scores=[round(x, 6) for x in scores],
+                           s_avg=score, s_best=float(np.max(scores)), stage=trainer.stage.name, best=improved)
+
+    def on_stage_end(self, trainer, stage):
+        if self.best_state is not None and self.curve and self.kept_epoch != self.curve[-1][0]:
+            self.model.load_state_dict(self.best_state)
+            if self.best_omega is not None:  # LeeBERT: Ω as it was at the kept epoch, recorded again
+                trainer.omega.load_state_dict(self.best_omega)
+                trainer.trigger("on_omega", matrix=trainer.omega.matrix())
+            self.restored = True
+        self.best_state = None
+
+    def summary(self) -> str:
+        """One status sentence: which epoch's weights the run keeps and why."""
+        if self.kept_epoch is None:
+            return "no validation score recorded"
+        last = self.curve[-1][0]
+        why = (f"stopped early after {self.wait} epoch{'s' if self.wait > 1 else ''} without a better validation score"
+               if self.stopped_early else f"the last epoch was {last}")
+        return (f"kept the weights and cache of epoch {self.kept_epoch} (best validation {self.metric} avg "
+                f"{self.best:.4f}); {why}")
+
+
+CHANCE_MARGIN = 0.02   # an exit within this of the majority-class score counts as near chance
+RISING_MIN = 0.002     # a last-epoch gain above this counts as still rising
+
+
+def weak_budget_warnings(metric: str, labels: np.ndarray, scores, curve, *, curve_split: str,
+                         stopped_early: bool = False) -> list[str]:
+    """Plain sentences for status.json `warnings`: exits near chance on the dev set (against always
+    answering the most common class), and a validation (or dev) S-avg still rising at the last epoch."""
+    from core.metrics import score as task_score
+
+    out = []
+    labels = np.asarray(labels, dtype=int)
+    chance = task_score(metric, labels, np.full_like(labels, int(np.bincount(labels).argmax())))
+    near = [m for m, s in enumerate(scores) if s <= chance + CHANCE_MARGIN]
+    if near:
+        which = ", ".join(f"{m + 1} ({scores[m]:.3f})" for m in near)
+        out.append(f"{len(near)} of {len(scores)} exits score near chance on the dev set: exit {which} in "
+                   f"{metric}, where always answering the most common class scores {chance:.3f}. "
+                   "More training rows or epochs may help.")
+    if len(curve) >= 2 and not stopped_early:
+        (e0, s0), (e1, s1) = curve[-2], curve[-1]
+        if s1 > s0 + RISING_MIN:
+            out.append(f"The {curve_split} {metric} (mean over exits) was still rising at the last epoch: "
+                       f"{s0:.3f} after epoch {e0}, {s1:.3f} after epoch {e1}. More epochs may help.")
+    return out
+
+
+def dev_curve(metrics_path: Path) -> list[tuple[int, float]]:
+    """(epoch, dev S-avg) of the last stage's per-epoch dev records in metrics.jsonl."""
+    from core.io import read_jsonl
+
+    recs = [r for r in read_jsonl(metrics_path) if r.get("kind") == "eval" and r.get("s_avg") is not None]
+    if not recs:
+        return []
+    stage = recs[-1].get("stage")
+    return sorted({int(r["epoch"]): float(r["s_avg"]) for r in recs if r.get("stage") == stage}.items())
+
+
 # ---- the run ------------------------------------------------------------------------------------
 class _StopFlag:
     """SIGTERM / SIGINT set a flag the loop checks between steps (handlers only in the main thread)."""
@@ -982,7 +1115,12 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
                      dev_file=_in_work(cfg["dev_file"], folder, work), text_column=cfg["text_column"],
                      text_pair_column=cfg["text_pair_column"], label_column=cfg["label_column"],
                      max_train=cfg["max_train"], max_dev=cfg["max_dev"], seed=cfg["seed"],
-                     metric=cfg["metric"])
+                     metric=cfg["metric"], split_version=cfg["split_version"])
+    val_frame = None
+    if cfg["val_fraction"] > 0:
+        from core.data import validation_split
+
+        task.train, val_frame = validation_split(task.train, cfg["val_fraction"])
     if len(task.train) == 0 or len(task.dev) == 0:
         raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
     check_stop()
@@ -1020,6 +1158,7 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
     derived = cfg["derived"] = dict(
         task=task.name, metric=task.metric, label_names=list(task.label_names), is_pair=bool(task.is_pair),
         n_train=len(task.train), n_dev=len(task.dev), num_layers=raw.num_layers,
+        n_val=0 if val_frame is None else len(val_frame),
         total_steps=trainer.total_steps, stages=[vars(s) for s in trainer.stages],
         devices={"device": str(accelerator.device), "num_processes": accelerator.num_processes,
                  "mixed_precision": accelerator.mixed_precision},
@@ -1031,14 +1170,23 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
         atomic_write_json(folder / CONFIG_FILE, cfg)
 
     # dev evaluation (by length for speed; rows carry their index)
-    order = np.argsort([len(r["input_ids"]) for r in dev_rows], kind="stable")
     from torch.utils.data import DataLoader, Subset
 
-    dev_dl = accelerator.prepare(DataLoader(Subset(dev_rows, order.tolist()), batch_size=cfg["eval_batch_size"],
-                                            shuffle=False, collate_fn=collate))
+    def eval_loader(rows):
+        order = np.argsort([len(r["input_ids"]) for r in rows], kind="stable")
+        return accelerator.prepare(DataLoader(Subset(rows, order.tolist()), batch_size=cfg["eval_batch_size"],
+                                              shuffle=False, collate_fn=collate))
+
+    dev_dl = eval_loader(dev_rows)
     labels = task.dev["label"].astype(int).to_numpy()
     writer = RunWriter(folder, log_every=cfg["log_every"], enabled=main)
     last_eval: dict = {}
+    keeper = None
+    if val_frame is not None:
+        val_rows = encode_rows(val_frame, tokenizer, cfg["max_length"])
+        keeper = BestEpoch(raw, val_loader=eval_loader(val_rows), labels=val_frame["label"].to_numpy(dtype=int),
+                           metric=task.metric, patience=cfg["patience"], accelerator=accelerator,
+                           writer=writer, should_stop=should_stop)
 
     def evaluate(tr, **_):
         probs, conf = predict(model, dev_dl, accelerator, len(dev_rows), should_stop=should_stop)
@@ -1053,15 +1201,20 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
     trainer.add_callback("on_step_end", writer.on_step_end)
     trainer.add_callback("on_omega", writer.on_omega)
     trainer.add_callback("on_train_end", writer.on_train_end)
+    if keeper is not None:  # validation first: the dev set is scored for the record, never for choices
+        trainer.add_callback("on_stage_start", keeper.on_stage_start)
+        trainer.add_callback("on_epoch_end", keeper.on_epoch_end)
     if cfg["eval_every_epoch"]:
         trainer.add_callback("on_epoch_end", evaluate)
+    if keeper is not None:
+        trainer.add_callback("on_stage_end", keeper.on_stage_end)
     bar = ProgressBar(enabled=main)
     for ev in ("on_train_start", "on_step_end", "on_train_end"):
         trainer.add_callback(ev, getattr(bar, ev))
 
     trainer.run()
-    if last_eval.get("step") != trainer.step:
-        evaluate(trainer)
+    if last_eval.get("step") != trainer.step or (keeper is not None and keeper.restored):
+        evaluate(trainer)  # the kept weights, when an earlier epoch validated best
     check_stop()
     if main:
         writer.status(trainer, force=True, message="measuring latency and writing the cache")
@@ -1089,10 +1242,19 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
         if cfg["save_weights"]:
             raw.save_pretrained(folder, dtype=torch.float16 if cfg["fp16_weights"] else torch.float32,
                                 write_config=False)
+        message = f"done: dev {task.metric} avg {np.mean(last_eval['scores']):.4f}"
+        kept = {}
+        if keeper is not None:
+            message += "; " + keeper.summary()
+            kept = dict(kept_epoch=keeper.kept_epoch, stopped_early=keeper.stopped_early)
+        curve = keeper.curve if keeper is not None else dev_curve(folder / METRICS_FILE)
+        warnings = weak_budget_warnings(task.metric, labels, last_eval["scores"], curve,
+                                        curve_split="validation" if keeper is not None else "dev",
+                                        stopped_early=bool(kept.get("stopped_early")))
         write_status(folder, "done", finished=time.time(), progress=1.0, step=trainer.step,
                      total_steps=trainer.total_steps, epoch=trainer.epoch, eta_s=0.0,
-                     seconds=round(time.time() - t_start, 2),
-                     message=f"done: dev {task.metric} avg {np.mean(last_eval['scores']):.4f}")
+                     seconds=round(time.time() - t_start, 2), message=message, **kept)
+        add_warnings(folder, warnings)  # after what the data loading recorded
         if folder != final:
             swap_in(folder, final)  # the finished replacement takes the old run's place
     accelerator.wait_for_everyone()

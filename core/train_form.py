@@ -46,13 +46,13 @@ STAGING_DIR = ".uploads"                     # inside the checkpoint root, hidde
 # Where each option goes on the form. The task options are drawn by the page's task section.
 SECTIONS = {
     "task": ("task", "data_dir", "train_file", "dev_file", "text_column", "text_pair_column",
-             "label_column", "metric", "max_train", "max_dev"),
+             "label_column", "metric", "max_train", "max_dev", "split_version"),
     "model": ("backbone", "exit_kind", "exit_dim", "pooling", "dropout", "bypass", "bypass_dim",
               "bypass_act", "lte", "max_length"),
     "method": ("method", "optimizer", "weights", "teachers", "temperature", "omega_lr", "cycle",
                "omega_grad", "lambda_div", "stage2_epochs"),
     "training": ("epochs", "budget", "batch_size", "lr", "head_lr", "weight_decay", "warmup_ratio", "max_grad_norm",
-                 "seed", "eval_batch_size"),
+                 "seed", "eval_batch_size", "val_fraction", "patience"),
     "output": ("latency_samples", "save_weights", "fp16_weights", "eval_every_epoch", "log_every"),
 }
 ALWAYS_PASSED = ("task", "backbone", "method")   # written into argv even at their defaults
@@ -71,10 +71,12 @@ LABELS = {
     "max_grad_norm": "Gradient clipping", "seed": "Seed", "eval_batch_size": "Dev batch size",
     "latency_samples": "Latency samples", "save_weights": "Save weights", "fp16_weights": "Weights as float16",
     "eval_every_epoch": "Score the exits every epoch", "log_every": "Log every (steps)",
+    "val_fraction": "Validation fraction (of training rows)", "patience": "Early-stopping patience (epochs)",
+    "split_version": "Data split version",
 }
 _MINIMUM = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "cycle": 1, "max_length": 8, "log_every": 1,
             "max_train": 1, "max_dev": 1, "stage2_epochs": 1, "latency_samples": 0, "exit_dim": 0,
-            "bypass_dim": 1, "seed": 0}
+            "bypass_dim": 1, "seed": 0, "patience": 0, "split_version": 1}
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,7 @@ def check_task(values: dict, *, train_file=None, dev_file=None) -> TaskSummary:
     """Load the task exactly as core.train will (core.data.load_task with the same arguments);
     ValueError names the file or dataset and the fault. `train_file` / `dev_file` override the
     values' paths (to check staged uploads before they move into the run folder)."""
-    from core.data import load_task
+    from core.data import SPLIT_VERSION, load_task
 
     def get(k):
         v = values.get(k)
@@ -305,7 +307,8 @@ def check_task(values: dict, *, train_file=None, dev_file=None) -> TaskSummary:
                      train_file=train_file, dev_file=dev_file,
                      text_column=get("text_column"), text_pair_column=get("text_pair_column"),
                      label_column=get("label_column"), max_train=get("max_train"), max_dev=get("max_dev"),
-                     seed=int(values.get("seed") or 0), metric=get("metric"))
+                     seed=int(values.get("seed") or 0), metric=get("metric"),
+                     split_version=int(get("split_version") or SPLIT_VERSION))
     if len(task.train) == 0 or len(task.dev) == 0:
         raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
     return TaskSummary(task.name, task.metric, list(map(str, task.label_names)), bool(task.is_pair),

@@ -20,7 +20,7 @@ train() {  # train <run> <flags...>
     && echo "   done: $(python -c "import json;print(json.load(open('checkpoints/$name/status.json'))['message'])")" \
     || echo "   FAILED (see /tmp/bundled-$name.log)"
 }
-RT="--task rotten_tomatoes --max-train 4000 --epochs 1"
+RT="--task rotten_tomatoes --max-train 4000 --epochs 1 --split-version 1"  # the rows of before the test split
 NW="--no-save-weights"
 # BLO and CLO pass over D1 (half the training set) per epoch (LeeBERT Alg. 1-2): under the budget rule
 # these runs were made with (`--budget epochs`), two epochs give them the same number of model updates as

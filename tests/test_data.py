@@ -87,14 +87,16 @@ def glue_root(tmp_path) -> Path:
 # ---------------------------------------------------------------------------- default task
 
 def test_default_task_counts():
-    """rotten_tomatoes: 8,530 rows split about 90/10, stratified, disjoint."""
+    """rotten_tomatoes: 8,530 rows split about 80/10/10 into train, dev and the held-out test split,
+    stratified, disjoint."""
     task = D.load_task()
     assert (task.name, task.metric, task.label_names, task.is_pair) == (
         "rotten_tomatoes", "accuracy", ["negative", "positive"], False)
-    assert len(task.train) + len(task.dev) == 8530
+    test = D.load_test_split()
+    assert len(task.train) + len(task.dev) + len(test) == 8530
     assert abs(len(task.dev) - 853) <= 2
     assert task.dev["label"].value_counts().to_dict() == {0: 427, 1: 427}
-    ids = np.concatenate([task.train["row_id"], task.dev["row_id"]])
+    ids = np.concatenate([task.train["row_id"], task.dev["row_id"], test["row_id"]])
     assert sorted(ids) == list(range(8530))
     assert list(task.train.columns) == ["text", "label", "row_id"]
     assert task.train["label"].dtype == np.int64 and task.train["row_id"].is_monotonic_increasing
