@@ -19,6 +19,8 @@ sys.path.insert(0, str(REPO))
 from core.io import read_jsonl  # noqa: E402
 from core.runs import read_config, read_status  # noqa: E402
 
+PLANNED_LRS = (3e-5, 5e-5, 1e-4)  # scripts/lr_grid.sh's grid: rows for those not started yet
+
 
 def load_grid(root: Path) -> list[dict]:
     """One dict per run folder under `root` that has a config.json: lr, state, val curve, kept epoch."""
@@ -64,6 +66,9 @@ def table(rows: list[dict]) -> str:
         minutes = f"{r['seconds'] / 60:.0f}" if r["seconds"] else "–"
         lines.append("| " + " | ".join([f"{r['lr']:g}", *cells, str(r["kept"] or "–"), state,
                                           f"{r['dev']:.4f}" if r["dev"] is not None else "–", minutes]) + " |")
+    missing = [lr for lr in PLANNED_LRS if all(abs(r["lr"] - lr) > 1e-12 for r in rows)]
+    for lr in missing:
+        lines.append("| " + " | ".join([f"{lr:g}", *["–"] * max_ep, "–", "not started", "–", "–"]) + " |")
     done = [r for r in rows if r["state"] == "done" and r["val"]]
     best = max(done, key=lambda r: max(r["val"].values()), default=None)
     if best is None:
@@ -74,8 +79,9 @@ def table(rows: list[dict]) -> str:
         close = [f"{r['lr']:g}" for r in done if r is not best and max(r["val"].values()) >= score - 2 * se]
         verdict = (f"Best validation S-avg: lr {best['lr']:g} at epoch {best['kept']} ({score:.4f} ± {se:.4f}). "
                    + (f"Within two standard errors of it: lr {', '.join(close)}. " if close else "")
-                   + ("The grid is complete." if len(done) == len(rows) else
-                      f"Only {len(done)} of {len(rows)} runs have finished: the winner is provisional."))
+                   + ("The grid is complete." if len(done) == len(rows) and not missing else
+                      f"Only {len(done)} of {len(rows) + len(missing)} runs have finished: the winner is "
+                      "provisional."))
     r0 = rows[0]
     return "\n".join([
         "# Tuning: learning rate and epochs for the default backbone",
