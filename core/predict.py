@@ -90,9 +90,12 @@ def _world() -> tuple[int, int]:
 
 
 def _state():
+    """The launcher's process group: gloo on CPUs (ACCELERATE_USE_CPU=1 or no GPU), NCCL on GPUs."""
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
 
 
 def shard(n: int, rank: int, world: int) -> tuple[int, int]:

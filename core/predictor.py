@@ -54,11 +54,21 @@ def decide_rows(strategy: str, probs_prefix: np.ndarray, *, confidence=None, **p
     still running) -> (fires at layer m [n] bool, prediction if it exits there [n]). Same rule code,
     same special case for a budget beyond m, vectorized over the rows."""
     f = strategies.features(probs_prefix, confidence=confidence)
-    spec_params = strategies.resolve_params(strategy, params)
+    return _decide(strategy, f, strategies.resolve_params(strategy, params))
+
+
+def _decide(strategy: str, f, spec_params: dict):
+    """decide_rows on ready features and checked params (the predictor's per-layer hot path)."""
     if strategy == "budget" and spec_params["layer"] > f.L:
         return np.zeros(f.N, dtype=bool), f.argmax[-1]
     fire, pred_at, _ = strategies.STRATEGIES[strategy].rule(f, **spec_params)   # [m, n]
     return fire[-1].astype(bool), (f.argmax[-1] if pred_at is None else pred_at[-1])
+
+
+def _no_padding(mask: torch.Tensor, ext):
+    """(None, None) when no row of the batch has padding (batch size 1 always, or once the longest
+    rows are left): the layers then skip the attention mask, as the batch-1 predictor does."""
+    return (None, None) if bool(mask.all()) else (mask, ext)
 
 
 def _sync(device: torch.device) -> None:
@@ -223,7 +233,9 @@ class EarlyExitPredictor:
         pred = np.zeros(B, dtype=np.int64)
         done_ms = np.zeros(B)
         ids, mask, tt = self._pad(encs)
+        spec = strategies.resolve_params(strategy, params)
         t0 = time.perf_counter()
+        mask = None if bool(mask.all()) else mask                               # no padding: no masks
         h, ext = model.embed(ids, mask, tt)                                     # [B, T, H], [B, 1, 1, T]
         alive = np.arange(B)                                                    # batch rows still running
         for i in range(L):
@@ -232,8 +244,8 @@ class EarlyExitPredictor:
             if conf is not None:
                 conf[alive, i] = c.float().cpu().numpy()
             sub_c = None if conf is None else conf[alive, :i + 1]
-            if i < L - 1:
-                fired, p = decide_rows(strategy, probs[alive, :i + 1], confidence=sub_c, **params)
+            if i < L - 1:  # probabilities straight from softmax: no need to re-validate them each layer
+                fired, p = _decide(strategy, strategies.ExitFeatures(probs[alive, :i + 1], confidence=sub_c), spec)
             else:  # last layer: the rule's own final prediction over all L exits, as `apply` gives it
                 _, p = strategies.apply(strategy, probs[alive], confidence=sub_c, **params)
                 fired = np.ones(len(alive), dtype=bool)
@@ -244,11 +256,14 @@ class EarlyExitPredictor:
                 break
             if fired.any():  # shrink the batch: hidden states and masks of the rows still running
                 keep = torch.from_numpy(np.flatnonzero(~fired)).to(self.device)
-                h, mask, ext = h.index_select(0, keep), mask.index_select(0, keep), ext.index_select(0, keep)
+                h = h.index_select(0, keep)
                 alive = alive[~fired]
-                T = int(mask.sum(1).max())                                      # drop all-padding columns
-                if T < mask.shape[1]:
-                    h, mask, ext = h[:, :T], mask[:, :T], ext[..., :T]
+                if mask is not None:
+                    mask, ext = mask.index_select(0, keep), ext.index_select(0, keep)
+                    T = int(mask.sum(1).max())                                  # drop all-padding columns
+                    if T < mask.shape[1]:
+                        h, mask, ext = h[:, :T], mask[:, :T], ext[..., :T]
+                    mask, ext = _no_padding(mask, ext)
         return exit_layer, pred, probs, conf, done_ms
 
     def predict_batch(self, texts, text_pairs=None, *, batch_size: int = 32, strategy: str | None = None,
@@ -284,6 +299,7 @@ class EarlyExitPredictor:
         -> probabilities [B, K] (the static baseline batched early exit is measured against)."""
         model, L = self.model, self.num_layers
         ids, mask, tt = self._pad(encs)
+        mask = None if bool(mask.all()) else mask
         h, ext = model.embed(ids, mask, tt)
         for i in range(L - 1):
             h, _ = model.runner.run_layer(i, h, ext)
