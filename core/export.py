@@ -17,6 +17,7 @@ file and the fault. Torch-free (json, hashlib): the app imports it.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -140,26 +141,49 @@ def build_point(run_dir: str | os.PathLike, strategy: str, params: dict, *, out:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     if "labels" in STRATEGIES[strategy].needs:
         raise ValueError(f"strategy {strategy!r} needs the gold labels; it is a ceiling, not a point to ship")
-    params = resolve_params(strategy, dict(params), cache.L)
-    ev = evaluate(cache, strategy, **params)
+    if hash_weights and not (run_dir / WEIGHTS_FILE).is_file():
+        raise ValueError(f"{run_dir}: no {WEIGHTS_FILE}, so this point could not run; rebuild the weights "
+                         f"with: {rebuild_command(run_dir)}")
+    ev = evaluate(cache, strategy, **resolve_params(strategy, dict(params), cache.L))
+    return point_from_evaluation(run_dir, cache, ev, run_path=_relative(run_dir, Path(out).parent),
+                                 intervals=intervals, guarantee=guarantee, hash_weights=hash_weights)
+
+
+def point_from_evaluation(run_dir: str | os.PathLike, cache, ev: dict, *, run_path: str | None = None,
+                          intervals: dict | None = None, guarantee: dict | None = None,
+                          hash_weights: bool = True) -> dict:
+    """The v1 dict from an evaluation already made (`core.metrics.evaluate` on the run's cache).
+    `run_path` is what the file records as the run folder (default: its absolute path). The weights'
+    sha256 is null when the run has none (or `hash_weights` is False); `read_point` refuses such files."""
+    run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG_FILE
     cfg = read_json(cfg_path) if cfg_path.exists() else {}
     weights = run_dir / WEIGHTS_FILE
-    if hash_weights and not weights.is_file():
-        raise ValueError(f"{run_dir}: no {WEIGHTS_FILE}, so this point could not run; rebuild the weights "
-                         f"with: {rebuild_command(run_dir)}")
+    sha = _cached_sha256(weights) if hash_weights and weights.is_file() else None
     backbone = (cfg.get("model") or {}).get("backbone") or cache.meta.get("backbone") or cfg.get("backbone")
+    strategy = ev["strategy"]
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "run": _relative(run_dir, Path(out).parent), "run_name": run_dir.resolve().name,
-        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(weights) if hash_weights else None},
+        "run": run_path if run_path is not None else str(run_dir.resolve()), "run_name": run_dir.resolve().name,
+        "weights": {"file": WEIGHTS_FILE, "sha256": sha},
         "backbone": str(backbone or "unknown"), "task": cache.meta.get("task"), "metric": cache.metric,
         "label_names": list(cache.label_names), "num_layers": int(cache.L),
-        "strategy": strategy, "params": params,
+        "strategy": strategy, "params": resolve_params(strategy, dict(ev["params"]), cache.L),
         "promise": promise_from_evaluation(ev, n_rows=cache.N, task=cache.meta.get("task"),
                                            intervals=intervals, guarantee=guarantee),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def _cached_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_version(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_version(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 once per file version (the app rebuilds the point on every rerun)."""
+    return sha256_file(path)
 
 
 def write_point(run_dir, strategy: str, params: dict, out, **kw) -> dict:
@@ -179,6 +203,22 @@ def predict_command(point_file: str, input_file: str = "INPUT.csv", output_file:
     """The exact `core.predict` command that applies a point file."""
     return (f"python -m core.predict --point {shlex.quote(point_file)} --input {shlex.quote(input_file)} "
             f"--output {shlex.quote(output_file)}")
+
+
+def app_export(run_dir: str | os.PathLike, cache, ev: dict) -> tuple[dict, str, str, str | None]:
+    """What Explore's export shows for the current evaluation: (v1 dict with the run's absolute path, so
+    the downloaded file works wherever it is saved on this machine; file name; the core.predict command
+    for it; a plain sentence on why the point cannot run, or None)."""
+    run_dir = Path(run_dir)
+    data = point_from_evaluation(run_dir, cache, ev)
+    fname = f"{run_dir.name}-{ev['strategy']}.json"
+    problem = None
+    if "labels" in STRATEGIES[ev["strategy"]].needs:
+        problem = "This rule needs the gold labels: it is a ceiling to compare against, not a point to run."
+    elif data["weights"]["sha256"] is None:
+        problem = (f"This run saved no weights, so core.predict will refuse the file. Rebuild the weights with: "
+                   f"{rebuild_command(run_dir)}")
+    return data, fname, predict_command(fname), problem
 
 
 # ---- reading and validation ----------------------------------------------------------------------
@@ -217,6 +257,8 @@ def validate(data, *, where: str) -> None:
         bad(f"num_layers must be >= 1, got {data['num_layers']}")
     if data["strategy"] not in STRATEGIES:
         bad(f"unknown strategy {data['strategy']!r}; valid: {', '.join(STRATEGIES)}")
+    if "labels" in STRATEGIES[data["strategy"]].needs:
+        bad(f"strategy {data['strategy']!r} needs the gold labels; it cannot run on new text")
     try:
         resolve_params(data["strategy"], data["params"], data["num_layers"])
     except ValueError as e:

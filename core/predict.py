@@ -163,7 +163,8 @@ def summarize(point, out: dict, labels: np.ndarray | None, *, batch_size: int) -
          "mean_exit_layer": mean_layer, "layer_speedup": L / mean_layer,
          "rows_per_s": n / out["seconds"] if out["seconds"] > 0 else None,
          "full_rows_per_s": None, "measured_speedup": None, "score": None, "score_interval": None,
-         "full_score": None, "agreement_with_full": None, "metric": point.data["metric"]}
+         "full_score": None, "full_score_interval": None, "agreement_with_full": None,
+         "metric": point.data["metric"]}
     if out["full_seconds"]:
         s["full_rows_per_s"] = n / out["full_seconds"]
         s["measured_speedup"] = out["full_seconds"] / out["seconds"]
@@ -174,6 +175,8 @@ def summarize(point, out: dict, labels: np.ndarray | None, *, batch_size: int) -
             s["score_interval"] = list(wilson(int((labels == out["pred"]).sum()), n))
         if out["full_pred"] is not None:
             s["full_score"] = score(point.data["metric"], labels, out["full_pred"])
+            if point.data["metric"] == "accuracy":
+                s["full_score_interval"] = list(wilson(int((labels == out["full_pred"]).sum()), n))
     s["promise"] = {k: point.promised(k)[0] for k in ("score", "full_score", "layer_speedup", "wallclock_speedup")}
     s["promise_intervals"] = {k: point.promised(k)[1] for k in ("score", "full_score", "layer_speedup",
                                                                  "wallclock_speedup")}
@@ -221,7 +224,8 @@ def summary_lines(s: dict) -> list[str]:
                     + _judge(s["metric"], s["score"], p["score"], iv["score"], ci))
         if s["full_score"] is not None:
             rows.append(f"{s['metric']} of all layers: {s['full_score']:.4f}   promised {p['full_score']:.4f}"
-                        + _judge("full-model score", s["full_score"], p["full_score"], iv["full_score"]))
+                        + _judge("full-model score", s["full_score"], p["full_score"], iv["full_score"],
+                                 s["full_score_interval"]))
     return rows
 
 

@@ -5,6 +5,8 @@ import json
 import streamlit as st
 
 from core import appstate as A, views as V
+from core import export as E
+from core import playground_io as PI
 
 A.require_app()
 from core.strategies import STRATEGIES
@@ -150,8 +152,16 @@ with h:
                "split into right and wrong at the exit.")
 with e:
     st.markdown("**Export this operating point**")
-    op = V.operating_point(run, ev)
-    st.download_button("Download JSON", op.to_json(), file_name=f"{run.name}-{focus}.json",
-                       mime="application/json", icon=":material/download:", key="export")
-    st.code(op.to_json(), language="json", height=300)
+    point, point_name, predict_cmd, problem = E.app_export(run.path, run.cache, ev)
+    st.session_state[PI.EXPLORE_LAST] = PI.explore_record(run.name, focus, ev["params"])  # the Playground opens here
+    st.download_button("Download operating point (JSON)", E.point_json(point), file_name=point_name,
+                       mime="application/json", icon=":material/download:", key="export",
+                       disabled=problem is not None and point["weights"]["sha256"] is not None)
+    if problem:
+        st.warning("This point cannot be run as it is:")
+        st.text(problem)
+    st.caption("Apply it to a CSV, TSV or JSONL file of texts (or `-` for standard input) after saving the "
+               "download; it names this run's folder and the sha256 of its weights:")
+    st.code(predict_cmd, language="bash", wrap_lines=True)
+    st.code(E.point_json(point), language="json", height=300)
     st.caption("The address bar holds the run and every knob: copy it to share this exact view.")
