@@ -12,6 +12,13 @@ Latencies are wall-clock milliseconds at batch size 1 of the MODEL: from token i
 early exit and is reported on its own (`PredictResult.tokenize_ms`); `latency_ms + tokenize_ms` is
 what a caller waits for. `measure_layer_ms` reports `embed_ms` (embeddings only) and each layer with
 its exit, the numbers an exit cache stores to estimate latency from exit layers.
+
+Batched (`predict_batch`, `run_batch`): a right-padded batch runs layer by layer; after layer m the
+rule decides for every row still running at once (`decide_rows`: the rule code `decide` uses, over
+rows); rows that exit leave the batch (hidden states and masks shrink, all-padding columns are cut,
+and the masks are dropped once no padding is left). At the last layer `apply` gives the rule's final
+prediction. Batches are length-sorted by default. `from_point(path)` builds a predictor from an
+operating-point file (core.export) and uses its rule.
 """
 from __future__ import annotations
 
