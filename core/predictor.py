@@ -273,6 +273,62 @@ class EarlyExitPredictor:
                     mask, ext = _no_padding(mask, ext)
         return exit_layer, pred, probs, conf, done_ms
 
+    def run_pooled(self, encs, *, strategy: str, params: dict, batch_size: int):
+        """Early exit on all `encs` with batches kept full at every depth: rows waiting for layer i from
+        different input batches are pooled, and a layer runs on `batch_size` of them at a time (the
+        deepest full queue first; at the end the shallowest first). Fewer, fuller layer calls than
+        shrinking each batch on its own, same decisions. -> (exit_layer [N], pred [N], probs [N, L, K],
+        conf [N, L] | None), in input order."""
+        from torch.nn.utils.rnn import pad_sequence
+
+        model, L, K, B = self.model, self.num_layers, self.num_labels, int(batch_size)
+        n = len(encs)
+        probs = np.zeros((n, L, K), dtype=np.float32)
+        conf = np.zeros((n, L), dtype=np.float32) if self.has_confidence else None
+        exit_layer = np.zeros(n, dtype=np.int64)
+        pred = np.zeros(n, dtype=np.int64)
+        spec = strategies.resolve_params(strategy, params)
+        queues: list[list] = [[] for _ in range(L)]          # queues[i]: (row, hidden [T_r, H]) before layer i
+        feed = iter(self.batches(encs, B))
+
+        def run_layer(i: int, items: list) -> None:
+            rows = np.array([r for r, _ in items])
+            lens = torch.tensor([x.shape[0] for _, x in items], device=self.device)
+            h = pad_sequence([x for _, x in items], batch_first=True)                 # [b, T, H]
+            mask = (torch.arange(h.shape[1], device=self.device)[None] < lens[:, None]).long()
+            mask = None if bool(mask.all()) else mask
+            ext = model.runner.extended_mask(mask, h.dtype)
+            h, logits, c = model.layer_step(i, h, attention_mask=mask, ext_mask=ext)
+            probs[rows, i] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            if conf is not None:
+                conf[rows, i] = c.float().cpu().numpy()
+            sub_c = None if conf is None else conf[rows, :i + 1]
+            if i < L - 1:
+                fired, p = _decide(strategy, strategies.ExitFeatures(probs[rows, :i + 1], confidence=sub_c), spec)
+            else:
+                _, p = strategies.apply(strategy, probs[rows], confidence=sub_c, **params)
+                fired = np.ones(len(rows), dtype=bool)
+            exit_layer[rows[fired]], pred[rows[fired]] = i + 1, p[fired]
+            for k in np.flatnonzero(~fired):
+                queues[i + 1].append((int(rows[k]), h[k, :int(lens[k])]))
+
+        while True:
+            i = next((i for i in reversed(range(L)) if len(queues[i]) >= B), None)
+            if i is None:
+                idx = next(feed, None)
+                if idx is not None:                                                    # embed the next batch
+                    ids, mask, tt = self._pad([encs[j] for j in idx])
+                    h, _ = model.embed(ids, None if bool(mask.all()) else mask, tt)
+                    lens = mask.sum(1).tolist()
+                    queues[0] += [(int(j), h[k, :lens[k]]) for k, j in enumerate(idx)]
+                    continue
+                i = next((i for i in range(L) if queues[i]), None)                     # drain, shallow first
+                if i is None:
+                    break
+            items, queues[i] = queues[i][:B], queues[i][B:]
+            run_layer(i, items)
+        return exit_layer, pred, probs, conf
+
     def predict_batch(self, texts, text_pairs=None, *, batch_size: int = 32, strategy: str | None = None,
                       params: dict | None = None, sort_by_length: bool = True) -> list[PredictResult]:
         """Early exit on many inputs, `batch_size` at a time, results in input order.

@@ -263,3 +263,37 @@ def test_default_run_batched_exits_equal_the_cache(tmp_path):
         print(f"{strategy} {params}: {len(differ)} of {len(texts)} rows differ from the cache, all near ties "
               f"(max |prob difference| {tol:.2e})")
     assert total_ties <= 0.005 * len(texts) * 4, f"{total_ties} ties"
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_pooled_decisions_equal_apply(backbone, batch_size):
+    """Rows pooled across input batches at every depth: the same exits and predictions as `apply`."""
+    model = spread_model(backbone, bypass=True, lte=True)
+    probs, conf = full_probs(model, TEXTS)
+    pred = EarlyExitPredictor(model)
+    encs = pred.encode_many(TEXTS)
+    for strategy, params in strategy_cases(probs, conf):
+        want_layer, want_pred = strategies.apply(strategy, probs, confidence=conf, **params)
+        with torch.inference_mode():
+            layer, guess, got_probs, got_conf = pred.run_pooled(encs, strategy=strategy, params=params,
+                                                                batch_size=batch_size)
+        assert layer.tolist() == want_layer.tolist() and guess.tolist() == want_pred.tolist(), (strategy, params)
+        for j, m in enumerate(layer):
+            np.testing.assert_allclose(got_probs[j, :m], probs[j, :m], atol=1e-5)
+            np.testing.assert_allclose(got_conf[j, :m], conf[j, :m], atol=1e-5)
+
+
+def test_pooled_layer_calls_stay_full(backbone):
+    model = spread_model(backbone)
+    probs, _ = full_probs(model, TEXTS * 3)
+    pred = EarlyExitPredictor(model)
+    sizes = []
+    step = model.layer_step
+    model.layer_step = lambda i, h, **kw: (sizes.append(h.shape[0]), step(i, h, **kw))[1]
+    params = {"patience": 1}
+    with torch.inference_mode():
+        layer, *_ = pred.run_pooled(pred.encode_many(TEXTS * 3), strategy="patience", params=params, batch_size=4)
+    want_layer, _ = strategies.apply("patience", probs, **params)
+    assert layer.tolist() == want_layer.tolist()
+    assert sum(sizes) == int(want_layer.sum())                      # every row runs exactly its layers
+    assert len(sizes) <= sum(-(-int((want_layer > i).sum()) // 4) for i in range(4)) + 4   # near-full calls
