@@ -156,7 +156,7 @@ with e:
     st.session_state[PI.EXPLORE_LAST] = PI.explore_record(run.name, focus, ev["params"])  # the Playground opens here
     st.download_button("Download operating point (JSON)", E.point_json(point), file_name=point_name,
                        mime="application/json", icon=":material/download:", key="export",
-                       disabled=problem is not None and point["weights"]["sha256"] is not None)
+                       disabled="labels" in STRATEGIES[focus].needs)
     if problem:
         st.warning("This point cannot be run as it is:")
         st.text(problem)
