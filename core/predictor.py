@@ -12,6 +12,13 @@ Latencies are wall-clock milliseconds at batch size 1 of the MODEL: from token i
 early exit and is reported on its own (`PredictResult.tokenize_ms`); `latency_ms + tokenize_ms` is
 what a caller waits for. `measure_layer_ms` reports `embed_ms` (embeddings only) and each layer with
 its exit, the numbers an exit cache stores to estimate latency from exit layers.
+
+Batched (`predict_batch`, `run_batch`): a right-padded batch runs layer by layer; after layer m the
+rule decides for every row still running at once (`decide_rows`: the rule code `decide` uses, over
+rows); rows that exit leave the batch (hidden states and masks shrink, all-padding columns are cut,
+and the masks are dropped once no padding is left). At the last layer `apply` gives the rule's final
+prediction. Batches are length-sorted by default. `from_point(path)` builds a predictor from an
+operating-point file (core.export) and uses its rule.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ class PredictResult:
     layer_ms: list[float]            # [m] layer + exit + softmax + decision, per layer
     confidence: np.ndarray | None = None  # [m] learned exit confidence (LTE heads) or None
     tokenize_ms: float = 0.0         # text to token ids (not in latency_ms)
+    label: str | None = None         # label name of `pred` when the predictor knows the names
 
 
 def _softmax(logits: torch.Tensor) -> list[float]:
@@ -46,6 +54,28 @@ def _softmax(logits: torch.Tensor) -> list[float]:
     e = [math.exp(x - top) for x in z]
     s = sum(e)
     return [x / s for x in e]
+
+
+def decide_rows(strategy: str, probs_prefix: np.ndarray, *, confidence=None, **params):
+    """`core.strategies.decide` for many rows at once: probs_prefix [n, m, K] (layers 1..m of each row
+    still running) -> (fires at layer m [n] bool, prediction if it exits there [n]). Same rule code,
+    same special case for a budget beyond m, vectorized over the rows."""
+    f = strategies.features(probs_prefix, confidence=confidence)
+    return _decide(strategy, f, strategies.resolve_params(strategy, params))
+
+
+def _decide(strategy: str, f, spec_params: dict):
+    """decide_rows on ready features and checked params (the predictor's per-layer hot path)."""
+    if strategy == "budget" and spec_params["layer"] > f.L:
+        return np.zeros(f.N, dtype=bool), f.argmax[-1]
+    fire, pred_at, _ = strategies.STRATEGIES[strategy].rule(f, **spec_params)   # [m, n]
+    return fire[-1].astype(bool), (f.argmax[-1] if pred_at is None else pred_at[-1])
+
+
+def _no_padding(mask: torch.Tensor, ext):
+    """(None, None) when no row of the batch has padding (batch size 1 always, or once the longest
+    rows are left): the layers then skip the attention mask, as the batch-1 predictor does."""
+    return (None, None) if bool(mask.all()) else (mask, ext)
 
 
 def _sync(device: torch.device) -> None:
@@ -128,6 +158,234 @@ class EarlyExitPredictor:
                          **params)
         if key is not None:
             self._checked.add(key)
+
+    # ---- an operating-point file ----------------------------------------------------------------
+    @classmethod
+    def from_point(cls, path, *, device: str | torch.device = "cpu") -> "EarlyExitPredictor":
+        """A predictor for the run and exit rule an operating-point file (core.export, v1) names; the
+        weights' sha256 is checked first. `predict_batch` then uses the point's rule by default."""
+        from core.export import read_point
+        from core.model import MultiExitModel
+
+        point = read_point(path)
+        model = MultiExitModel.from_run(point.run_dir, device=device)
+        if model.num_layers != point.data["num_layers"] or model.cfg.num_labels != len(point.label_names):
+            raise ValueError(f"{point.path}: the point is for {point.data['num_layers']} layers and "
+                             f"{len(point.label_names)} classes, the weights have {model.num_layers} and "
+                             f"{model.cfg.num_labels}; export the point again")
+        pred = cls(model)
+        pred.point = point
+        pred.label_names = point.label_names
+        pred._check(point.strategy, point.params)
+        return pred
+
+    # ---- batched inference ---------------------------------------------------------------------
+    def encode_many(self, texts, text_pairs=None) -> list[tuple[list[int], list[int] | None]]:
+        """Token ids (and segment ids when not all zero) of every input, unpadded, truncated."""
+        texts = list(texts)
+        if text_pairs is not None:
+            text_pairs = list(text_pairs)
+            if len(text_pairs) != len(texts):
+                raise ValueError(f"text_pairs has {len(text_pairs)} entries for {len(texts)} texts")
+        if any(not isinstance(t, str) for t in texts) or (
+                text_pairs is not None and any(not isinstance(t, str) for t in text_pairs)):
+            raise ValueError("predict_batch takes lists of strings (texts and, for pairs, text_pairs)")
+        if self._backend is not None:
+            inputs = texts if text_pairs is None else list(zip(texts, text_pairs))
+            encs = self._backend.encode_batch(inputs) if inputs else []
+            return [(e.ids, e.type_ids if self._use_tt and any(e.type_ids) else None) for e in encs]
+        out = []
+        for i, t in enumerate(texts):
+            enc = self.tokenizer(t, None if text_pairs is None else text_pairs[i], truncation=True,
+                                 max_length=self.max_length)
+            tt = enc.get("token_type_ids")
+            out.append((enc["input_ids"], tt if tt is not None and any(tt) else None))
+        return out
+
+    def _pad(self, encs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Right-pad one batch: input_ids [B, T], attention_mask [B, T], token_type_ids [B, T] | None."""
+        T = max(len(ids) for ids, _ in encs)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(encs), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(encs), T), dtype=torch.long)
+        tt = torch.zeros((len(encs), T), dtype=torch.long) if any(t is not None for _, t in encs) else None
+        for r, (a, b) in enumerate(encs):
+            ids[r, :len(a)] = torch.tensor(a)
+            mask[r, :len(a)] = 1
+            if b is not None:
+                tt[r, :len(b)] = torch.tensor(b)
+        d = self.device
+        return ids.to(d), mask.to(d), (tt.to(d) if tt is not None else None)
+
+    def batches(self, encs, batch_size: int, *, sort_by_length: bool = True) -> list[np.ndarray]:
+        """Row indices of each batch; sorted by token length (less padding) unless told otherwise."""
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(encs)
+        order = (np.argsort([len(ids) for ids, _ in encs], kind="stable") if sort_by_length
+                 else np.arange(n))
+        return [order[i:i + int(batch_size)] for i in range(0, n, int(batch_size))]
+
+    def run_batch(self, encs, *, strategy: str, params: dict):
+        """Early exit on one padded batch; rows leave the batch at their exit layer.
+
+        Returns (exit_layer [B], pred [B], probs [B, L, K] filled up to each exit, conf [B, L] | None,
+        done_ms [B]: ms from the batch's embeddings to the layer where the row exited).
+        """
+        model, L, K = self.model, self.num_layers, self.num_labels
+        B = len(encs)
+        probs = np.zeros((B, L, K), dtype=np.float32)
+        conf = np.zeros((B, L), dtype=np.float32) if self.has_confidence else None
+        exit_layer = np.zeros(B, dtype=np.int64)
+        pred = np.zeros(B, dtype=np.int64)
+        done_ms = np.zeros(B)
+        ids, mask, tt = self._pad(encs)
+        spec = strategies.resolve_params(strategy, params)
+        t0 = time.perf_counter()
+        mask = None if bool(mask.all()) else mask                               # no padding: no masks
+        h, ext = model.embed(ids, mask, tt)                                     # [B, T, H], [B, 1, 1, T]
+        alive = np.arange(B)                                                    # batch rows still running
+        for i in range(L):
+            h, logits, c = model.layer_step(i, h, attention_mask=mask, ext_mask=ext)
+            probs[alive, i] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            if conf is not None:
+                conf[alive, i] = c.float().cpu().numpy()
+            sub_c = None if conf is None else conf[alive, :i + 1]
+            if i < L - 1:  # probabilities straight from softmax: no need to re-validate them each layer
+                fired, p = _decide(strategy, strategies.ExitFeatures(probs[alive, :i + 1], confidence=sub_c), spec)
+            else:  # last layer: the rule's own final prediction over all L exits, as `apply` gives it
+                _, p = strategies.apply(strategy, probs[alive], confidence=sub_c, **params)
+                fired = np.ones(len(alive), dtype=bool)
+            out = alive[fired]
+            exit_layer[out], pred[out] = i + 1, p[fired]
+            done_ms[out] = (time.perf_counter() - t0) * 1e3
+            if fired.all():
+                break
+            if fired.any():  # shrink the batch: hidden states and masks of the rows still running
+                keep = torch.from_numpy(np.flatnonzero(~fired)).to(self.device)
+                h = h.index_select(0, keep)
+                alive = alive[~fired]
+                if mask is not None:
+                    mask, ext = mask.index_select(0, keep), ext.index_select(0, keep)
+                    T = int(mask.sum(1).max())                                  # drop all-padding columns
+                    if T < mask.shape[1]:
+                        h, mask, ext = h[:, :T], mask[:, :T], ext[..., :T]
+                    mask, ext = _no_padding(mask, ext)
+        return exit_layer, pred, probs, conf, done_ms
+
+    def run_pooled(self, encs, *, strategy: str, params: dict, batch_size: int):
+        """Early exit on all `encs` with batches kept full at every depth: rows waiting for layer i from
+        different input batches are pooled, and a layer runs on `batch_size` of them at a time (the
+        deepest full queue first; at the end the shallowest first). Fewer, fuller layer calls than
+        shrinking each batch on its own, same decisions. -> (exit_layer [N], pred [N], probs [N, L, K],
+        conf [N, L] | None), in input order."""
+        from torch.nn.utils.rnn import pad_sequence
+
+        model, L, K, B = self.model, self.num_layers, self.num_labels, int(batch_size)
+        n = len(encs)
+        probs = np.zeros((n, L, K), dtype=np.float32)
+        conf = np.zeros((n, L), dtype=np.float32) if self.has_confidence else None
+        exit_layer = np.zeros(n, dtype=np.int64)
+        pred = np.zeros(n, dtype=np.int64)
+        spec = strategies.resolve_params(strategy, params)
+        queues: list[list] = [[] for _ in range(L)]          # queues[i]: (row, hidden [T_r, H]) before layer i
+        feed = iter(self.batches(encs, B))
+
+        def run_layer(i: int, items: list) -> None:
+            rows = np.array([r for r, _ in items])
+            lens = torch.tensor([x.shape[0] for _, x in items], device=self.device)
+            h = pad_sequence([x for _, x in items], batch_first=True)                 # [b, T, H]
+            mask = (torch.arange(h.shape[1], device=self.device)[None] < lens[:, None]).long()
+            mask = None if bool(mask.all()) else mask
+            ext = model.runner.extended_mask(mask, h.dtype)
+            h, logits, c = model.layer_step(i, h, attention_mask=mask, ext_mask=ext)
+            probs[rows, i] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            if conf is not None:
+                conf[rows, i] = c.float().cpu().numpy()
+            sub_c = None if conf is None else conf[rows, :i + 1]
+            if i < L - 1:
+                fired, p = _decide(strategy, strategies.ExitFeatures(probs[rows, :i + 1], confidence=sub_c), spec)
+            else:
+                _, p = strategies.apply(strategy, probs[rows], confidence=sub_c, **params)
+                fired = np.ones(len(rows), dtype=bool)
+            exit_layer[rows[fired]], pred[rows[fired]] = i + 1, p[fired]
+            for k in np.flatnonzero(~fired):
+                queues[i + 1].append((int(rows[k]), h[k, :int(lens[k])]))
+
+        while True:
+            i = next((i for i in reversed(range(L)) if len(queues[i]) >= B), None)
+            if i is None:
+                idx = next(feed, None)
+                if idx is not None:                                                    # embed the next batch
+                    ids, mask, tt = self._pad([encs[j] for j in idx])
+                    h, _ = model.embed(ids, None if bool(mask.all()) else mask, tt)
+                    lens = mask.sum(1).tolist()
+                    queues[0] += [(int(j), h[k, :lens[k]]) for k, j in enumerate(idx)]
+                    continue
+                i = next((i for i in range(L) if queues[i]), None)                     # drain, shallow first
+                if i is None:
+                    break
+            items, queues[i] = queues[i][:B], queues[i][B:]
+            run_layer(i, items)
+        return exit_layer, pred, probs, conf
+
+    def predict_batch(self, texts, text_pairs=None, *, batch_size: int = 32, strategy: str | None = None,
+                      params: dict | None = None, sort_by_length: bool = True) -> list[PredictResult]:
+        """Early exit on many inputs, `batch_size` at a time, results in input order.
+
+        The rule is `strategy`/`params`, or the operating point's (`from_point`). Decisions are those
+        of `core.strategies.apply` on the same rows' per-layer probabilities. `latency_ms` of a row is
+        the time from its batch's embeddings to its exit (batch-shared work included); `tokenize_ms`
+        is the row's share of tokenizing everything.
+        """
+        strategy, params = self._rule(strategy, params)
+        self._check(strategy, params)
+        t_tok = time.perf_counter()
+        encs = self.encode_many(texts, text_pairs)
+        tok_ms = (time.perf_counter() - t_tok) * 1e3 / max(1, len(encs))
+        results: list[PredictResult | None] = [None] * len(encs)
+        names = getattr(self, "label_names", None)
+        with self._inference():
+            for idx in self.batches(encs, batch_size, sort_by_length=sort_by_length):
+                layer, pred, probs, conf, done = self.run_batch([encs[j] for j in idx], strategy=strategy,
+                                                                params=params)
+                for r, j in enumerate(idx):
+                    m = int(layer[r])
+                    results[j] = PredictResult(
+                        probs=probs[r, :m].copy(), exit_layer=m, pred=int(pred[r]), latency_ms=float(done[r]),
+                        layer_ms=[], confidence=None if conf is None else conf[r, :m].copy(),
+                        tokenize_ms=tok_ms, label=None if names is None else names[int(pred[r])])
+        return results
+
+    def full_batch(self, encs) -> np.ndarray:
+        """The plain full model on one padded batch: embeddings, all L layers, the last exit only.
+        -> probabilities [B, K] (the static baseline batched early exit is measured against)."""
+        model, L = self.model, self.num_layers
+        ids, mask, tt = self._pad(encs)
+        mask = None if bool(mask.all()) else mask
+        h, ext = model.embed(ids, mask, tt)
+        for i in range(L - 1):
+            h, _ = model.runner.run_layer(i, h, ext)
+        _, logits, _ = model.layer_step(L - 1, h, attention_mask=mask, ext_mask=ext)
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def predict_full(self, texts, text_pairs=None, *, batch_size: int = 32,
+                     sort_by_length: bool = True) -> np.ndarray:
+        """Last-exit probabilities [N, K] of the full model, in input order."""
+        encs = self.encode_many(texts, text_pairs)
+        out = np.zeros((len(encs), self.num_labels), dtype=np.float32)
+        with self._inference():
+            for idx in self.batches(encs, batch_size, sort_by_length=sort_by_length):
+                out[idx] = self.full_batch([encs[j] for j in idx])
+        return out
+
+    def _rule(self, strategy, params) -> tuple[str, dict]:
+        point = getattr(self, "point", None)
+        if strategy is None:
+            if point is None:
+                raise ValueError("predict_batch needs strategy= (or a predictor made with from_point)")
+            return point.strategy, point.params if params is None else dict(params)
+        return strategy, dict(params or {})
 
     # ---- inference -----------------------------------------------------------------------------
     def predict(self, text: str, text_pair: str | None = None, *, strategy: str, **params) -> PredictResult:

@@ -619,6 +619,8 @@ class Trainer:
                 if out.confidence is not None:  # LTE heads train with their exits
                     loss = loss + LS.lte_loss(out.confidence, out.logits, labels, exits=active)
                 update_theta(loss, active)
+                if acc.num_processes > 1:  # log the global batch's loss: mean over processes' equal shards
+                    loss, ce = acc.reduce(loss.detach(), reduction="mean"), acc.reduce(ce.detach(), reduction="mean")
                 rec = {"loss": float(loss.detach()), "exit_losses": ce.detach().float().cpu().tolist(),
                        "objective": loss_name}
             lrs = dict(zip(names, sched.get_last_lr()))

@@ -97,13 +97,10 @@ def calibration_table(run, cal: Calibrated) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def calibrated_point(run, cal: Calibrated, ev: dict) -> M.OperatingPoint:
-    """The calibrated setting as an exportable operating point (dev-set numbers, guarantee attached)."""
-    op = M.OperatingPoint.from_evaluation(run.name, run.cache, ev)
-    op.expected_ms = ev.get("expected_ms")
-    op.extra = {k: run.meta.get(k) for k in ("task", "backbone", "method", "seed") if k in run.meta}
-    op.extra["calibration"] = {k: v for k, v in cal.summary().items() if k not in ("strategy", "params")}
-    return op
+def guarantee_record(cal: Calibrated) -> dict:
+    """The calibration facts an operating-point file carries beside its dev-set promise (plain values:
+    risk, epsilon, delta, method, held-out risk / score / speed-up, the sentence)."""
+    return {k: v for k, v in cal.summary().items() if k not in ("strategy", "params")}
 
 
 # ---- Compare: runs that differ only in seed --------------------------------------------------------

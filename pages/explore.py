@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from core import appstate as A, trust_views as TV, views as V
+from core import appstate as A, export as E, playground_io as PI, trust_views as TV, views as V
 
 A.require_app()
 from core.strategies import STRATEGIES
@@ -198,14 +198,13 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
                "Test holds the risk at most epsilon with the stated confidence; conformal risk control holds it in "
                "expectation. The whole-dev-set row is what the other tables show, chosen and scored on the same "
                "samples, hence optimistic.")
-    cal_ev = run.evaluate(cal.strategy, cal.params)
-    cal_op = TV.calibrated_point(run, cal, cal_ev)
+    cal_point, cal_name, _, _ = E.app_export(run.path, run.cache, run.evaluate(cal.strategy, cal.params),
+                                             guarantee=TV.guarantee_record(cal), suffix="-calibrated")
     b1, b2 = st.columns(2)
     b1.button("Load the calibrated setting into the knobs", key="g.load", disabled=cal.fallback,
               on_click=lambda: A.load_setting(run, cal.strategy, cal.params))
-    b2.download_button("Download the calibrated point (JSON)", cal_op.to_json(),
-                       file_name=f"{run.name}-{cal.strategy}-calibrated.json", mime="application/json",
-                       key="g.export", icon=":material/download:")
+    b2.download_button("Download the calibrated point (JSON)", E.point_json(cal_point), file_name=cal_name,
+                       mime="application/json", key="g.export", icon=":material/download:")
 
 # ---- where the samples exit, and the export ---------------------------------------------------------
 h, e = st.columns([1, 1])
@@ -217,8 +216,17 @@ with h:
                "split into right and wrong at the exit.")
 with e:
     st.markdown("**Export this operating point**")
-    op = V.operating_point(run, ev)
-    st.download_button("Download JSON", op.to_json(), file_name=f"{run.name}-{focus}.json",
-                       mime="application/json", icon=":material/download:", key="export")
-    st.code(op.to_json(), language="json", height=300)
+    point, point_name, predict_cmd, problem = E.app_export(
+        run.path, run.cache, ev, intervals={"score": (iv_score.low, iv_score.high)})
+    st.session_state[PI.EXPLORE_LAST] = PI.explore_record(run.name, focus, ev["params"])  # the Playground opens here
+    st.download_button("Download operating point (JSON)", E.point_json(point), file_name=point_name,
+                       mime="application/json", icon=":material/download:", key="export",
+                       disabled="labels" in STRATEGIES[focus].needs)
+    if problem:
+        st.warning("This point cannot be run as it is:")
+        st.text(problem)
+    st.caption("Apply it to a CSV, TSV or JSONL file of texts (or `-` for standard input) after saving the "
+               "download; it names this run's folder and the sha256 of its weights:")
+    st.code(predict_cmd, language="bash", wrap_lines=True)
+    st.code(E.point_json(point), language="json", height=300)
     st.caption("The address bar holds the run and every knob: copy it to share this exact view.")

@@ -2,18 +2,47 @@
 an exit rule, stop, and answer; the latency is measured against running every layer."""
 from __future__ import annotations
 
+import json
 import random
 
 import streamlit as st
 
 from core import appstate as A
 from core import playground as P
+from core import playground_io as PI
 from core import views as V
 from core.plain import md
 
 A.require_app()
 
 RESULT_KEY = "pg.result"   # the last result's exit layer / prediction (read by tests)
+POINT_MSG = "pg.point_msg"
+
+
+def _take_setting(run, strategy: str, params: dict) -> None:
+    """Put a rule and its knobs into the Playground's widgets (before they are drawn)."""
+    A.load_setting(run, strategy, params, prefix="pg.", tab_key=None)
+    st.session_state["pg.strategy"] = strategy
+
+
+def _load_point(run) -> None:
+    """Callback of the operating-point uploader: validate the file and take its rule and knobs."""
+    f = st.session_state.get("pg.point_file")
+    if f is None:
+        st.session_state.pop(POINT_MSG, None)
+        return
+    try:
+        data = PI.parse_point(f.getvalue(), f.name, run_dir=run.path, strategies=run.strategies)
+    except ValueError as e:
+        st.session_state[POINT_MSG] = ("error", str(e))
+        return
+    _take_setting(run, data["strategy"], data["params"])
+    promise = data["promise"]
+    st.session_state[POINT_MSG] = ("ok", f"Loaded {f.name}: {data['strategy']} "
+                                         f"{json.dumps(data['params'], sort_keys=True)}; promised on "
+                                         f"{promise['measured_on']['rows']} dev rows: {data['metric']} "
+                                         f"{promise['score']['value']:.4f}, layer speed-up "
+                                         f"{promise['layer_speedup']['value']:.2f}x.")
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -81,11 +110,26 @@ def main() -> None:
                    args=(run,))
     with right:
         strategies = run.strategies
-        strategy = st.selectbox("Exit rule", strategies, key="pg.strategy", format_func=V.strategy_title,
-                                index=strategies.index("entropy") if "entropy" in strategies else 0)
+        handed = PI.knobs_to_adopt(st.session_state, run.name)
+        if handed is not None and handed["strategy"] in strategies:  # open at Explore's last knobs
+            _take_setting(run, handed["strategy"], handed["params"])
+            st.session_state[PI.ADOPTED] = handed
+        if st.session_state.get("pg.strategy") not in strategies:
+            st.session_state["pg.strategy"] = "entropy" if "entropy" in strategies else strategies[0]
+        strategy = st.selectbox("Exit rule", strategies, key="pg.strategy", format_func=V.strategy_title)
+        adopted = st.session_state.get(PI.ADOPTED) or {}
+        if adopted.get("run") == run.name and adopted.get("strategy") == strategy:
+            st.caption("Opened at the knobs Explore showed last for this run.")
         n = len(run.controls(strategy))
         params = A.draw_controls(run, strategy, prefix="pg.", columns=st.columns(max(n, 1)) if n else None)
         st.caption(V.EXPLAIN.get(strategy, ""))
+        with st.expander("Load an operating-point file"):
+            st.file_uploader("Operating-point file (.json, from Explore's export or python -m core.export)",
+                             type=["json"], key="pg.point_file", on_change=_load_point, args=(run,))
+            msg = st.session_state.get(POINT_MSG)
+            if msg:
+                (st.error if msg[0] == "error" else st.success)("Operating-point file:")
+                st.text(msg[1])
         with st.expander("Timing"):
             repeats = st.number_input("Timed runs of each (median)", 1, 100, 10, key="pg.repeats")
             st.caption("Batch size 1 on one CPU thread, tokenization included. Each text runs once untimed, then "
@@ -110,10 +154,19 @@ def main() -> None:
     c[0].metric("Prediction", res.label, help="The exit rule's prediction at the exit layer.")
     c[1].metric("Exit layer", f"{res.exit_layer} / {res.L}",
                 help="Counted from 1; the layers after it did not run.")
-    c[2].metric("Early-exit latency", f"{res.latency_ms:.2f} ms")
-    c[3].metric(f"All {res.L} layers", f"{res.full_ms:.2f} ms")
+    timing = PI.timing_summary(res.runs_ms, res.full_runs_ms, L=res.L, exit_layer=res.exit_layer)
+    e_lo, e_hi = timing["early_iqr"]
+    f_lo, f_hi = timing["full_iqr"]
+    c[2].metric("Early-exit latency", f"{res.latency_ms:.2f} ms",
+                help=f"Median over the repeats; spread (25th-75th percentile) {e_lo:.2f}-{e_hi:.2f} ms.")
+    c[3].metric(f"All {res.L} layers", f"{res.full_ms:.2f} ms",
+                help=f"Median over the repeats; spread (25th-75th percentile) {f_lo:.2f}-{f_hi:.2f} ms.")
     c[4].metric("Measured speed-up", f"{res.speedup:.2f}x",
-                help="All-layers latency / early-exit latency, both measured just now (medians).")
+                help="All-layers latency / early-exit latency, both measured just now (medians). Above L/m "
+                     "it is noise, and the page says so.")
+    st.caption(PI.timing_caption(timing))
+    if timing["noise_note"]:
+        st.warning(timing["noise_note"])
     if res.exit_layer == res.L:
         st.caption(f"This text went through all {res.L} layers, so both runs did the same work: any gap between "
                    "the two latencies is measurement noise (and the exit rule's per-layer decisions).")

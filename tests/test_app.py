@@ -220,8 +220,10 @@ def test_export_is_a_valid_operating_point(root):
     assert op.layer_speedup == pytest.approx(ev["layer_speedup"])
     at = open_page("pages/explore.py", run="synth-joint")
     assert at.get("download_button"), "no export button"
-    code = json.loads(at.code[0].value)
-    assert code["run"] == "synth-joint" and code["num_layers"] == 6
+    code = json.loads(next(c.value for c in at.code if c.value.lstrip().startswith("{")))
+    assert code["run_name"] == "synth-joint" and code["num_layers"] == 6 and code["format_version"] == 1
+    assert code["weights"]["sha256"] is None, "synthetic runs have no weights"
+    assert any(c.value.startswith("python -m core.predict --point synth-joint-") for c in at.code)
 
 
 # ---- Traces ---------------------------------------------------------------------------------------------

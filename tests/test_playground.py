@@ -194,3 +194,62 @@ def test_dev_set_example_fills_the_box(runs, monkeypatch):
     at.button(key="pg.example").click().run()
     assert at.text_area(key="pg.text").value.strip()
     assert metric(at, "Exit layer").endswith("/ 2")
+
+
+# ---- hand-over from Explore, operating-point files, timing spread (issue 10) ----------------------------
+def test_page_opens_at_the_knobs_explore_had(runs, monkeypatch):
+    from core import playground_io as PI
+
+    monkeypatch.setenv("EEL_CHECKPOINTS", str(runs))
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params["run"] = "single"
+    at.run()
+    at.switch_page("pages/explore.py")
+    at.query_params["run"] = "single"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    last = at.session_state[PI.EXPLORE_LAST]
+    assert last["run"] == "single"
+    at.slider(key=f"{last['strategy']}.{next(iter(last['params']))}").set_value(
+        V.load_run(runs / "single").controls(last["strategy"])[0].high).run()   # move Explore's knob
+    last = at.session_state[PI.EXPLORE_LAST]
+    at.switch_page("pages/playground.py")
+    at.run()
+    at.text_area(key="pg.text").input(TEXTS[0]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    res = at.session_state["pg.result"]
+    assert (res["strategy"], res["params"]) == (last["strategy"], last["params"])
+    assert any("Opened at the knobs Explore showed last" in c.value for c in at.caption)
+    # a knob changed in the Playground stays changed on the next rerun (Explore's setting is taken once)
+    at.selectbox(key="pg.strategy").select("budget").run()
+    at.slider(key="pg.budget.layer").set_value(1).run()
+    assert at.session_state["pg.result"]["strategy"] == "budget"
+    assert any(c.value.startswith("Medians over 10 repeats, with the spread") for c in at.caption)
+
+
+def test_uploaded_point_is_checked_against_the_run(runs, tmp_path):
+    from core import playground_io as PI
+    from core.export import point_json, write_point
+
+    data = write_point(runs / "single", "maxprob", {"threshold": 0.8}, tmp_path / "p.json")
+    raw = point_json(data).encode()
+    names = V.load_run(runs / "single").strategies
+    assert PI.parse_point(raw, "p.json", run_dir=runs / "single", strategies=names)["params"] == {"threshold": 0.8}
+    with pytest.raises(ValueError, match="p.json: made for other weights"):
+        PI.parse_point(raw, "p.json", run_dir=runs / "pair", strategies=names)
+    with pytest.raises(ValueError, match="p.json: not a JSON operating-point file"):
+        PI.parse_point(b"\xff\xfe", "p.json", run_dir=runs / "single", strategies=names)
+    with pytest.raises(ValueError, match="x.json: missing field 'promise'"):
+        PI.parse_point(json.dumps({k: v for k, v in data.items() if k != "promise"}).encode(), "x.json",
+                       run_dir=runs / "single", strategies=names)
+
+
+def test_timing_summary_flags_a_speedup_above_l_over_m():
+    from core import playground_io as PI
+
+    t = PI.timing_summary([1.0, 1.1, 0.9, 1.0], [3.0, 3.2, 2.8, 3.1], L=2, exit_layer=1)
+    assert t["speedup_median"] == pytest.approx(3.05) and t["ideal"] == 2.0
+    assert "above L/m = 2/1 = 2.00x" in t["noise_note"] and "noise" in t["noise_note"]
+    t = PI.timing_summary([2.0, 2.2, 1.8], [3.0, 3.2, 3.1], L=4, exit_layer=2)
+    assert t["noise_note"] is None and t["early_iqr"][0] <= t["early_median"] <= t["early_iqr"][1]
+    assert "spread (25th-75th percentile)" in PI.timing_caption(t)
