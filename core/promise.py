@@ -3,8 +3,9 @@
     python -m core.promise [--run checkpoints/rotten_tomatoes-joint] [--max-drop 0.01] [--batch-size 32]
 
 The default run trains on `max_train` rows drawn (with its seed) from the Rotten Tomatoes rows outside
-its dev set (core.data); the rest of those rows are text the model never saw. This command
-1. picks the fastest setting over every rule whose dev score is within `max_drop` of the full model,
+its dev set (core.data); the rest of those rows are text the model never saw (runs made with the
+held-out test split, split version 2, are checked on that split instead). This command
+1. picks the fastest exact setting over every rule within `max_drop` of the full model (core.metrics.pick),
 2. exports it as `<run>/promise-point.json` (core.export, v1),
 3. runs `python -m core.predict --compare-full` on the unseen rows (with their labels), and
 4. writes `<run>/promise.json`: the point, the command, and promised against measured numbers.
@@ -27,35 +28,32 @@ PROMISE_FILE = "promise.json"
 DEFAULT_RUN = DEFAULT_ROOT / "rotten_tomatoes-joint"
 
 
-# LEAD: swap this for `core.metrics.pick(cache, max_drop=...)` (issue 9) once it is merged; it is the
-# only place the promise command chooses its setting.
 def pick_within(cache, max_drop: float = 0.01) -> dict:
-    """The setting with the highest layer speed-up, over every deployable rule's default sweep, whose
-    dev score is at least the full model's minus `max_drop`. -> {"strategy", "params", "score", ...}."""
-    import json
-
+    """The goal picker's answer (core.metrics.pick) for "lose at most `max_drop`": the fastest exact
+    setting over every deployable rule within `max_drop` of the full model, with its bootstrap interval."""
     from core import metrics as M
 
-    f = M.cache_features(cache)
-    points = M.sweep_all(cache, feats=f)
-    points = points[points["strategy"] != "oracle"]
-    full = M.score(cache.metric, cache.labels, f.argmax[-1])
-    ok = points[points["score"] >= full - max_drop - 1e-12]
-    best = ok.sort_values(["layer_speedup", "score"], ascending=[False, False]).iloc[0]
-    return {"strategy": str(best["strategy"]), "params": json.loads(best["params"]),
-            "score": float(best["score"]), "full_score": float(full),
-            "layer_speedup": float(best["layer_speedup"]), "max_drop": float(max_drop)}
+    op = M.pick(cache, max_drop=max_drop)
+    return {"strategy": op.strategy, "params": dict(op.params), "score": float(op.score),
+            "full_score": float(op.full_score), "layer_speedup": float(op.layer_speedup),
+            "max_drop": float(max_drop), "score_interval": op.score_interval}
 
 
 def unseen_rows(run_dir: Path):
-    """(texts, labels) of the default task's non-dev rows the run did not train on, in row order."""
-    from core.data import DEFAULT_TASK, load_task
+    """(texts, labels) of default-task rows the run never trained on, in row order: for a run made with
+    split version 2 or later, the held-out test split; for an older run, every non-dev row outside the
+    `max_train` rows it drew (split version 1 kept every non-dev row in train)."""
+    from core.data import DEFAULT_TASK, load_task, load_test_split
 
     cfg = read_json(run_dir / CONFIG_FILE)
     if cfg.get("task") != DEFAULT_TASK or cfg.get("train_file"):
         raise ValueError(f"{run_dir}: the promise check needs a run of the built-in task {DEFAULT_TASK!r}")
-    everything = load_task(DEFAULT_TASK)                              # all non-dev rows
-    used = load_task(DEFAULT_TASK, max_train=cfg.get("max_train"), seed=cfg.get("seed", 0))
+    version = int(cfg.get("split_version", 1))
+    if version >= 2:
+        test = load_test_split(DEFAULT_TASK)
+        return test["text"].tolist(), test["label"].to_numpy()
+    everything = load_task(DEFAULT_TASK, split_version=1)                  # all non-dev rows
+    used = load_task(DEFAULT_TASK, max_train=cfg.get("max_train"), seed=cfg.get("seed", 0), split_version=1)
     if set(used.dev["row_id"]) != set(everything.dev["row_id"]):
         raise ValueError(f"{run_dir}: dev rows differ from the task's; cannot tell which rows are unseen")
     rest = everything.train[~everything.train["row_id"].isin(used.train["row_id"])]
@@ -73,7 +71,9 @@ def run_promise(run_dir: Path, *, max_drop: float = 0.01, batch_size: int = 32) 
     cache = ExitCache.load(run_dir)
     choice = pick_within(cache, max_drop)
     point_path = run_dir / POINT_FILE
-    write_point(run_dir, choice["strategy"], choice["params"], point_path)
+    iv = choice["score_interval"]
+    write_point(run_dir, choice["strategy"], choice["params"], point_path,
+                intervals=None if iv is None else {"score": iv})
     texts, labels = unseen_rows(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "unseen.csv"
