@@ -45,10 +45,9 @@ from torch import nn
 
 from core.losses import term_mask, term_names
 
-OPTIMIZERS = ("slo", "blo", "clo_v1", "clo_v2")
-OMEGA_GRADS = ("first_order", "second_order")
+from core.config import OMEGA_GRADS, OMEGA_WEIGHTS, OPTIMIZERS  # noqa: E402,F401  (the name lists live with the options)
 FD_RADIUS = 0.01  # DARTS Eq. 8: the finite-difference perturbation's norm
-WEIGHTS = ("learned", "uniform", "random")
+WEIGHTS = OMEGA_WEIGHTS
 RANDOM_RANGE = (1, 50)  # LeeBERT-rand: integers drawn from {1, ..., 50}, normalized per exit
 
 

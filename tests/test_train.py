@@ -20,8 +20,8 @@ import torch
 
 from core.io import read_jsonl
 from core.runs import read_config, read_status
-from core.train import (DEFAULTS, Trainer, TrainingCancelled, command_line, encode_rows, make_collate,
-                        parse_cli, resolve_config, train)
+from core.config import DEFAULTS, command_line, parse_cli, resolve_config
+from core.train import Trainer, TrainingCancelled, encode_rows, make_collate, train
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_LAYERS = 3
