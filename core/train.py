@@ -81,8 +81,8 @@ import numpy as np
 import torch
 
 from core import losses as LS
-from core.config import (CLI_SWITCHES, OLD_BUDGET, TWO_STAGE, check_splits, command_line, load_task, parse_cli,
-                         resolve_config)
+from core.config import (CLI_SWITCHES, OLD_BUDGET, TWO_STAGE, check_splits, command_line, load_task, out_from_argv,
+                         parse_cli, resolve_config)
 from core.io import append_jsonl, atomic_write_json
 from core.omega import Omega, OmegaOptimizer, split_d1_d2, uses_split
 from core.runs import (CACHE_FILE, CONFIG_FILE, JOB_FILE, METRICS_FILE, WEIGHTS_FILE, add_warnings, check_run_name,
@@ -166,7 +166,8 @@ def stage_parameters(model, trainable: str) -> tuple[list, list]:
         return out
     L = model.num_layers
     if trainable == "all":
-        return _params(model.encoder), heads(range(L))
+        groups = model.param_groups()
+        return groups["backbone"], groups["exits"] + groups["bypasses"] + groups["lte"]
     if trainable == "last":
         return _params(model.encoder), heads([L - 1])
     if trainable == "intermediate":
@@ -296,68 +297,10 @@ class Trainer:
             p.requires_grad_(id(p) in chosen)
         return backbone, heads
 
-    def make_step(self, stage: Stage) -> Callable:
-        """Set up `stage` (trainable parameters, optimizer, schedule, Ω optimizer) and return
-        `step(batch, step_in_stage, next_b2=None) -> record`, one optimizer step on `batch`."""
-        cfg, acc, model = self.cfg, self.acc, self.model
-        backbone, heads = self._set_trainable(stage)
-        groups = [g for g in ({"params": backbone, "lr": cfg["lr"], "name": "backbone"},
-                              {"params": heads, "lr": cfg["head_lr"], "name": "heads"}) if g["params"]]
-        names = [g["name"] for g in groups]
-        opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        stage_steps = stage.epochs * self.steps_per_epoch(stage)
-        sched = linear_schedule(opt, stage_steps, int(cfg["warmup_ratio"] * stage_steps))
-        opt = acc.prepare(opt)
-        clip_params = backbone + heads
-        mask = LS.term_mask(self.L, cfg["teachers"], device=acc.device)
-
-        raw, L = self.raw, self.L
-        head_parts = [part for part in (raw.exits, raw.bypasses, raw.lte_heads) if part is not None]
-        exit_params = {m: [p for part in head_parts for p in part[m].parameters() if p.requires_grad]
-                       for m in range(L)}
-
-        def update_theta(loss, active=None, before_step=None):
-            acc.backward(loss)
-            if active is not None:
-                # exits outside this step's loss still receive zero gradients (through the stacked
-                # logits); drop them so Adam's momentum does not move them (ALT odd steps)
-                for m in set(range(L)) - set(active):
-                    for p in exit_params[m]:
-                        p.grad = None
-            if before_step is not None:  # e.g. the second-order Ω gradient, which needs ∇Θ L_B1
-                before_step()
-            if cfg["max_grad_norm"] > 0:
-                acc.clip_grad_norm_(clip_params, cfg["max_grad_norm"])
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-
-        if stage.loss == "leebert":
-            reduce = (lambda g: acc.reduce(g, reduction="mean")) if acc.num_processes > 1 else None
-            def theta():  # (parameter, ξ = its group's learning rate at this step)
-                return [(p, g["lr"]) for g in opt.param_groups for p in g["params"] if p.requires_grad]
-            self.omega_opt = OmegaOptimizer(cfg["optimizer"], self.omega, lr=cfg["omega_lr"],
-                                            theta_lr=cfg["lr"], cycle=cfg["cycle"], reduce_grad=reduce,
-                                            omega_grad=cfg.get("omega_grad", "first_order"), theta=theta)
-
-        def step(batch, step_in_stage: int, next_b2=None) -> dict:
-            labels = batch["labels"]
-            if stage.loss == "leebert":
-                rec = self._leebert_step(batch, step_in_stage, mask, update_theta, next_b2)
-            else:
-                loss_name, active = active_exits(stage.loss, step_in_stage, self.L)
-                out = model(**model_inputs(batch))
-                loss, ce = method_loss(loss_name, out.logits, labels, cfg)
-                if out.confidence is not None:  # LTE heads train with their exits
-                    loss = loss + LS.lte_loss(out.confidence, out.logits, labels, exits=active)
-                update_theta(loss, active)
-                rec = {"loss": float(loss.detach()), "exit_losses": ce.detach().float().cpu().tolist(),
-                       "objective": loss_name}
-            lrs = dict(zip(names, sched.get_last_lr()))
-            rec["lr"], rec["head_lr"] = lrs.get("backbone", 0.0), lrs.get("heads", 0.0)
-            rec["stage"] = stage.name
-            return rec
-        return step
+    def make_step(self, stage: Stage) -> "StageStep":
+        """Set up `stage` and return its step object: `step(batch, step_in_stage, next_b2=None) -> record`,
+        one optimizer step on `batch` (LeeBERTStep for LeeBERT, MethodStep for every other loss)."""
+        return (LeeBERTStep if stage.loss == "leebert" else MethodStep)(self, stage)
 
     def run_stage(self, stage: Stage, *, max_steps: int | None = None) -> None:
         """Train one stage: its epochs over the (shuffled) training rows, or D1 for BLO/CLO."""
@@ -424,25 +367,110 @@ class Trainer:
                     state["it"] = iter(self.loader(d2, shuffle_key=(*key, 2, state["pass"])))
         return nxt
 
-    def _leebert_step(self, batch, step_in_stage, mask, update_theta, next_b2) -> dict:
-        cfg, model = self.cfg, self.model
 
-        def forward(b, grad, teacher=None, detach_teacher=True):
-            with torch.set_grad_enabled(grad):
-                out = model(**model_inputs(b))
-                terms = LS.leebert_terms(out.logits, b["labels"], mask, cfg["temperature"], teacher, detach_teacher)
-                extra = None
-                if grad and out.confidence is not None:
-                    extra = LS.lte_loss(out.confidence, out.logits, b["labels"])
-            return terms, extra, out
+# ---- one optimizer step per stage kind ---------------------------------------------------------------
+class StageStep:
+    """A stage's set-up (trainable parameters, AdamW with the backbone and head rates, the linear
+    schedule) and its optimizer step. Subclasses say how a step computes its loss (`loss_step`);
+    `__call__` adds the learning rates and the stage to the record."""
 
-        info = self.omega_opt.step(step_in_stage, batch, forward=forward, update_theta=update_theta,
-                                   next_b2=next_b2)
-        rec = {"loss": info.loss, "exit_losses": info.terms[:, 0].float().cpu().tolist(),
-               "objective": "leebert", "cross_level": info.cross}
-        if info.omega_updated:
-            self.trigger("on_omega", matrix=None)
+    def __init__(self, trainer: Trainer, stage: Stage):
+        cfg, acc = trainer.cfg, trainer.acc
+        self.trainer, self.stage, self.cfg, self.acc, self.model = trainer, stage, cfg, acc, trainer.model
+        self.L = trainer.L
+        backbone, heads = trainer._set_trainable(stage)
+        groups = [g for g in ({"params": backbone, "lr": cfg["lr"], "name": "backbone"},
+                              {"params": heads, "lr": cfg["head_lr"], "name": "heads"}) if g["params"]]
+        self.group_names = [g["name"] for g in groups]
+        opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        stage_steps = stage.epochs * trainer.steps_per_epoch(stage)
+        self.sched = linear_schedule(opt, stage_steps, int(cfg["warmup_ratio"] * stage_steps))
+        self.opt = acc.prepare(opt)
+        self.clip_params = backbone + heads
+        raw = trainer.raw
+        head_parts = [part for part in (raw.exits, raw.bypasses, raw.lte_heads) if part is not None]
+        self.exit_params = {m: [p for part in head_parts for p in part[m].parameters() if p.requires_grad]
+                            for m in range(self.L)}
+
+    def __call__(self, batch, step_in_stage: int, next_b2=None) -> dict:
+        rec = self.loss_step(batch, step_in_stage, next_b2)
+        lrs = dict(zip(self.group_names, self.sched.get_last_lr()))
+        rec["lr"], rec["head_lr"] = lrs.get("backbone", 0.0), lrs.get("heads", 0.0)
+        rec["stage"] = self.stage.name
         return rec
+
+    def loss_step(self, batch, step_in_stage: int, next_b2=None) -> dict:
+        raise NotImplementedError
+
+    def update_theta(self, loss, active=None, before_step=None) -> None:
+        """Backward, clip, one optimizer and schedule step on the model (Θ)."""
+        self.acc.backward(loss)
+        if active is not None:
+            # exits outside this step's loss still receive zero gradients (through the stacked
+            # logits); drop them so Adam's momentum does not move them (ALT odd steps)
+            for m in set(range(self.L)) - set(active):
+                for p in self.exit_params[m]:
+                    p.grad = None
+        if before_step is not None:  # e.g. the second-order Ω gradient, which needs ∇Θ L_B1
+            before_step()
+        if self.cfg["max_grad_norm"] > 0:
+            self.acc.clip_grad_norm_(self.clip_params, self.cfg["max_grad_norm"])
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+class MethodStep(StageStep):
+    """joint, two-stage, alternating, self-distillation, BADGE and diversity steps: the stage's loss
+    on the exits it trains (`active_exits`), LTE heads with their exits, one model step."""
+
+    def loss_step(self, batch, step_in_stage: int, next_b2=None) -> dict:
+        loss_name, active = active_exits(self.stage.loss, step_in_stage, self.L)
+        out = self.model(**model_inputs(batch))
+        labels = batch["labels"]
+        loss, ce = method_loss(loss_name, out.logits, labels, self.cfg)
+        if out.confidence is not None:  # LTE heads train with their exits
+            loss = loss + LS.lte_loss(out.confidence, out.logits, labels, exits=active)
+        self.update_theta(loss, active)
+        return {"loss": float(loss.detach()), "exit_losses": ce.detach().float().cpu().tolist(),
+                "objective": loss_name}
+
+
+class LeeBERTStep(StageStep):
+    """LeeBERT (Eq. 5): the CE and distillation terms weighted by Ω, Θ and Ω stepped by the trainer's
+    OmegaOptimizer (SLO / BLO / CLO, core.omega)."""
+
+    def __init__(self, trainer: Trainer, stage: Stage):
+        super().__init__(trainer, stage)
+        cfg, acc = self.cfg, self.acc
+        self.mask = LS.term_mask(self.L, cfg["teachers"], device=acc.device)
+        reduce = (lambda g: acc.reduce(g, reduction="mean")) if acc.num_processes > 1 else None
+        trainer.omega_opt = OmegaOptimizer(cfg["optimizer"], trainer.omega, lr=cfg["omega_lr"],
+                                           theta_lr=cfg["lr"], cycle=cfg["cycle"], reduce_grad=reduce,
+                                           omega_grad=cfg.get("omega_grad", "first_order"), theta=self.theta)
+
+    def theta(self) -> list:
+        """(parameter, ξ = its group's learning rate at this step) of the model parameters trained."""
+        return [(p, g["lr"]) for g in self.opt.param_groups for p in g["params"] if p.requires_grad]
+
+    def forward(self, b, grad, teacher=None, detach_teacher=True):
+        """(LeeBERT terms [L, 1 + L], LTE loss or None, model output) of batch `b`."""
+        with torch.set_grad_enabled(grad):
+            out = self.model(**model_inputs(b))
+            terms = LS.leebert_terms(out.logits, b["labels"], self.mask, self.cfg["temperature"], teacher,
+                                     detach_teacher)
+            extra = None
+            if grad and out.confidence is not None:
+                extra = LS.lte_loss(out.confidence, out.logits, b["labels"])
+        return terms, extra, out
+
+    def loss_step(self, batch, step_in_stage: int, next_b2=None) -> dict:
+        info = self.trainer.omega_opt.step(step_in_stage, batch, forward=self.forward,
+                                           update_theta=self.update_theta, next_b2=next_b2)
+        if info.omega_updated:
+            self.trainer.trigger("on_omega", matrix=None)
+        return {"loss": info.loss, "exit_losses": info.terms[:, 0].float().cpu().tolist(),
+                "objective": "leebert", "cross_level": info.cross}
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -822,11 +850,102 @@ def _is_main() -> bool:
         return True
 
 
+def _begin_folder(work: Path, cfg: dict, task, t_start: float) -> None:
+    """The working folder of a run about to load its model: old outputs gone, status `running`,
+    config.json, the data's warnings."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in (METRICS_FILE, CACHE_FILE, WEIGHTS_FILE):  # a new folder, a job's, or a staging one
+        (work / name).unlink(missing_ok=True)
+    write_status(work, "running", pid=os.getpid(), started=t_start, progress=0.0, step=0,
+                 total_steps=None, epoch=0, eta_s=None, error=None, finished=None,
+                 message="loading the model")
+    atomic_write_json(work / CONFIG_FILE, cfg)
+    if task.warnings:  # rows left out of the data, counted (shown on Home and the Train page)
+        add_warnings(work, task.warnings)
+
+
+def model_config(cfg: dict, num_labels: int):
+    """The ModelConfig of a resolved training config."""
+    from core.model import ModelConfig
+
+    return ModelConfig(backbone=cfg["backbone"], num_labels=num_labels, exit_kind=cfg["exit_kind"],
+                       pooling=cfg["pooling"], dropout=cfg["dropout"], bypass=cfg["bypass"],
+                       bypass_dim=cfg["bypass_dim"], bypass_act=cfg["bypass_act"], lte=cfg["lte"],
+                       max_length=cfg["max_length"], exit_dim=cfg["exit_dim"])
+
+
+def derived_facts(cfg: dict, task, trainer: Trainer, *, n_val: int) -> dict:
+    """config.json's "derived": the task's sizes and labels, the plan, the devices, the versions."""
+    acc = trainer.acc
+    derived = dict(
+        task=task.name, metric=task.metric, label_names=list(task.label_names), is_pair=bool(task.is_pair),
+        n_train=len(task.train), n_dev=len(task.dev), num_layers=trainer.raw.num_layers, n_val=n_val,
+        total_steps=trainer.total_steps, stages=[vars(s) for s in trainer.stages],
+        devices={"device": str(acc.device), "num_processes": acc.num_processes,
+                 "mixed_precision": acc.mixed_precision},
+        versions=_versions())
+    if cfg["method"] == "leebert":
+        derived["omega_terms"] = trainer.omega.terms
+        derived["omega_d1_scale"] = cfg["lr"] / cfg["omega_lr"]  # λ1/λ2 on ∇Ω L_B1 (core.omega)
+    return derived
+
+
+def _add_callbacks(trainer: Trainer, writer: RunWriter, keeper: BestEpoch | None, evaluate, bar: ProgressBar):
+    """The run's callbacks in their order: the writer, validation before the dev set (the dev set is
+    scored for the record, never for choices), the kept epoch, the progress bar."""
+    for ev in ("on_train_start", "on_stage_start", "on_step_end", "on_omega", "on_train_end"):
+        trainer.add_callback(ev, getattr(writer, ev))
+    if keeper is not None:
+        trainer.add_callback("on_stage_start", keeper.on_stage_start)
+        trainer.add_callback("on_epoch_end", keeper.on_epoch_end)
+    if evaluate is not None:
+        trainer.add_callback("on_epoch_end", evaluate)
+    if keeper is not None:
+        trainer.add_callback("on_stage_end", keeper.on_stage_end)
+    for ev in ("on_train_start", "on_step_end", "on_train_end"):
+        trainer.add_callback(ev, getattr(bar, ev))
+
+
+def dev_cache(cfg: dict, task, last_eval: dict, labels: np.ndarray, *, layer_ms, embed_ms, run: str):
+    """The run's dev-set ExitCache from the last evaluation."""
+    from core.cache import ExitCache
+
+    source = task.source("dev")
+    # built-in and GLUE texts are restored from `source`; other origins also keep a copy
+    texts = None if source.get("kind") in ("builtin", "glue") else task.texts("dev")
+    return ExitCache(
+        probs=last_eval["probs"], labels=labels, label_names=list(task.label_names), texts=texts,
+        source=source, confidence=last_eval["conf"], layer_ms=layer_ms, embed_ms=embed_ms,
+        meta={"task": task.name, "metric": task.metric, "backbone": cfg["backbone"],
+              "method": cfg["method"], "seed": cfg["seed"], "command": cfg["command"],
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": run,
+              "optimizer": cfg["optimizer"], "weights": cfg["weights"], "teachers": cfg["teachers"]
+              if cfg["method"] == "leebert" else None, "lte": cfg["lte"], "bypass": cfg["bypass"],
+              "exit_kind": cfg["exit_kind"], "exit_scores": last_eval["scores"]})
+
+
+def _mark_done(folder: Path, trainer: Trainer, keeper: BestEpoch | None, metric: str, labels: np.ndarray,
+               scores: list[float], t_start: float) -> None:
+    """status.json `done` with the dev score (and the kept epoch), then the weak-budget warnings."""
+    message = f"done: dev {metric} avg {np.mean(scores):.4f}"
+    kept = {}
+    if keeper is not None:
+        message += "; " + keeper.summary()
+        kept = dict(kept_epoch=keeper.kept_epoch, stopped_early=keeper.stopped_early)
+    curve = keeper.curve if keeper is not None else dev_curve(folder)
+    warnings = weak_budget_warnings(metric, labels, scores, curve,
+                                    curve_split="validation" if keeper is not None else "dev",
+                                    stopped_early=bool(kept.get("stopped_early")))
+    write_status(folder, "done", finished=time.time(), progress=1.0, step=trainer.step,
+                 total_steps=trainer.total_steps, epoch=trainer.epoch, eta_s=0.0,
+                 seconds=round(time.time() - t_start, 2), message=message, **kept)
+    add_warnings(folder, warnings)  # after what the data loading recorded
+
+
 def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = None) -> Path:
     from accelerate.utils import set_seed
 
-    from core.cache import ExitCache
-    from core.model import ModelConfig, MultiExitModel
+    from core.model import MultiExitModel
 
     work = folder if work is None else work
     main = accelerator.is_main_process
@@ -850,23 +969,12 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
     check_splits(task)
     check_stop()
     if main:
-        work.mkdir(parents=True, exist_ok=True)
-        for name in (METRICS_FILE, CACHE_FILE, WEIGHTS_FILE):  # a new folder, a job's, or a staging one
-            (work / name).unlink(missing_ok=True)
-        write_status(work, "running", pid=os.getpid(), started=t_start, progress=0.0, step=0,
-                     total_steps=None, epoch=0, eta_s=None, error=None, finished=None,
-                     message="loading the model")
-        atomic_write_json(work / CONFIG_FILE, cfg)
-        if task.warnings:  # rows left out of the data, counted (shown on Home and the Train page)
-            add_warnings(work, task.warnings)
+        _begin_folder(work, cfg, task, t_start)
     for warning in task.warnings:
         print(f"core.train: warning: {warning}", file=sys.stderr)
     folder, final = work, folder  # everything below writes the working folder
 
-    mcfg = ModelConfig(backbone=cfg["backbone"], num_labels=len(task.label_names), exit_kind=cfg["exit_kind"],
-                       pooling=cfg["pooling"], dropout=cfg["dropout"], bypass=cfg["bypass"],
-                       bypass_dim=cfg["bypass_dim"], bypass_act=cfg["bypass_act"], lte=cfg["lte"],
-                       max_length=cfg["max_length"], exit_dim=cfg["exit_dim"])
+    mcfg = model_config(cfg, len(task.label_names))
     set_seed(cfg["seed"])
     model = MultiExitModel(mcfg)
     tokenizer = model.tokenizer
@@ -880,17 +988,7 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
     raw = accelerator.unwrap_model(model)
     trainer = Trainer(cfg, model, train_rows, collate, accelerator, should_stop=should_stop)
     cfg["model"] = mcfg.to_dict()
-    derived = cfg["derived"] = dict(
-        task=task.name, metric=task.metric, label_names=list(task.label_names), is_pair=bool(task.is_pair),
-        n_train=len(task.train), n_dev=len(task.dev), num_layers=raw.num_layers,
-        n_val=0 if val_frame is None else len(val_frame),
-        total_steps=trainer.total_steps, stages=[vars(s) for s in trainer.stages],
-        devices={"device": str(accelerator.device), "num_processes": accelerator.num_processes,
-                 "mixed_precision": accelerator.mixed_precision},
-        versions=_versions())
-    if cfg["method"] == "leebert":
-        derived["omega_terms"] = trainer.omega.terms
-        derived["omega_d1_scale"] = cfg["lr"] / cfg["omega_lr"]  # λ1/λ2 on ∇Ω L_B1 (core.omega)
+    cfg["derived"] = derived_facts(cfg, task, trainer, n_val=0 if val_frame is None else len(val_frame))
     if main:
         atomic_write_json(folder / CONFIG_FILE, cfg)
 
@@ -921,21 +1019,8 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
                       s_avg=float(np.mean(scores)), s_best=float(np.max(scores)), stage=tr.stage.name)
         writer.status(tr, force=True, message=f"epoch {tr.epoch}: dev {task.metric} avg {np.mean(scores):.4f}")
 
-    trainer.add_callback("on_train_start", writer.on_train_start)
-    trainer.add_callback("on_stage_start", writer.on_stage_start)
-    trainer.add_callback("on_step_end", writer.on_step_end)
-    trainer.add_callback("on_omega", writer.on_omega)
-    trainer.add_callback("on_train_end", writer.on_train_end)
-    if keeper is not None:  # validation first: the dev set is scored for the record, never for choices
-        trainer.add_callback("on_stage_start", keeper.on_stage_start)
-        trainer.add_callback("on_epoch_end", keeper.on_epoch_end)
-    if cfg["eval_every_epoch"]:
-        trainer.add_callback("on_epoch_end", evaluate)
-    if keeper is not None:
-        trainer.add_callback("on_stage_end", keeper.on_stage_end)
-    bar = ProgressBar(enabled=main)
-    for ev in ("on_train_start", "on_step_end", "on_train_end"):
-        trainer.add_callback(ev, getattr(bar, ev))
+    _add_callbacks(trainer, writer, keeper, evaluate if cfg["eval_every_epoch"] else None,
+                   ProgressBar(enabled=main))
 
     trainer.run()
     if last_eval.get("step") != trainer.step or (keeper is not None and keeper.restored):
@@ -951,35 +1036,11 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
         if cfg["latency_samples"] > 0:
             embed_ms, layer_ms = measure_latency(raw, tokenizer, task, cfg["latency_samples"])
         check_stop()
-        source = task.source("dev")
-        # built-in and GLUE texts are restored from `source`; other origins also keep a copy
-        texts = None if source.get("kind") in ("builtin", "glue") else task.texts("dev")
-        cache = ExitCache(
-            probs=last_eval["probs"], labels=labels, label_names=list(task.label_names), texts=texts,
-            source=source, confidence=last_eval["conf"], layer_ms=layer_ms, embed_ms=embed_ms,
-            meta={"task": task.name, "metric": task.metric, "backbone": cfg["backbone"],
-                  "method": cfg["method"], "seed": cfg["seed"], "command": cfg["command"],
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": final.name,
-                  "optimizer": cfg["optimizer"], "weights": cfg["weights"], "teachers": cfg["teachers"]
-                  if cfg["method"] == "leebert" else None, "lte": cfg["lte"], "bypass": cfg["bypass"],
-                  "exit_kind": cfg["exit_kind"], "exit_scores": last_eval["scores"]})
-        cache.save(folder)
+        dev_cache(cfg, task, last_eval, labels, layer_ms=layer_ms, embed_ms=embed_ms, run=final.name).save(folder)
         if cfg["save_weights"]:
             raw.save_pretrained(folder, dtype=torch.float16 if cfg["fp16_weights"] else torch.float32,
                                 write_config=False)
-        message = f"done: dev {task.metric} avg {np.mean(last_eval['scores']):.4f}"
-        kept = {}
-        if keeper is not None:
-            message += "; " + keeper.summary()
-            kept = dict(kept_epoch=keeper.kept_epoch, stopped_early=keeper.stopped_early)
-        curve = keeper.curve if keeper is not None else dev_curve(folder)
-        warnings = weak_budget_warnings(task.metric, labels, last_eval["scores"], curve,
-                                        curve_split="validation" if keeper is not None else "dev",
-                                        stopped_early=bool(kept.get("stopped_early")))
-        write_status(folder, "done", finished=time.time(), progress=1.0, step=trainer.step,
-                     total_steps=trainer.total_steps, epoch=trainer.epoch, eta_s=0.0,
-                     seconds=round(time.time() - t_start, 2), message=message, **kept)
-        add_warnings(folder, warnings)  # after what the data loading recorded
+        _mark_done(folder, trainer, keeper, task.metric, labels, last_eval["scores"], t_start)
         if folder != final:
             swap_in(folder, final)  # the finished replacement takes the old run's place
     accelerator.wait_for_everyone()
@@ -1000,12 +1061,7 @@ def _record_cli_error(argv: list[str], error: Exception, overwrite: bool = False
     """A command line that does not parse still fails its run folder, when --out names a folder that
     holds no run yet (a job's fresh folder), or the job's staging folder of a replacement; an existing
     run is never touched."""
-    out = None
-    for i, a in enumerate(argv):
-        if a == "--out" and i + 1 < len(argv):
-            out = argv[i + 1]
-        elif a.startswith("--out="):
-            out = a.split("=", 1)[1]
+    out = out_from_argv(argv)
     try:
         if not out:
             return

@@ -130,7 +130,7 @@ def fields() -> dict[str, Field]:
 
 
 def method_defaults(method: str) -> dict:
-    """core.train.resolve_config's effective values for `method` with every other option at its default
+    """core.config.resolve_config's effective values for `method` with every other option at its default
     (fills the method-dependent defaults: LeeBERT's clo_v2 / learned, joint's linear weights, ...)."""
     cfg = C.resolve_config({"method": method, "out": "checkpoints/form-defaults"})
     cfg.pop("notes", None)

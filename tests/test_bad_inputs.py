@@ -16,7 +16,7 @@ import pytest
 from core.runs import read_status
 from core.train import main as train_main
 from core.train import train
-from tests.test_train import write_csv, write_tiny_backbone
+from tests.test_train import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BAD_INPUTS.md"
@@ -109,9 +109,9 @@ IDS = [row[0] for row in TABLE]
 
 # ---- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_backbone):
     root = tmp_path_factory.mktemp("bad-inputs")
-    return {"backbone": write_tiny_backbone(root / "bert"),
+    return {"backbone": tiny_backbone,
             "train_file": write_csv(root / "train.csv", 24, 0), "dev_file": write_csv(root / "dev.csv", 8, 1),
             "text_column": "review", "label_column": "sentiment", "root": root}
 

@@ -1,4 +1,4 @@
-"""The Train page and core.train_form: the form's fields come from core.train.OPTIONS; its values become
+"""The Train page and core.train_form: the form's fields come from core.config.OPTIONS; its values become
 an argv that core.train parses back to the same configuration; bad values, bad run names and bad
 uploads get messages; a tiny job started from the page (AppTest) runs to the end, the live panel draws
 its losses, dev scores and Ω, and its run appears on Explore; a failing job shows its error; a running
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import string
 import time
 from pathlib import Path
 
@@ -23,32 +22,17 @@ from core import train_form as TF
 from core.jobs import JobManager
 from core.runs import WEIGHTS_FILE, read_config, read_status
 from core.config import DEFAULTS, METHODS, OPTIONS, parse_cli, resolve_config
+from tests.conftest import NEG, POS
+from tests.conftest import write_tiny_backbone as write_backbone
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
-POS = ["good", "great", "funny", "fun", "best"]
-NEG = ["bad", "dull", "boring", "flat", "worst"]
 
 
 # ---- shared helpers (tests/test_playground.py imports these) ---------------------------------------
 def write_tiny_backbone(folder: Path, layers: int = 2) -> str:
-    """A tiny random BERT (hidden 32, `layers` layers, vocab 99) with a WordPiece BertTokenizerFast,
-    saved as a backbone folder core.backbones can load."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words = ["the", "a", "film", "movie", "was", "is", "and", "but", "not", "very", *POS, *NEG]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase,
-             *("##" + c for c in string.ascii_lowercase), *words, *".,!?'-"]
-    vocab += [f"tok{i}" for i in range(99 - len(vocab))]
-    assert len(vocab) == 99
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                         intermediate_size=37, max_position_embeddings=512)).save_pretrained(folder)
-    return str(folder)
+    """The shared tiny BERT (tests/conftest.py) with 2 layers, 512 positions and "'-" in its vocabulary."""
+    return write_backbone(folder, layers=layers, punctuation=".,!?'-", max_positions=512)
 
 
 def tiny_csv(n: int = 24, seed: int = 0, *, pairs: bool = False) -> str:
