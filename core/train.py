@@ -6,7 +6,9 @@
     accelerate launch -m core.train ...                                        # same command, any devices
     python -m core.train ... --out checkpoints/rt-leebert --overwrite           # replace a run (see train())
 
-In-process: `train(config: dict) -> Path` (keys as the flags, with underscores).
+In-process: `train(config: dict) -> Path` (keys as the flags, with underscores). The options, their
+defaults, config resolution and the CLI parser live in core.config (torch-free, shared with the Train
+form); this module holds the loop (`Trainer`, one step object per stage kind) and the run.
 
 Methods (each a plan of stages; see `plan_stages`):
     joint         Σ_m w_m CE_m / Σ_m w_m, w_m = m (PABEE; PCEE-BERT Eq. 1) or uniform (`--weights`)
