@@ -434,6 +434,8 @@ class MethodStep(StageStep):
         if out.confidence is not None:  # LTE heads train with their exits
             loss = loss + LS.lte_loss(out.confidence, out.logits, labels, exits=active)
         self.update_theta(loss, active)
+        if self.acc.num_processes > 1:  # log the global batch's loss: mean over processes' equal shards
+            loss, ce = self.acc.reduce(loss.detach(), reduction="mean"), self.acc.reduce(ce.detach(), reduction="mean")
         return {"loss": float(loss.detach()), "exit_losses": ce.detach().float().cpu().tolist(),
                 "objective": loss_name}
 

@@ -21,7 +21,7 @@ from core.io import read_jsonl
 from core.runs import read_config, read_status
 from core.config import DEFAULTS, command_line, parse_cli, resolve_config
 from core.train import Trainer, TrainingCancelled, encode_rows, make_collate, train
-from tests.conftest import NEG, POS
+from tests.conftest import NEG, POS, write_tiny_backbone  # noqa: F401  (tests/test_distributed.py imports it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_LAYERS = 3
