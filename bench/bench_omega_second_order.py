@@ -27,7 +27,8 @@ import torch  # noqa: E402
 
 from core import losses as LS  # noqa: E402
 from core.omega import Omega, darts_b2_target  # noqa: E402
-from core.train import DEFAULTS, encode_rows, make_collate, model_inputs  # noqa: E402
+from core.config import DEFAULTS  # noqa: E402
+from core.train import encode_rows, make_collate, model_inputs  # noqa: E402
 
 
 def main(argv=None) -> int:

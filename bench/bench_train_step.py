@@ -30,7 +30,8 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from core.train import Trainer, encode_rows, make_collate, resolve_config  # noqa: E402
+from core.config import resolve_config  # noqa: E402
+from core.train import Trainer, encode_rows, make_collate  # noqa: E402
 
 DEFAULT_VARIANTS = ["joint", "leebert:clo_v2", "leebert:clo_v1", "leebert:slo", "leebert:blo"]
 

@@ -59,7 +59,6 @@ SHARED_GLUE_DIR = REPO_ROOT.parent / "shared" / "data" / "glue"
 USER_FILE_TYPES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 
 _RT_NAMES = ["negative", "positive"]
-_RT_ROWS = 8530
 
 
 @dataclass(frozen=True)
@@ -94,8 +93,11 @@ GLUE_TASKS: dict[str, GlueSpec] = {
 }
 BUILTIN_TASKS = (DEFAULT_TASK, *GLUE_TASKS)
 
+# the one column-guessing rule (core.data for files and datasets, the Train form's pickers); names match
+# case-insensitively, pairs before single texts
 _PAIR_GUESSES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
-                 ("question", "sentence"), ("text", "text_pair"), ("#1 String", "#2 String"))
+                 ("question", "sentence"), ("text", "text_pair"), ("#1 String", "#2 String"),
+                 ("text_a", "text_b"), ("text1", "text2"))
 _TEXT_GUESSES = ("text", "sentence", "review", "content", "document", "tweet")
 _LABEL_GUESSES = ("label", "labels", "gold_label", "Quality", "is_duplicate", "sentiment", "class")
 _DEV_SPLITS = ("validation", "validation_matched", "dev", "valid", "val", "test")
@@ -494,26 +496,49 @@ def _resolve_columns(table: pd.DataFrame, where: str, text, pair, label) -> dict
         if name is not None and name not in available:
             raise ValueError(f"{where}: unknown {what} {name!r}; available columns: "
                              f"{', '.join(available)}")
+    guess = _known_columns(available)
     if text is None:
-        text, pair = _guess_text_columns(available, where)
+        text, pair = guess["text"], guess["pair"]
+        if text is None:
+            raise ValueError(f"{where}: no text column found; pass text_column (available columns: "
+                             f"{', '.join(available)})")
     if label is None:
-        label = next((c for c in _LABEL_GUESSES if c in available), None)
+        label = guess["label"]
         if label is None:
             raise ValueError(f"{where}: no label column found; pass label_column "
                              f"(available columns: {', '.join(available)})")
     return dict(text=text, pair=pair, label=label)
 
 
-def _guess_text_columns(available: list[str], where: str) -> tuple[str, str | None]:
-    """(text, pair) from common column names, pairs first."""
+def _known_columns(columns: list[str]) -> dict:
+    """{'text', 'pair', 'label'}: the columns with a known name (None where there is none)."""
+    low = {}
+    for c in columns:
+        low.setdefault(c.lower(), c)
+
+    def first(names):
+        return next((low[n.lower()] for n in names if n.lower() in low), None)
+
+    text = pair = None
     for a, b in _PAIR_GUESSES:
-        if a in available and b in available:
-            return a, b
-    for name in _TEXT_GUESSES:
-        if name in available:
-            return name, None
-    raise ValueError(f"{where}: no text column found; pass text_column (available columns: "
-                     f"{', '.join(available)})")
+        if a.lower() in low and b.lower() in low:
+            text, pair = low[a.lower()], low[b.lower()]
+            break
+    return {"text": text or first(_TEXT_GUESSES), "pair": pair, "label": first(_LABEL_GUESSES)}
+
+
+def guess_columns(columns: list[str]) -> dict:
+    """Likely text / pair / label columns for a column picker: the names load_task would guess, else the
+    first remaining column as text and the last as label (the user can change the pick)."""
+    columns = [str(c) for c in columns]
+    guess = _known_columns(columns)
+    text, pair, label = guess["text"], guess["pair"], guess["label"]
+    rest = [c for c in columns if c not in (text, pair)]
+    if label is None and rest:
+        label = rest[-1]
+    if text is None:
+        text = next((c for c in columns if c not in (pair, label)), columns[0] if columns else None)
+    return {"text": text, "pair": pair, "label": label}
 
 
 def _standard_columns(table: pd.DataFrame, where: str, *, text: str, pair: str | None,

@@ -36,11 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.backbones import DEFAULT_BACKBONE, load_backbone, make_runner
+from core.config import EXIT_KINDS, POOLINGS  # noqa: F401  (the name lists live with the options)
 from core.io import atomic_write_bytes, atomic_write_json, read_json
 from core.runs import CONFIG_FILE, WEIGHTS_FILE
 
-EXIT_KINDS = ("linear", "mlp", "mha")
-POOLINGS = ("cls", "mean")
 ACTIVATIONS = {
     "gelu": nn.GELU,
     "relu": nn.ReLU,

@@ -43,12 +43,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.losses import term_mask, term_names
+from core.config import OMEGA_GRADS, OMEGA_WEIGHTS, OPTIMIZERS  # noqa: F401  (the name lists live with the options)
+from core.losses import leebert_loss, term_mask, term_names
 
-OPTIMIZERS = ("slo", "blo", "clo_v1", "clo_v2")
-OMEGA_GRADS = ("first_order", "second_order")
 FD_RADIUS = 0.01  # DARTS Eq. 8: the finite-difference perturbation's norm
-WEIGHTS = ("learned", "uniform", "random")
+WEIGHTS = OMEGA_WEIGHTS
 RANDOM_RANGE = (1, 50)  # LeeBERT-rand: integers drawn from {1, ..., 50}, normalized per exit
 
 
@@ -247,7 +246,7 @@ class OmegaOptimizer:
             # SLO step (and CLO-v2's plain steps): one backward, Θ and Ω step on B1
             terms, extra, out = forward(b1, True)
             w = self.omega.weights()
-            loss = (w * terms).sum()
+            loss = leebert_loss(terms, w)                  # LeeBERT Eq. 5
             total = loss if extra is None else loss + extra
             if name is None:
                 update_theta(total)
@@ -267,7 +266,7 @@ class OmegaOptimizer:
         rng = _rng_states() if self.omega_grad == "second_order" else None
         terms, extra, out = forward(b1, True)
         w = self.omega.weights().detach()
-        total = (w * terms).sum()
+        total = leebert_loss(terms, w)
         if extra is not None:
             total = total + extra
         if self.omega_grad == "second_order":

@@ -49,11 +49,6 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def run_dir(name: str, root: str | os.PathLike | None = None) -> Path:
-    root = Path(root) if root is not None else DEFAULT_ROOT
-    return root / check_run_name(name)
-
-
 def list_runs(root: str | os.PathLike | None = None) -> list[Path]:
     """Run folders under `root` (any folder with a config, status or cache file), sorted by name."""
     root = Path(root) if root is not None else DEFAULT_ROOT
@@ -122,8 +117,17 @@ def read_config(folder: str | os.PathLike) -> dict | None:
     return read_object(path) if path.exists() else None
 
 
-def read_metrics(folder: str | os.PathLike) -> list[dict]:
-    return read_jsonl(Path(folder) / METRICS_FILE)
+def read_metrics(folder: str | os.PathLike, kind: str | None = None, *, unreadable_ok: bool = False) -> list[dict]:
+    """The records of a run's metrics.jsonl ([] when it has none), only those of `kind` when given. A
+    corrupt line raises ValueError naming the file, unless `unreadable_ok` (a live panel polling a run
+    being written), which gives [] for an unreadable file instead."""
+    try:
+        records = read_jsonl(Path(folder) / METRICS_FILE)
+    except (ValueError, OSError):
+        if not unreadable_ok:
+            raise
+        return []
+    return records if kind is None else [r for r in records if r.get("kind") == kind]
 
 
 # ---- replacing a run without losing it ---------------------------------------------------------------

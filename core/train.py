@@ -6,7 +6,9 @@
     accelerate launch -m core.train ...                                        # same command, any devices
     python -m core.train ... --out checkpoints/rt-leebert --overwrite           # replace a run (see train())
 
-In-process: `train(config: dict) -> Path` (keys as the flags, with underscores).
+In-process: `train(config: dict) -> Path` (keys as the flags, with underscores). The options, their
+defaults, config resolution and the CLI parser live in core.config (torch-free, shared with the Train
+form); this module holds the loop (`Trainer`, one step object per stage kind) and the run.
 
 Methods (each a plan of stages; see `plan_stages`):
     joint         Σ_m w_m CE_m / Σ_m w_m, w_m = m (PABEE; PCEE-BERT Eq. 1) or uniform (`--weights`)
@@ -63,11 +65,9 @@ epoch (`weak_budget_warnings`).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
-import shlex
 import shutil
 import signal
 import sys
@@ -77,288 +77,22 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from core import losses as LS
-from core.io import append_jsonl, atomic_write_json, read_json
-from core.data import SPLIT_VERSION, SPLIT_VERSIONS
-from core.omega import (OMEGA_GRADS, OPTIMIZERS, WEIGHTS as OMEGA_WEIGHTS, Omega, OmegaOptimizer, split_d1_d2,
-                        uses_split)
+from core.config import (CLI_SWITCHES, OLD_BUDGET, TWO_STAGE, check_splits, command_line, load_task, out_from_argv,
+                         parse_cli, resolve_config)
+from core.io import append_jsonl, atomic_write_json
+from core.omega import Omega, OmegaOptimizer, split_d1_d2, uses_split
 from core.runs import (CACHE_FILE, CONFIG_FILE, JOB_FILE, METRICS_FILE, WEIGHTS_FILE, add_warnings, check_run_name,
-                       holds_run, staging_folder, swap_in, write_status)
-
-METHODS = ("joint", "two_stage", "alternating", "self_distill", "leebert", "badge", "diversity")
-BUDGETS = ("theta_steps", "epochs")
-OLD_BUDGET = "epochs"  # the rule of run configs written before `budget` existed
-TWO_STAGE = ("two_stage", "self_distill")
-JOINT_LIKE = ("joint", "alternating", "badge", "diversity")
-
-# ---- options: one table for the CLI, the --config file and train(config) ------------------------
-# (name, type, default, help); None defaults that depend on the method are filled by resolve_config.
-OPTIONS: list[tuple[str, Any, Any, str]] = [
-    ("task", str, "rotten_tomatoes", "task: rotten_tomatoes, a GLUE name (sst2, mrpc, ...), a dataset folder or hub "
-     "name; with --train-file, the name to give your data"),
-    ("backbone", str, "minilm-l6", "backbone alias, local folder or hub id"),
-    ("method", str, "joint", f"training method: {', '.join(METHODS)}"),
-    ("optimizer", str, None, f"LeeBERT Ω optimizer: {', '.join(OPTIMIZERS)} (default clo_v2)"),
-    ("out", str, None, "run folder, checkpoints/<run> (its name must be a valid run name)"),
-    ("data_dir", str, None, "GLUE folder with train.tsv / dev.tsv"),
-    ("train_file", str, None, "user training file (csv, tsv, json, jsonl, parquet)"),
-    ("dev_file", str, None, "user dev file"),
-    ("text_column", str, None, "text column of user files"),
-    ("text_pair_column", str, None, "second text column (pair tasks)"),
-    ("label_column", str, None, "label column of user files"),
-    ("metric", str, None, "task metric override: accuracy | acc_f1 | mcc | macro_f1 (default: the task's)"),
-    ("epochs", int, 3, "training epochs (per stage for two_stage / self_distill); with --budget theta_steps "
-     "an epoch is ceil(rows / batch size) model steps for every method"),
-    ("budget", str, "theta_steps", "what --epochs counts: theta_steps (the same number of model steps for every "
-     "method; LeeBERT BLO / CLO, which step the model on half the rows (D1), cycle D1 twice per epoch) or "
-     "epochs (passes over the rows the model trains on: BLO / CLO then take half the steps of joint)"),
-    ("stage2_epochs", int, None, "epochs of stage 2 (two_stage, self_distill); default = --epochs"),
-    ("patience", int, 0, "early stopping: end a stage after this many epochs without a better validation "
-     "score (needs --val-fraction; 0 = run every epoch). Either way the best validation epoch's weights are kept"),
-    ("batch_size", int, 32, "training batch size"),
-    ("eval_batch_size", int, 64, "dev-set batch size"),
-    ("lr", float, 3e-5, "learning rate of the backbone (λ1 of LeeBERT)"),
-    ("head_lr", float, 1e-3, "learning rate of exits, bypasses and LTE heads"),
-    ("omega_lr", float, 1e-3, "learning rate of LeeBERT's Ω (λ2; LeeBERT Table 3, CoLA / RTE rows)"),
-    ("weight_decay", float, 0.0, "AdamW weight decay (0 = Adam, as the papers)"),
-    ("warmup_ratio", float, 0.1, "linear warm-up fraction of each stage's steps (BADGE: 10%)"),
-    ("max_grad_norm", float, 1.0, "gradient clipping of the model parameters (0 = off)"),
-    ("temperature", float, 2.0, "LeeBERT distillation temperature τ (Eq. 2)"),
-    ("teachers", str, "lae", "LeeBERT teachers T(m): lae (all other exits) or lle (later exits); a choice the "
-     "paper leaves open: the teacher side of each distillation term is detached (only the student learns)"),
-    ("weights", str, None, "loss weights: joint-like methods linear|uniform; leebert learned|uniform|random"),
-    ("cycle", int, 4, "CLO-v2 cross-level cycle length C (LeeBERT Table 3)"),
-    ("omega_grad", str, "first_order", "Ω's gradient on B2 for BLO / CLO: first_order (the paper) or second_order "
-     "(DARTS Eq. 7-8 hypergradient through one virtual model step; about 3x a joint step's cost on "
-     "cross-level steps)"),
-    ("lambda_div", float, 0.2, "diversity loss λ (Sun et al. Eq. 14); a choice the paper leaves open: the "
-     "earlier exit's distribution is detached, so only the later exit is pushed away from it"),
-    ("exit_kind", str, "linear", "exit classifier: linear | mlp | mha"),
-    ("exit_dim", int, 0, "mlp hidden / mha width (0 = default)"),
-    ("pooling", str, "mean", "what exits read: mean | cls"),
-    ("dropout", float, 0.1, "dropout inside the exit heads"),
-    ("bypass", bool, None, "BADGE block-wise bypasses (always on for --method badge)"),
-    ("bypass_dim", int, 16, "bypass bottleneck r (BADGE: 16)"),
-    ("bypass_act", str, "gelu", "bypass activation g1 (BADGE Table 5: mostly GELU)"),
-    ("lte", bool, False, "train learned-exit (LTE) confidence heads alongside"),
-    ("max_length", int, 128, "tokenizer truncation length"),
-    ("max_train", int, None, "use at most this many training rows"),
-    ("max_dev", int, None, "use at most this many dev rows"),
-    ("val_fraction", float, 0.0, "carve this stratified fraction of the training rows (fixed seed) as a "
-     "validation split, scored every epoch; early stopping and the kept epoch read it, never the dev set (0 = none)"),
-    ("split_version", int, SPLIT_VERSION, "data split version: 2 keeps the default task's held-out test rows "
-     "out of training; 1 = the split of runs made before it (a run's config.json without this key means 1)"),
-    ("seed", int, 0, "random seed (data order, D1/D2 split, initialization, dropout)"),
-    ("save_weights", bool, True, "write model.safetensors"),
-    ("fp16_weights", bool, False, "store the weights as float16"),
-    ("latency_samples", int, 50, "dev sentences timed at batch size 1 for per-layer latency (0 = skip)"),
-    ("eval_every_epoch", bool, True, "score every exit on the dev set after each epoch"),
-    ("log_every", int, 10, "write a train record every this many steps"),
-]
-DEFAULTS = {name: default for name, _, default, _ in OPTIONS}
-TYPES = {name: typ for name, typ, _, _ in OPTIONS}
-# keys of a run's config.json that are not options: a --config file may hold them (so a run's own
-# config.json repeats the run) and they are ignored there
-CONTROL_KEYS = ("command", "canonical_command", "config", "config_file", "model", "notes", "derived")
-
+                       holds_run, read_metrics, staging_folder, swap_in, write_status)
 
 class TrainingCancelled(Exception):
     """Raised between steps after SIGTERM / SIGINT; the run folder's state becomes `cancelled`."""
 
-
-# ---- configuration ------------------------------------------------------------------------------
-def _coerce(name: str, value):
-    typ = TYPES[name]
-    if value is None:
-        return None
-    try:
-        if typ is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
-        if typ is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        return typ(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {name!r}: expected {typ.__name__}, got {value!r}") from None
-
-
-def normalize_keys(d: dict, where: str) -> dict:
-    """Accept `batch-size` and `batch_size`; reject unknown keys naming the valid ones."""
-    out = {}
-    for k, v in d.items():
-        key = str(k).replace("-", "_")
-        if key in CONTROL_KEYS:
-            continue
-        if key not in DEFAULTS:
-            raise ValueError(f"{where}: unknown option {k!r}; valid options: {', '.join(DEFAULTS)}")
-        out[key] = _coerce(key, v)
-    return out
-
-
-def resolve_config(config: dict) -> dict:
-    """Defaults + `config` -> the effective configuration (method-dependent defaults filled in).
-    Raises ValueError naming the first bad value."""
-    cfg = dict(DEFAULTS)
-    cfg.update(normalize_keys(config, "config"))
-    notes = []
-
-    def bad(msg):
-        raise ValueError(msg)
-
-    m = cfg["method"]
-    if m not in METHODS:
-        bad(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
-    if not cfg["out"]:
-        bad("no output folder: pass --out checkpoints/<run>")
-    check_run_name(Path(cfg["out"]).name)
-    for k in ("epochs", "batch_size", "eval_batch_size", "cycle", "max_length", "log_every"):
-        if cfg[k] is None or cfg[k] < 1:
-            bad(f"{k} must be an integer >= 1, got {cfg[k]!r}")
-    for k in ("max_train", "max_dev", "stage2_epochs"):
-        if cfg[k] is not None and cfg[k] < 1:
-            bad(f"{k} must be >= 1 when given, got {cfg[k]!r}")
-    for k in ("lr", "head_lr", "omega_lr", "temperature"):
-        if not (cfg[k] is not None and math.isfinite(cfg[k]) and cfg[k] > 0):
-            bad(f"{k} must be a positive number, got {cfg[k]!r}")
-    for k in ("weight_decay", "max_grad_norm", "lambda_div"):
-        if not (math.isfinite(cfg[k]) and cfg[k] >= 0):
-            bad(f"{k} must be a number >= 0, got {cfg[k]!r}")
-    if not 0 <= cfg["warmup_ratio"] < 1:
-        bad(f"warmup_ratio must be in [0, 1), got {cfg['warmup_ratio']!r}")
-    if cfg["latency_samples"] is None or cfg["latency_samples"] < 0:
-        bad(f"latency_samples must be >= 0, got {cfg['latency_samples']!r}")
-    if not (math.isfinite(cfg["val_fraction"]) and 0 <= cfg["val_fraction"] < 0.5):
-        bad(f"val_fraction must be in [0, 0.5), got {cfg['val_fraction']!r}")
-    if cfg["patience"] is None or cfg["patience"] < 0:
-        bad(f"patience must be an integer >= 0, got {cfg['patience']!r}")
-    if cfg["patience"] and not cfg["val_fraction"]:
-        bad("--patience needs a validation split to watch: add --val-fraction (e.g. 0.1)")
-    if cfg["split_version"] not in SPLIT_VERSIONS:
-        bad(f"split_version must be one of {', '.join(map(str, SPLIT_VERSIONS))}, got {cfg['split_version']!r}")
-    if cfg["teachers"] not in LS.TEACHERS:
-        bad(f"unknown teachers {cfg['teachers']!r}; valid: {', '.join(LS.TEACHERS)}")
-    if cfg["budget"] not in BUDGETS:
-        bad(f"unknown budget {cfg['budget']!r}; valid: {', '.join(BUDGETS)}")
-    if cfg["omega_grad"] not in OMEGA_GRADS:
-        bad(f"unknown omega_grad {cfg['omega_grad']!r}; valid: {', '.join(OMEGA_GRADS)}")
-
-    # method-dependent defaults and checks
-    if m == "leebert":
-        cfg["weights"] = cfg["weights"] or "learned"
-        if cfg["weights"] not in OMEGA_WEIGHTS:
-            bad(f"--weights {cfg['weights']!r} is not valid for leebert; valid: {', '.join(OMEGA_WEIGHTS)}")
-        if cfg["weights"] == "learned":
-            cfg["optimizer"] = cfg["optimizer"] or "clo_v2"
-            if cfg["optimizer"] not in OPTIMIZERS:
-                bad(f"unknown optimizer {cfg['optimizer']!r}; valid: {', '.join(OPTIMIZERS)}")
-        elif cfg["optimizer"]:
-            notes.append(f"optimizer {cfg['optimizer']} unused: Ω is fixed ({cfg['weights']} weights)")
-            cfg["optimizer"] = None
-        if cfg["omega_grad"] == "second_order" and cfg["optimizer"] not in ("blo", "clo_v1", "clo_v2"):
-            bad(f"--omega-grad second_order needs learned Ω with --optimizer blo, clo_v1 or clo_v2 "
-                f"(got weights {cfg['weights']}, optimizer {cfg['optimizer']})")
-    else:
-        if cfg["omega_grad"] == "second_order":
-            bad(f"--omega-grad second_order is for --method leebert (BLO / CLO), not {m}")
-        if m in JOINT_LIKE:
-            default = "uniform" if m in ("alternating", "diversity") else "linear"
-            cfg["weights"] = cfg["weights"] or default
-            if cfg["weights"] not in LS.JOINT_WEIGHTS:
-                bad(f"--weights {cfg['weights']!r} is not valid for {m}; valid: {', '.join(LS.JOINT_WEIGHTS)}")
-        elif cfg["weights"]:
-            notes.append(f"weights {cfg['weights']} unused by {m}")
-            cfg["weights"] = None
-        if cfg["optimizer"]:
-            notes.append(f"optimizer {cfg['optimizer']} unused: only --method leebert learns Ω")
-            cfg["optimizer"] = None
-    if m == "badge":
-        if cfg["bypass"] is False:
-            bad("--method badge trains with bypasses; drop --no-bypass")
-        cfg["bypass"] = True
-    cfg["bypass"] = bool(cfg["bypass"])
-    if m in TWO_STAGE:
-        cfg["stage2_epochs"] = cfg["stage2_epochs"] or cfg["epochs"]
-    elif cfg["stage2_epochs"] is not None:
-        notes.append(f"stage2_epochs unused by {m}")
-        cfg["stage2_epochs"] = None
-    cfg["notes"] = notes
-    return cfg
-
-
-def command_line(cfg: dict) -> str:
-    """A `python -m core.train ...` command that repeats the run (non-default values only)."""
-    parts = ["python", "-m", "core.train"]
-    for name, typ, default, _ in OPTIONS:
-        v = cfg.get(name)
-        if v is None or (v == default and name not in ("task", "backbone", "method", "out")):
-            continue
-        flag = "--" + name.replace("_", "-")
-        if typ is bool:
-            if v or default is not None:  # a None default (bypass) means off unless asked
-                parts.append(flag if v else "--no-" + name.replace("_", "-"))
-        else:
-            parts += [flag, str(v)]
-    return shlex.join(parts)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # raise instead of exiting, so main() can record it in the run folder
-        raise ValueError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(
-        prog="python -m core.train", description="Train a multi-exit model and write its run folder.",
-        argument_default=argparse.SUPPRESS)
-    ap.add_argument("--config", help="JSON file of options (same names); flags given here override it")
-    ap.add_argument("--overwrite", action="store_true", help="replace the run already in --out; the old run "
-                    "stays whole until the new one has finished (a failed or cancelled run leaves it as it was)")
-    ap.add_argument("--debug", action="store_true", help="print the traceback of an input error too")
-    for name, typ, default, help_ in OPTIONS:
-        flag = "--" + name.replace("_", "-")
-        shown = (f"{help_} (default: {default})" if default is not None else help_).replace("%", "%%")
-        if typ is bool:
-            ap.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=shown)
-        else:
-            ap.add_argument(flag, dest=name, type=typ, help=shown, metavar=name.upper())
-    return ap
-
-
-def parse_cli(argv: list[str]) -> dict:
-    """argv -> the config dict train() takes: --config file first, then the flags on top."""
-    args = vars(build_parser().parse_args(argv))
-    for switch in CLI_SWITCHES:  # read by main(), not options of the run
-        args.pop(switch.lstrip("-"), None)
-    cfg = {}
-    path = args.pop("config", None)
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"--config {path}: no such file")
-        data = read_json(p)
-        if not isinstance(data, dict):
-            raise ValueError(f"--config {path}: expected a JSON object of options")
-        cfg.update(normalize_keys(data, f"--config {path}"))
-        if "derived" in data and "budget" not in data:
-            cfg["budget"] = OLD_BUDGET  # a run's config.json from before --budget: repeat it as it ran
-        if "split_version" not in data and ("command" in data or "derived" in data):
-            cfg["split_version"] = 1  # a run's config.json from before split versions: the old split
-        cfg["config_file"] = str(p)
-    cfg.update(args)
-    cfg["command"] = shlex.join(["python", "-m", "core.train", *argv])
-    return cfg
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -434,7 +168,8 @@ def stage_parameters(model, trainable: str) -> tuple[list, list]:
         return out
     L = model.num_layers
     if trainable == "all":
-        return _params(model.encoder), heads(range(L))
+        groups = model.param_groups()
+        return groups["backbone"], groups["exits"] + groups["bypasses"] + groups["lte"]
     if trainable == "last":
         return _params(model.encoder), heads([L - 1])
     if trainable == "intermediate":
@@ -564,70 +299,10 @@ class Trainer:
             p.requires_grad_(id(p) in chosen)
         return backbone, heads
 
-    def make_step(self, stage: Stage) -> Callable:
-        """Set up `stage` (trainable parameters, optimizer, schedule, Ω optimizer) and return
-        `step(batch, step_in_stage, next_b2=None) -> record`, one optimizer step on `batch`."""
-        cfg, acc, model = self.cfg, self.acc, self.model
-        backbone, heads = self._set_trainable(stage)
-        groups = [g for g in ({"params": backbone, "lr": cfg["lr"], "name": "backbone"},
-                              {"params": heads, "lr": cfg["head_lr"], "name": "heads"}) if g["params"]]
-        names = [g["name"] for g in groups]
-        opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        stage_steps = stage.epochs * self.steps_per_epoch(stage)
-        sched = linear_schedule(opt, stage_steps, int(cfg["warmup_ratio"] * stage_steps))
-        opt = acc.prepare(opt)
-        clip_params = backbone + heads
-        mask = LS.term_mask(self.L, cfg["teachers"], device=acc.device)
-
-        raw, L = self.raw, self.L
-        head_parts = [part for part in (raw.exits, raw.bypasses, raw.lte_heads) if part is not None]
-        exit_params = {m: [p for part in head_parts for p in part[m].parameters() if p.requires_grad]
-                       for m in range(L)}
-
-        def update_theta(loss, active=None, before_step=None):
-            acc.backward(loss)
-            if active is not None:
-                # exits outside this step's loss still receive zero gradients (through the stacked
-                # logits); drop them so Adam's momentum does not move them (ALT odd steps)
-                for m in set(range(L)) - set(active):
-                    for p in exit_params[m]:
-                        p.grad = None
-            if before_step is not None:  # e.g. the second-order Ω gradient, which needs ∇Θ L_B1
-                before_step()
-            if cfg["max_grad_norm"] > 0:
-                acc.clip_grad_norm_(clip_params, cfg["max_grad_norm"])
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-
-        if stage.loss == "leebert":
-            reduce = (lambda g: acc.reduce(g, reduction="mean")) if acc.num_processes > 1 else None
-            def theta():  # (parameter, ξ = its group's learning rate at this step)
-                return [(p, g["lr"]) for g in opt.param_groups for p in g["params"] if p.requires_grad]
-            self.omega_opt = OmegaOptimizer(cfg["optimizer"], self.omega, lr=cfg["omega_lr"],
-                                            theta_lr=cfg["lr"], cycle=cfg["cycle"], reduce_grad=reduce,
-                                            omega_grad=cfg.get("omega_grad", "first_order"), theta=theta)
-
-        def step(batch, step_in_stage: int, next_b2=None) -> dict:
-            labels = batch["labels"]
-            if stage.loss == "leebert":
-                rec = self._leebert_step(batch, step_in_stage, mask, update_theta, next_b2)
-            else:
-                loss_name, active = active_exits(stage.loss, step_in_stage, self.L)
-                out = model(**model_inputs(batch))
-                loss, ce = method_loss(loss_name, out.logits, labels, cfg)
-                if out.confidence is not None:  # LTE heads train with their exits
-                    loss = loss + LS.lte_loss(out.confidence, out.logits, labels, exits=active)
-                update_theta(loss, active)
-                if acc.num_processes > 1:  # log the global batch's loss: mean over processes' equal shards
-                    loss, ce = acc.reduce(loss.detach(), reduction="mean"), acc.reduce(ce.detach(), reduction="mean")
-                rec = {"loss": float(loss.detach()), "exit_losses": ce.detach().float().cpu().tolist(),
-                       "objective": loss_name}
-            lrs = dict(zip(names, sched.get_last_lr()))
-            rec["lr"], rec["head_lr"] = lrs.get("backbone", 0.0), lrs.get("heads", 0.0)
-            rec["stage"] = stage.name
-            return rec
-        return step
+    def make_step(self, stage: Stage) -> "StageStep":
+        """Set up `stage` and return its step object: `step(batch, step_in_stage, next_b2=None) -> record`,
+        one optimizer step on `batch` (LeeBERTStep for LeeBERT, MethodStep for every other loss)."""
+        return (LeeBERTStep if stage.loss == "leebert" else MethodStep)(self, stage)
 
     def run_stage(self, stage: Stage, *, max_steps: int | None = None) -> None:
         """Train one stage: its epochs over the (shuffled) training rows, or D1 for BLO/CLO."""
@@ -694,25 +369,112 @@ class Trainer:
                     state["it"] = iter(self.loader(d2, shuffle_key=(*key, 2, state["pass"])))
         return nxt
 
-    def _leebert_step(self, batch, step_in_stage, mask, update_theta, next_b2) -> dict:
-        cfg, model = self.cfg, self.model
 
-        def forward(b, grad, teacher=None, detach_teacher=True):
-            with torch.set_grad_enabled(grad):
-                out = model(**model_inputs(b))
-                terms = LS.leebert_terms(out.logits, b["labels"], mask, cfg["temperature"], teacher, detach_teacher)
-                extra = None
-                if grad and out.confidence is not None:
-                    extra = LS.lte_loss(out.confidence, out.logits, b["labels"])
-            return terms, extra, out
+# ---- one optimizer step per stage kind ---------------------------------------------------------------
+class StageStep:
+    """A stage's set-up (trainable parameters, AdamW with the backbone and head rates, the linear
+    schedule) and its optimizer step. Subclasses say how a step computes its loss (`loss_step`);
+    `__call__` adds the learning rates and the stage to the record."""
 
-        info = self.omega_opt.step(step_in_stage, batch, forward=forward, update_theta=update_theta,
-                                   next_b2=next_b2)
-        rec = {"loss": info.loss, "exit_losses": info.terms[:, 0].float().cpu().tolist(),
-               "objective": "leebert", "cross_level": info.cross}
-        if info.omega_updated:
-            self.trigger("on_omega", matrix=None)
+    def __init__(self, trainer: Trainer, stage: Stage):
+        cfg, acc = trainer.cfg, trainer.acc
+        self.trainer, self.stage, self.cfg, self.acc, self.model = trainer, stage, cfg, acc, trainer.model
+        self.L = trainer.L
+        backbone, heads = trainer._set_trainable(stage)
+        groups = [g for g in ({"params": backbone, "lr": cfg["lr"], "name": "backbone"},
+                              {"params": heads, "lr": cfg["head_lr"], "name": "heads"}) if g["params"]]
+        self.group_names = [g["name"] for g in groups]
+        opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        stage_steps = stage.epochs * trainer.steps_per_epoch(stage)
+        self.sched = linear_schedule(opt, stage_steps, int(cfg["warmup_ratio"] * stage_steps))
+        self.opt = acc.prepare(opt)
+        self.clip_params = backbone + heads
+        raw = trainer.raw
+        head_parts = [part for part in (raw.exits, raw.bypasses, raw.lte_heads) if part is not None]
+        self.exit_params = {m: [p for part in head_parts for p in part[m].parameters() if p.requires_grad]
+                            for m in range(self.L)}
+
+    def __call__(self, batch, step_in_stage: int, next_b2=None) -> dict:
+        rec = self.loss_step(batch, step_in_stage, next_b2)
+        lrs = dict(zip(self.group_names, self.sched.get_last_lr()))
+        rec["lr"], rec["head_lr"] = lrs.get("backbone", 0.0), lrs.get("heads", 0.0)
+        rec["stage"] = self.stage.name
         return rec
+
+    def loss_step(self, batch, step_in_stage: int, next_b2=None) -> dict:
+        raise NotImplementedError
+
+    def update_theta(self, loss, active=None, before_step=None) -> None:
+        """Backward, clip, one optimizer and schedule step on the model (Θ)."""
+        self.acc.backward(loss)
+        if active is not None:
+            # exits outside this step's loss still receive zero gradients (through the stacked
+            # logits); drop them so Adam's momentum does not move them (ALT odd steps)
+            for m in set(range(self.L)) - set(active):
+                for p in self.exit_params[m]:
+                    p.grad = None
+        if before_step is not None:  # e.g. the second-order Ω gradient, which needs ∇Θ L_B1
+            before_step()
+        if self.cfg["max_grad_norm"] > 0:
+            self.acc.clip_grad_norm_(self.clip_params, self.cfg["max_grad_norm"])
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+class MethodStep(StageStep):
+    """joint, two-stage, alternating, self-distillation, BADGE and diversity steps: the stage's loss
+    on the exits it trains (`active_exits`), LTE heads with their exits, one model step."""
+
+    def loss_step(self, batch, step_in_stage: int, next_b2=None) -> dict:
+        loss_name, active = active_exits(self.stage.loss, step_in_stage, self.L)
+        out = self.model(**model_inputs(batch))
+        labels = batch["labels"]
+        loss, ce = method_loss(loss_name, out.logits, labels, self.cfg)
+        if out.confidence is not None:  # LTE heads train with their exits
+            loss = loss + LS.lte_loss(out.confidence, out.logits, labels, exits=active)
+        self.update_theta(loss, active)
+        if self.acc.num_processes > 1:  # log the global batch's loss: mean over processes' equal shards
+            loss, ce = self.acc.reduce(loss.detach(), reduction="mean"), self.acc.reduce(ce.detach(), reduction="mean")
+        return {"loss": float(loss.detach()), "exit_losses": ce.detach().float().cpu().tolist(),
+                "objective": loss_name}
+
+
+class LeeBERTStep(StageStep):
+    """LeeBERT (Eq. 5): the CE and distillation terms weighted by Ω, Θ and Ω stepped by the trainer's
+    OmegaOptimizer (SLO / BLO / CLO, core.omega)."""
+
+    def __init__(self, trainer: Trainer, stage: Stage):
+        super().__init__(trainer, stage)
+        cfg, acc = self.cfg, self.acc
+        self.mask = LS.term_mask(self.L, cfg["teachers"], device=acc.device)
+        reduce = (lambda g: acc.reduce(g, reduction="mean")) if acc.num_processes > 1 else None
+        trainer.omega_opt = OmegaOptimizer(cfg["optimizer"], trainer.omega, lr=cfg["omega_lr"],
+                                           theta_lr=cfg["lr"], cycle=cfg["cycle"], reduce_grad=reduce,
+                                           omega_grad=cfg.get("omega_grad", "first_order"), theta=self.theta)
+
+    def theta(self) -> list:
+        """(parameter, ξ = its group's learning rate at this step) of the model parameters trained."""
+        return [(p, g["lr"]) for g in self.opt.param_groups for p in g["params"] if p.requires_grad]
+
+    def forward(self, b, grad, teacher=None, detach_teacher=True):
+        """(LeeBERT terms [L, 1 + L], LTE loss or None, model output) of batch `b`."""
+        with torch.set_grad_enabled(grad):
+            out = self.model(**model_inputs(b))
+            terms = LS.leebert_terms(out.logits, b["labels"], self.mask, self.cfg["temperature"], teacher,
+                                     detach_teacher)
+            extra = None
+            if grad and out.confidence is not None:
+                extra = LS.lte_loss(out.confidence, out.logits, b["labels"])
+        return terms, extra, out
+
+    def loss_step(self, batch, step_in_stage: int, next_b2=None) -> dict:
+        info = self.trainer.omega_opt.step(step_in_stage, batch, forward=self.forward,
+                                           update_theta=self.update_theta, next_b2=next_b2)
+        if info.omega_updated:
+            self.trainer.trigger("on_omega", matrix=None)
+        return {"loss": info.loss, "exit_losses": info.terms[:, 0].float().cpu().tolist(),
+                "objective": "leebert", "cross_level": info.cross}
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -940,11 +702,9 @@ def weak_budget_warnings(metric: str, labels: np.ndarray, scores, curve, *, curv
     return out
 
 
-def dev_curve(metrics_path: Path) -> list[tuple[int, float]]:
-    """(epoch, dev S-avg) of the last stage's per-epoch dev records in metrics.jsonl."""
-    from core.io import read_jsonl
-
-    recs = [r for r in read_jsonl(metrics_path) if r.get("kind") == "eval" and r.get("s_avg") is not None]
+def dev_curve(folder: Path) -> list[tuple[int, float]]:
+    """(epoch, dev S-avg) of the last stage's per-epoch dev records in the run's metrics.jsonl."""
+    recs = [r for r in read_metrics(folder, "eval") if r.get("s_avg") is not None]
     if not recs:
         return []
     stage = recs[-1].get("stage")
@@ -1094,12 +854,102 @@ def _is_main() -> bool:
         return True
 
 
+def _begin_folder(work: Path, cfg: dict, task, t_start: float) -> None:
+    """The working folder of a run about to load its model: old outputs gone, status `running`,
+    config.json, the data's warnings."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in (METRICS_FILE, CACHE_FILE, WEIGHTS_FILE):  # a new folder, a job's, or a staging one
+        (work / name).unlink(missing_ok=True)
+    write_status(work, "running", pid=os.getpid(), started=t_start, progress=0.0, step=0,
+                 total_steps=None, epoch=0, eta_s=None, error=None, finished=None,
+                 message="loading the model")
+    atomic_write_json(work / CONFIG_FILE, cfg)
+    if task.warnings:  # rows left out of the data, counted (shown on Home and the Train page)
+        add_warnings(work, task.warnings)
+
+
+def model_config(cfg: dict, num_labels: int):
+    """The ModelConfig of a resolved training config."""
+    from core.model import ModelConfig
+
+    return ModelConfig(backbone=cfg["backbone"], num_labels=num_labels, exit_kind=cfg["exit_kind"],
+                       pooling=cfg["pooling"], dropout=cfg["dropout"], bypass=cfg["bypass"],
+                       bypass_dim=cfg["bypass_dim"], bypass_act=cfg["bypass_act"], lte=cfg["lte"],
+                       max_length=cfg["max_length"], exit_dim=cfg["exit_dim"])
+
+
+def derived_facts(cfg: dict, task, trainer: Trainer, *, n_val: int) -> dict:
+    """config.json's "derived": the task's sizes and labels, the plan, the devices, the versions."""
+    acc = trainer.acc
+    derived = dict(
+        task=task.name, metric=task.metric, label_names=list(task.label_names), is_pair=bool(task.is_pair),
+        n_train=len(task.train), n_dev=len(task.dev), num_layers=trainer.raw.num_layers, n_val=n_val,
+        total_steps=trainer.total_steps, stages=[vars(s) for s in trainer.stages],
+        devices={"device": str(acc.device), "num_processes": acc.num_processes,
+                 "mixed_precision": acc.mixed_precision},
+        versions=_versions())
+    if cfg["method"] == "leebert":
+        derived["omega_terms"] = trainer.omega.terms
+        derived["omega_d1_scale"] = cfg["lr"] / cfg["omega_lr"]  # λ1/λ2 on ∇Ω L_B1 (core.omega)
+    return derived
+
+
+def _add_callbacks(trainer: Trainer, writer: RunWriter, keeper: BestEpoch | None, evaluate, bar: ProgressBar):
+    """The run's callbacks in their order: the writer, validation before the dev set (the dev set is
+    scored for the record, never for choices), the kept epoch, the progress bar."""
+    for ev in ("on_train_start", "on_stage_start", "on_step_end", "on_omega", "on_train_end"):
+        trainer.add_callback(ev, getattr(writer, ev))
+    if keeper is not None:
+        trainer.add_callback("on_stage_start", keeper.on_stage_start)
+        trainer.add_callback("on_epoch_end", keeper.on_epoch_end)
+    if evaluate is not None:
+        trainer.add_callback("on_epoch_end", evaluate)
+    if keeper is not None:
+        trainer.add_callback("on_stage_end", keeper.on_stage_end)
+    for ev in ("on_train_start", "on_step_end", "on_train_end"):
+        trainer.add_callback(ev, getattr(bar, ev))
+
+
+def dev_cache(cfg: dict, task, last_eval: dict, labels: np.ndarray, *, layer_ms, embed_ms, run: str):
+    """The run's dev-set ExitCache from the last evaluation."""
+    from core.cache import ExitCache
+
+    source = task.source("dev")
+    # built-in and GLUE texts are restored from `source`; other origins also keep a copy
+    texts = None if source.get("kind") in ("builtin", "glue") else task.texts("dev")
+    return ExitCache(
+        probs=last_eval["probs"], labels=labels, label_names=list(task.label_names), texts=texts,
+        source=source, confidence=last_eval["conf"], layer_ms=layer_ms, embed_ms=embed_ms,
+        meta={"task": task.name, "metric": task.metric, "backbone": cfg["backbone"],
+              "method": cfg["method"], "seed": cfg["seed"], "command": cfg["command"],
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": run,
+              "optimizer": cfg["optimizer"], "weights": cfg["weights"], "teachers": cfg["teachers"]
+              if cfg["method"] == "leebert" else None, "lte": cfg["lte"], "bypass": cfg["bypass"],
+              "exit_kind": cfg["exit_kind"], "exit_scores": last_eval["scores"]})
+
+
+def _mark_done(folder: Path, trainer: Trainer, keeper: BestEpoch | None, metric: str, labels: np.ndarray,
+               scores: list[float], t_start: float) -> None:
+    """status.json `done` with the dev score (and the kept epoch), then the weak-budget warnings."""
+    message = f"done: dev {metric} avg {np.mean(scores):.4f}"
+    kept = {}
+    if keeper is not None:
+        message += "; " + keeper.summary()
+        kept = dict(kept_epoch=keeper.kept_epoch, stopped_early=keeper.stopped_early)
+    curve = keeper.curve if keeper is not None else dev_curve(folder)
+    warnings = weak_budget_warnings(metric, labels, scores, curve,
+                                    curve_split="validation" if keeper is not None else "dev",
+                                    stopped_early=bool(kept.get("stopped_early")))
+    write_status(folder, "done", finished=time.time(), progress=1.0, step=trainer.step,
+                 total_steps=trainer.total_steps, epoch=trainer.epoch, eta_s=0.0,
+                 seconds=round(time.time() - t_start, 2), message=message, **kept)
+    add_warnings(folder, warnings)  # after what the data loading recorded
+
+
 def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = None) -> Path:
     from accelerate.utils import set_seed
 
-    from core.cache import ExitCache
-    from core.data import load_task
-    from core.model import ModelConfig, MultiExitModel
+    from core.model import MultiExitModel
 
     work = folder if work is None else work
     main = accelerator.is_main_process
@@ -1113,37 +963,22 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
 
     # the data and the model first: a bad file or backbone fails before any file is written
     set_seed(cfg["seed"])
-    task = load_task(cfg["task"], data_dir=cfg["data_dir"], train_file=_in_work(cfg["train_file"], folder, work),
-                     dev_file=_in_work(cfg["dev_file"], folder, work), text_column=cfg["text_column"],
-                     text_pair_column=cfg["text_pair_column"], label_column=cfg["label_column"],
-                     max_train=cfg["max_train"], max_dev=cfg["max_dev"], seed=cfg["seed"],
-                     metric=cfg["metric"], split_version=cfg["split_version"])
+    task = load_task(cfg, train_file=_in_work(cfg["train_file"], folder, work),
+                     dev_file=_in_work(cfg["dev_file"], folder, work))
     val_frame = None
     if cfg["val_fraction"] > 0:
         from core.data import validation_split
 
         task.train, val_frame = validation_split(task.train, cfg["val_fraction"])
-    if len(task.train) == 0 or len(task.dev) == 0:
-        raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
+    check_splits(task)
     check_stop()
     if main:
-        work.mkdir(parents=True, exist_ok=True)
-        for name in (METRICS_FILE, CACHE_FILE, WEIGHTS_FILE):  # a new folder, a job's, or a staging one
-            (work / name).unlink(missing_ok=True)
-        write_status(work, "running", pid=os.getpid(), started=t_start, progress=0.0, step=0,
-                     total_steps=None, epoch=0, eta_s=None, error=None, finished=None,
-                     message="loading the model")
-        atomic_write_json(work / CONFIG_FILE, cfg)
-        if task.warnings:  # rows left out of the data, counted (shown on Home and the Train page)
-            add_warnings(work, task.warnings)
+        _begin_folder(work, cfg, task, t_start)
     for warning in task.warnings:
         print(f"core.train: warning: {warning}", file=sys.stderr)
     folder, final = work, folder  # everything below writes the working folder
 
-    mcfg = ModelConfig(backbone=cfg["backbone"], num_labels=len(task.label_names), exit_kind=cfg["exit_kind"],
-                       pooling=cfg["pooling"], dropout=cfg["dropout"], bypass=cfg["bypass"],
-                       bypass_dim=cfg["bypass_dim"], bypass_act=cfg["bypass_act"], lte=cfg["lte"],
-                       max_length=cfg["max_length"], exit_dim=cfg["exit_dim"])
+    mcfg = model_config(cfg, len(task.label_names))
     set_seed(cfg["seed"])
     model = MultiExitModel(mcfg)
     tokenizer = model.tokenizer
@@ -1157,17 +992,7 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
     raw = accelerator.unwrap_model(model)
     trainer = Trainer(cfg, model, train_rows, collate, accelerator, should_stop=should_stop)
     cfg["model"] = mcfg.to_dict()
-    derived = cfg["derived"] = dict(
-        task=task.name, metric=task.metric, label_names=list(task.label_names), is_pair=bool(task.is_pair),
-        n_train=len(task.train), n_dev=len(task.dev), num_layers=raw.num_layers,
-        n_val=0 if val_frame is None else len(val_frame),
-        total_steps=trainer.total_steps, stages=[vars(s) for s in trainer.stages],
-        devices={"device": str(accelerator.device), "num_processes": accelerator.num_processes,
-                 "mixed_precision": accelerator.mixed_precision},
-        versions=_versions())
-    if cfg["method"] == "leebert":
-        derived["omega_terms"] = trainer.omega.terms
-        derived["omega_d1_scale"] = cfg["lr"] / cfg["omega_lr"]  # λ1/λ2 on ∇Ω L_B1 (core.omega)
+    cfg["derived"] = derived_facts(cfg, task, trainer, n_val=0 if val_frame is None else len(val_frame))
     if main:
         atomic_write_json(folder / CONFIG_FILE, cfg)
 
@@ -1198,21 +1023,8 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
                       s_avg=float(np.mean(scores)), s_best=float(np.max(scores)), stage=tr.stage.name)
         writer.status(tr, force=True, message=f"epoch {tr.epoch}: dev {task.metric} avg {np.mean(scores):.4f}")
 
-    trainer.add_callback("on_train_start", writer.on_train_start)
-    trainer.add_callback("on_stage_start", writer.on_stage_start)
-    trainer.add_callback("on_step_end", writer.on_step_end)
-    trainer.add_callback("on_omega", writer.on_omega)
-    trainer.add_callback("on_train_end", writer.on_train_end)
-    if keeper is not None:  # validation first: the dev set is scored for the record, never for choices
-        trainer.add_callback("on_stage_start", keeper.on_stage_start)
-        trainer.add_callback("on_epoch_end", keeper.on_epoch_end)
-    if cfg["eval_every_epoch"]:
-        trainer.add_callback("on_epoch_end", evaluate)
-    if keeper is not None:
-        trainer.add_callback("on_stage_end", keeper.on_stage_end)
-    bar = ProgressBar(enabled=main)
-    for ev in ("on_train_start", "on_step_end", "on_train_end"):
-        trainer.add_callback(ev, getattr(bar, ev))
+    _add_callbacks(trainer, writer, keeper, evaluate if cfg["eval_every_epoch"] else None,
+                   ProgressBar(enabled=main))
 
     trainer.run()
     if last_eval.get("step") != trainer.step or (keeper is not None and keeper.restored):
@@ -1228,35 +1040,11 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
         if cfg["latency_samples"] > 0:
             embed_ms, layer_ms = measure_latency(raw, tokenizer, task, cfg["latency_samples"])
         check_stop()
-        source = task.source("dev")
-        # built-in and GLUE texts are restored from `source`; other origins also keep a copy
-        texts = None if source.get("kind") in ("builtin", "glue") else task.texts("dev")
-        cache = ExitCache(
-            probs=last_eval["probs"], labels=labels, label_names=list(task.label_names), texts=texts,
-            source=source, confidence=last_eval["conf"], layer_ms=layer_ms, embed_ms=embed_ms,
-            meta={"task": task.name, "metric": task.metric, "backbone": cfg["backbone"],
-                  "method": cfg["method"], "seed": cfg["seed"], "command": cfg["command"],
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": final.name,
-                  "optimizer": cfg["optimizer"], "weights": cfg["weights"], "teachers": cfg["teachers"]
-                  if cfg["method"] == "leebert" else None, "lte": cfg["lte"], "bypass": cfg["bypass"],
-                  "exit_kind": cfg["exit_kind"], "exit_scores": last_eval["scores"]})
-        cache.save(folder)
+        dev_cache(cfg, task, last_eval, labels, layer_ms=layer_ms, embed_ms=embed_ms, run=final.name).save(folder)
         if cfg["save_weights"]:
             raw.save_pretrained(folder, dtype=torch.float16 if cfg["fp16_weights"] else torch.float32,
                                 write_config=False)
-        message = f"done: dev {task.metric} avg {np.mean(last_eval['scores']):.4f}"
-        kept = {}
-        if keeper is not None:
-            message += "; " + keeper.summary()
-            kept = dict(kept_epoch=keeper.kept_epoch, stopped_early=keeper.stopped_early)
-        curve = keeper.curve if keeper is not None else dev_curve(folder / METRICS_FILE)
-        warnings = weak_budget_warnings(task.metric, labels, last_eval["scores"], curve,
-                                        curve_split="validation" if keeper is not None else "dev",
-                                        stopped_early=bool(kept.get("stopped_early")))
-        write_status(folder, "done", finished=time.time(), progress=1.0, step=trainer.step,
-                     total_steps=trainer.total_steps, epoch=trainer.epoch, eta_s=0.0,
-                     seconds=round(time.time() - t_start, 2), message=message, **kept)
-        add_warnings(folder, warnings)  # after what the data loading recorded
+        _mark_done(folder, trainer, keeper, task.metric, labels, last_eval["scores"], t_start)
         if folder != final:
             swap_in(folder, final)  # the finished replacement takes the old run's place
     accelerator.wait_for_everyone()
@@ -1277,12 +1065,7 @@ def _record_cli_error(argv: list[str], error: Exception, overwrite: bool = False
     """A command line that does not parse still fails its run folder, when --out names a folder that
     holds no run yet (a job's fresh folder), or the job's staging folder of a replacement; an existing
     run is never touched."""
-    out = None
-    for i, a in enumerate(argv):
-        if a == "--out" and i + 1 < len(argv):
-            out = argv[i + 1]
-        elif a.startswith("--out="):
-            out = a.split("=", 1)[1]
+    out = out_from_argv(argv)
     try:
         if not out:
             return
@@ -1301,7 +1084,6 @@ def _record_cli_error(argv: list[str], error: Exception, overwrite: bool = False
 
 # errors that mean "the input is wrong": one line and exit code 2 (a traceback only with --debug)
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
-CLI_SWITCHES = ("--overwrite", "--debug")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,15 +1,15 @@
-"""The Train page's logic without Streamlit: form fields derived from `core.train.OPTIONS`, the form's
+"""The Train page's logic without Streamlit: form fields derived from `core.config.OPTIONS`, the form's
 values -> a validated argv for `python -m core.train`, uploads saved and checked like the CLI checks
 files, and the frames and figures of the live panel (losses, per-exit dev scores, Ω).
 
     fields = visible_fields(values)                 # which options the form shows for this method
     argv = build_argv(values)                       # ValueError naming the bad value
-    summary = check_task(values)                    # core.data.load_task, as core.train calls it
+    summary = check_task(values)                    # core.config.load_task, the call core.train makes
     python -m core.train_form <argv> --out checkpoints/<run>   # what the JobManager starts
 
-One source of truth: every default, type and help text comes from `core.train.OPTIONS` (the papers'
+One source of truth: every default, type and help text comes from `core.config.OPTIONS` (the papers'
 defaults live there: LeeBERT Table 3, BADGE Table 5, Sun et al. λ = 0.2); the method-dependent
-defaults (LeeBERT's optimizer, the joint weights) come from `core.train.resolve_config`.
+defaults (LeeBERT's optimizer, the joint weights) come from `core.config.resolve_config`.
 
 Uploads. A job's run folder may not exist before the JobManager creates it, so the page saves an
 upload under `<root>/.uploads/<run>/` (hidden from run lists), checks it there with `load_task`, and
@@ -25,7 +25,6 @@ import math
 import os
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +33,17 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.io import atomic_write_bytes, read_jsonl
-from core.runs import METRICS_FILE, check_run_name
+from core import config as C
+from core.data import guess_columns  # noqa: F401  (the pickers' guess: core.data's one rule)
+from core.io import atomic_write_bytes
+from core.runs import check_run_name, read_metrics
 
 UPLOAD_LIMIT_MB = 50
 UPLOAD_TYPES = ("csv", "tsv", "jsonl")       # what the form's uploader accepts
 UPLOADS_DIR = "uploads"                      # inside the run folder
 STAGING_DIR = ".uploads"                     # inside the checkpoint root, hidden from run lists
 
-# ---- form fields from core.train.OPTIONS --------------------------------------------------------
+# ---- form fields from core.config.OPTIONS --------------------------------------------------------
 # Where each option goes on the form. The task options are drawn by the page's task section.
 SECTIONS = {
     "task": ("task", "data_dir", "train_file", "dev_file", "text_column", "text_pair_column",
@@ -55,7 +56,7 @@ SECTIONS = {
                  "seed", "eval_batch_size", "val_fraction", "patience"),
     "output": ("latency_samples", "save_weights", "fp16_weights", "eval_every_epoch", "log_every"),
 }
-ALWAYS_PASSED = ("task", "backbone", "method")   # written into argv even at their defaults
+ALWAYS_PASSED = C.ALWAYS_PASSED   # written into argv even at their defaults
 
 LABELS = {
     "task": "Task", "data_dir": "GLUE folder", "metric": "Metric", "max_train": "Max training rows",
@@ -95,15 +96,9 @@ class Field:
 
 
 def _choices() -> dict[str, tuple]:
-    from core import losses as LS
-    from core.data import METRICS
-    from core.model import ACTIVATIONS, EXIT_KINDS, POOLINGS
-    from core.omega import OMEGA_GRADS, OPTIMIZERS
-    from core.train import BUDGETS, METHODS
-
-    return {"method": METHODS, "optimizer": OPTIMIZERS, "omega_grad": OMEGA_GRADS, "budget": BUDGETS, "teachers": tuple(LS.TEACHERS),
-            "exit_kind": EXIT_KINDS, "pooling": POOLINGS, "bypass_act": tuple(ACTIVATIONS),
-            "metric": METRICS}
+    return {"method": C.METHODS, "optimizer": C.OPTIMIZERS, "omega_grad": C.OMEGA_GRADS, "budget": C.BUDGETS,
+            "teachers": C.TEACHERS, "exit_kind": C.EXIT_KINDS, "pooling": C.POOLINGS,
+            "bypass_act": C.ACTIVATION_NAMES, "metric": C.METRICS}
 
 
 def _float_widget(default) -> tuple[float, str]:
@@ -117,11 +112,9 @@ def _float_widget(default) -> tuple[float, str]:
 
 def fields() -> dict[str, Field]:
     """Every core.train option (but --out) as a Field, in OPTIONS order."""
-    from core.train import OPTIONS
-
     choices = _choices()
     out = {}
-    for name, typ, default, help_ in OPTIONS:
+    for name, typ, default, help_ in C.OPTIONS:
         if name == "out":
             continue
         kind = {int: "int", float: "float", bool: "bool"}.get(typ, "str")
@@ -137,41 +130,33 @@ def fields() -> dict[str, Field]:
 
 
 def method_defaults(method: str) -> dict:
-    """core.train.resolve_config's effective values for `method` with every other option at its default
+    """core.config.resolve_config's effective values for `method` with every other option at its default
     (fills the method-dependent defaults: LeeBERT's clo_v2 / learned, joint's linear weights, ...)."""
-    from core.train import resolve_config
-
-    cfg = resolve_config({"method": method, "out": "checkpoints/form-defaults"})
+    cfg = C.resolve_config({"method": method, "out": "checkpoints/form-defaults"})
     cfg.pop("notes", None)
     return cfg
 
 
 def weight_choices(method: str) -> tuple[str, ...]:
-    from core import losses as LS
-    from core.omega import WEIGHTS
-    from core.train import JOINT_LIKE
-
     if method == "leebert":
-        return tuple(WEIGHTS)
-    return tuple(LS.JOINT_WEIGHTS) if method in JOINT_LIKE else ()
+        return C.OMEGA_WEIGHTS
+    return C.JOINT_WEIGHTS if method in C.JOINT_LIKE else ()
 
 
 def relevant(name: str, values: dict) -> bool:
     """Does option `name` do anything for the method and settings in `values`?"""
-    from core.train import JOINT_LIKE, TWO_STAGE
-
     method = values.get("method", "joint")
     leebert = method == "leebert"
     learned = leebert and (values.get("weights") or "learned") == "learned"
     rules = {
         "optimizer": learned,
-        "weights": leebert or method in JOINT_LIKE,
+        "weights": leebert or method in C.JOINT_LIKE,
         "teachers": leebert, "temperature": leebert,
         "omega_lr": learned,
         "cycle": learned and (values.get("optimizer") or "clo_v2") == "clo_v2",
         "omega_grad": learned and (values.get("optimizer") or "clo_v2") != "slo",
         "lambda_div": method == "diversity",
-        "stage2_epochs": method in TWO_STAGE,
+        "stage2_epochs": method in C.TWO_STAGE,
         "bypass": method != "badge",
         "bypass_dim": method == "badge" or bool(values.get("bypass")),
         "bypass_act": method == "badge" or bool(values.get("bypass")),
@@ -188,58 +173,44 @@ def visible_fields(section: str, values: dict) -> list[Field]:
 
 
 # ---- values -> argv -----------------------------------------------------------------------------
-def _fmt(value) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
-
-
 def build_argv(values: dict) -> list[str]:
     """The form's values -> argv for core.train (no --out: the JobManager adds it).
 
     Passes task, backbone and method always, every other relevant option only when it differs from
-    its OPTIONS default; empty strings and None mean "not given". The argv is parsed back with
-    core.train's own parser and resolve_config, so a bad value raises ValueError here, with
-    core.train's message, before any job starts.
+    its OPTIONS default (core.config.to_argv); empty strings and None mean "not given". The argv is
+    parsed back with core.train's own parser and resolve_config, so a bad value raises ValueError here,
+    with core.train's message, before any job starts.
     """
-    from core.train import DEFAULTS, TYPES, parse_cli, resolve_config
-
-    unknown = sorted(set(values) - set(DEFAULTS))
+    unknown = sorted(set(values) - set(C.DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; valid: {', '.join(DEFAULTS)}")
+        raise ValueError(f"unknown option(s) {unknown}; valid: {', '.join(C.DEFAULTS)}")
     if "out" in values:
         raise ValueError("the run folder is set by the run name, not by an option")
-    argv: list[str] = []
-    for name in DEFAULTS:
-        if name == "out" or name not in values or not relevant(name, values):
+    given = {}
+    for name in C.DEFAULTS:
+        if name not in values or not relevant(name, values):
             continue
         v = values[name]
         if v is None or (isinstance(v, str) and not v.strip()):
             continue
         if isinstance(v, str):
             v = v.strip()
-        if TYPES[name] is float and isinstance(v, (int, float)) and not isinstance(v, bool):
+        if C.TYPES[name] is float and isinstance(v, (int, float)) and not isinstance(v, bool):
             if not math.isfinite(float(v)):
                 raise ValueError(f"{LABELS.get(name, name)} must be a finite number, got {v!r}")
             v = float(v)
-        if TYPES[name] is int and isinstance(v, float):
+        if C.TYPES[name] is int and isinstance(v, float):
             if not v.is_integer():
                 raise ValueError(f"{LABELS.get(name, name)} must be a whole number, got {v!r}")
             v = int(v)
-        default = DEFAULTS[name]
-        if TYPES[name] is bool and default is None:
-            default = False  # an unset switch (--bypass) is off
-        if name not in ALWAYS_PASSED and v == default and type(v) is type(default):
-            continue
-        flag = "--" + name.replace("_", "-")
-        if TYPES[name] is bool:
-            argv.append(flag if v else "--no-" + name.replace("_", "-"))
-        else:
-            argv += [flag, _fmt(v)]
+        given[name] = v
+    argv = C.to_argv(given)
     try:
-        cfg = parse_cli([*argv, "--out", "checkpoints/form-check"])
+        cfg = C.parse_cli([*argv, "--out", "checkpoints/form-check"])
     except SystemExit:  # argparse rejected a value; say which
         raise ValueError(f"core.train does not accept these options: {' '.join(argv)}") from None
     cfg.pop("command", None)
-    resolve_config(cfg)
+    C.resolve_config(cfg)
     return argv
 
 
@@ -295,22 +266,8 @@ def check_task(values: dict, *, train_file=None, dev_file=None) -> TaskSummary:
     """Load the task exactly as core.train will (core.data.load_task with the same arguments);
     ValueError names the file or dataset and the fault. `train_file` / `dev_file` override the
     values' paths (to check staged uploads before they move into the run folder)."""
-    from core.data import SPLIT_VERSION, load_task
-
-    def get(k):
-        v = values.get(k)
-        return None if (v is None or (isinstance(v, str) and not v.strip())) else v
-
-    train_file = train_file if train_file is not None else get("train_file")
-    dev_file = dev_file if dev_file is not None else get("dev_file")
-    task = load_task(get("task") or "rotten_tomatoes", data_dir=get("data_dir"),
-                     train_file=train_file, dev_file=dev_file,
-                     text_column=get("text_column"), text_pair_column=get("text_pair_column"),
-                     label_column=get("label_column"), max_train=get("max_train"), max_dev=get("max_dev"),
-                     seed=int(values.get("seed") or 0), metric=get("metric"),
-                     split_version=int(get("split_version") or SPLIT_VERSION))
-    if len(task.train) == 0 or len(task.dev) == 0:
-        raise ValueError(f"task {task.name!r}: empty split (train {len(task.train)} rows, dev {len(task.dev)} rows)")
+    task = C.load_task(values, train_file=train_file, dev_file=dev_file)
+    C.check_splits(task)
     return TaskSummary(task.name, task.metric, list(map(str, task.label_names)), bool(task.is_pair),
                        len(task.train), len(task.dev), tuple(task.warnings))
 
@@ -381,30 +338,6 @@ def peek_columns(source, filename: str | None = None, rows: int = 200) -> list[s
     return cols
 
 
-def guess_columns(columns: list[str]) -> dict:
-    """Likely text / pair / label columns: the names core.data would guess, else the first column as
-    text and the last as label (the page shows the guess in pickers the user can change)."""
-    low = {c.lower(): c for c in columns}
-
-    def first(names):
-        return next((low[n] for n in names if n in low), None)
-
-    text = pair = None
-    for a, b in (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
-                 ("question", "sentence"), ("text_a", "text_b"), ("text1", "text2")):
-        if a in low and b in low:
-            text, pair = low[a], low[b]
-            break
-    text = text or first(("text", "sentence", "review", "content", "document", "tweet"))
-    label = first(("label", "labels", "gold_label", "quality", "is_duplicate", "sentiment", "class"))
-    rest = [c for c in columns if c not in (text, pair)]
-    if label is None and rest:
-        label = rest[-1]
-    if text is None:
-        text = next((c for c in columns if c not in (pair, label)), columns[0] if columns else None)
-    return {"text": text, "pair": pair, "label": label}
-
-
 def adopt_uploads(out: str | os.PathLike, src: str | os.PathLike | None = None, *,
                   dest: str | os.PathLike | None = None) -> list[Path]:
     """Move the files staged for run folder `out` (`src`, by default <root>/.uploads/<run>/) into
@@ -449,12 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     run's staged uploads (exactly the folder DIR the page checked, under <root>/.uploads/), then run
     core.train with the remaining argv."""
     argv, src = _take_option(list(sys.argv[1:] if argv is None else argv), UPLOADS_FROM)
-    out = None
-    for i, a in enumerate(argv):
-        if a == "--out" and i + 1 < len(argv):
-            out = argv[i + 1]
-        elif a.startswith("--out="):
-            out = a.split("=", 1)[1]
+    out = C.out_from_argv(argv)
     if out:
         from core.runs import holds_run, staging_folder
 
@@ -492,10 +420,7 @@ def exit_colors(L: int) -> list[str]:
 
 def read_records(folder: str | os.PathLike) -> list[dict]:
     """metrics.jsonl of a run (possibly being written): [] when missing or unreadable."""
-    try:
-        return read_jsonl(Path(folder) / METRICS_FILE)
-    except (ValueError, OSError):
-        return []
+    return read_metrics(folder, unreadable_ok=True)
 
 
 @dataclass
@@ -646,10 +571,6 @@ def fmt_seconds(s: float | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
-
-
-def fmt_time(t: float | None) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t)) if t else "–"
 
 
 if __name__ == "__main__":

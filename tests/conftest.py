@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -19,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from core.cache import ExitCache
+from core.io import append_jsonl, atomic_write_json
+from core.runs import write_status
 
-from core.cache import ExitCache  # noqa: E402
-from core.io import append_jsonl, atomic_write_json  # noqa: E402
-from core.runs import write_status  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 WORDS = ("a gripping , funny and tender film . the plot drags and the acting is flat . "
          "one of the best of the year . a dull , lifeless mess . beautifully shot but hollow . "
@@ -129,6 +128,49 @@ def write_run_root(root: str | os.PathLike, *, n: int = 300) -> Path:
 @pytest.fixture(scope="session")
 def run_root(tmp_path_factory) -> Path:
     return write_run_root(tmp_path_factory.mktemp("checkpoints"))
+
+
+# ---- a tiny random backbone (real transformers parts, no download) -----------------------------------
+TINY_WORDS = ("the", "a", "film", "movie", "was", "is", "and", "but", "not", "very")
+POS = ["good", "great", "funny", "fun", "best"]
+NEG = ["bad", "dull", "boring", "flat", "worst"]
+
+
+def write_tiny_backbone(folder: str | os.PathLike, *, layers: int = 3, family: str = "bert",
+                        words=(*TINY_WORDS, *POS, *NEG), punctuation: str = ".,!?", pad_vocab: bool = True,
+                        fast: bool = True, max_positions: int = 64) -> str:
+    """A tiny random encoder (hidden 32, `layers` layers, 4 heads, vocab 99, seed 0) with a WordPiece
+    tokenizer over `words`, saved as a backbone folder core.backbones loads. `family` bert | distilbert;
+    `fast` saves a BertTokenizerFast (else the Python BertTokenizer); `pad_vocab` fills the vocabulary
+    to the model's 99 entries."""
+    import torch
+    from transformers import (BertConfig, BertModel, BertTokenizer, BertTokenizerFast, DistilBertConfig,
+                              DistilBertModel)
+
+    folder = Path(folder)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase,
+             *("##" + c for c in string.ascii_lowercase), *words, *punctuation]
+    if pad_vocab:
+        vocab += [f"tok{i}" for i in range(99 - len(vocab))]
+        assert len(vocab) == 99
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (BertTokenizerFast if fast else BertTokenizer)(str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    if family == "distilbert":
+        enc = DistilBertModel(DistilBertConfig(vocab_size=99, dim=32, n_layers=layers, n_heads=4,
+                                               hidden_dim=37, max_position_embeddings=max_positions))
+    else:
+        enc = BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                   intermediate_size=37, max_position_embeddings=max_positions))
+    enc.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory) -> str:
+    """A 3-layer tiny BERT backbone folder (fast tokenizer), one per test module."""
+    return write_tiny_backbone(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 # ---- a live server for browser tests ---------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from core.runs import read_status
 from core.train import main as train_main
 from core.train import train
-from tests.test_train import write_csv, write_tiny_backbone
+from tests.test_train import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BAD_INPUTS.md"
@@ -109,9 +109,9 @@ IDS = [row[0] for row in TABLE]
 
 # ---- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_backbone):
     root = tmp_path_factory.mktemp("bad-inputs")
-    return {"backbone": write_tiny_backbone(root / "bert"),
+    return {"backbone": tiny_backbone,
             "train_file": write_csv(root / "train.csv", 24, 0), "dev_file": write_csv(root / "dev.csv", 8, 1),
             "text_column": "review", "label_column": "sentiment", "root": root}
 
@@ -266,21 +266,21 @@ def check_app_replace_with_upload(tiny, run, monkeypatch):
 
 
 def check_upload_two_sessions_one_name(tiny, tmp_path, capsys):
-    from core import train_form as F
+    from core import train_form as TF
 
     root = tmp_path / "runs"
     mine, theirs = write_csv(tmp_path / "a.csv", 20, 1), write_csv(tmp_path / "b.csv", 40, 2)
-    a, b = F.staging_dir(root, "same", "sessA"), F.staging_dir(root, "same", "sessB")
-    F.save_upload(Path(mine).read_bytes(), "a.csv", a, role="train")
-    F.save_upload(Path(theirs).read_bytes(), "b.csv", b, role="train")
+    a, b = TF.staging_dir(root, "same", "sessA"), TF.staging_dir(root, "same", "sessB")
+    TF.save_upload(Path(mine).read_bytes(), "a.csv", a, role="train")
+    TF.save_upload(Path(theirs).read_bytes(), "b.csv", b, role="train")
     assert a != b
     out = root / "same"
-    rc = F.main([*_form_argv(tiny, out), F.UPLOADS_FROM, str(a), "--out", str(out)])
+    rc = TF.main([*_form_argv(tiny, out), TF.UPLOADS_FROM, str(a), "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     assert (out / "uploads" / "train.csv").read_bytes() == Path(mine).read_bytes()
     assert (b / "train.csv").read_bytes() == Path(theirs).read_bytes()  # the other session's file stays
     # only a folder under <root>/.uploads is taken
-    rc = F.main([*_form_argv(tiny, root / "other"), F.UPLOADS_FROM, str(tmp_path), "--out", str(root / "other")])
+    rc = TF.main([*_form_argv(tiny, root / "other"), TF.UPLOADS_FROM, str(tmp_path), "--out", str(root / "other")])
     assert rc == 2 and "must name a folder under" in capsys.readouterr().err
 
 
@@ -485,9 +485,9 @@ def check_app_error_details():
 
 
 def check_upload_over_limit():
-    from core import train_form as F
+    from core import train_form as TF
 
-    assert _streamlit_config()["server"]["maxUploadSize"] == F.UPLOAD_LIMIT_MB
+    assert _streamlit_config()["server"]["maxUploadSize"] == TF.UPLOAD_LIMIT_MB
     assert f"max_upload_size=F.UPLOAD_LIMIT_MB" in (REPO / "pages" / "train.py").read_text()
 
 

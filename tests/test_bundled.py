@@ -83,7 +83,7 @@ def test_bundled_config_repeats_its_run_under_its_budget_rule(folder):
     configs from before `--budget` repeat under the old rule, whose step count the run recorded."""
     import math
 
-    from core.train import DEFAULTS, parse_cli, resolve_config
+    from core.config import DEFAULTS, parse_cli, resolve_config
 
     stored = read_config(folder)
     again = resolve_config({k: v for k, v in parse_cli(["--config", str(folder / "config.json")]).items()

@@ -1,13 +1,12 @@
 """core.model: exits, pooling, BADGE bypasses (Eq. 1-2), LTE heads, parameter groups, save/load."""
 import json
-import string
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer, DistilBertConfig, DistilBertModel
 
 from core.model import ACTIVATIONS, EXIT_KINDS, ModelConfig, MultiExitModel
 from core.runs import CONFIG_FILE
+from tests.conftest import write_tiny_backbone
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -22,27 +21,14 @@ def one_thread():
 WORDS = "the a film movie good bad great dull funny boring is was and but not very it this".split()
 
 
-def write_tiny_backbone(folder, *, family="bert", layers=3):
-    """A tiny random encoder + WordPiece tokenizer saved as a local backbone folder (no download)."""
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase,
-             *("##" + c for c in string.ascii_lowercase), *WORDS, *".,!?'"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    if family == "distilbert":
-        enc = DistilBertModel(DistilBertConfig(vocab_size=99, dim=32, n_layers=layers, n_heads=4,
-                                               hidden_dim=37, max_position_embeddings=64))
-    else:
-        enc = BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=layers,
-                                   num_attention_heads=4, intermediate_size=37, max_position_embeddings=64))
-    enc.save_pretrained(folder)
-    return str(folder)
+def tiny_bert(folder, **kw):
+    """The shared tiny encoder (tests/conftest.py) over WORDS with the Python WordPiece tokenizer."""
+    return write_tiny_backbone(folder, words=WORDS, punctuation=".,!?'", pad_vocab=False, fast=False, **kw)
 
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    return write_tiny_backbone(tmp_path_factory.mktemp("tiny") / "bert")
+    return tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 TEXTS = ["the film was very good!", "a dull , boring movie", "funny", "it is not great but it was fun"]
@@ -172,7 +158,7 @@ def test_from_run_errors(tmp_path, backbone):
 
 
 def test_distilbert_backbone(tmp_path):
-    folder = write_tiny_backbone(tmp_path / "distil", family="distilbert", layers=2)
+    folder = tiny_bert(tmp_path / "distil", family="distilbert", layers=2)
     model = make(folder, bypass=True)
     x = inputs(model)
     x.pop("token_type_ids", None)
@@ -187,3 +173,11 @@ def test_default_backbone_model():
     with torch.no_grad():
         out = model(**inputs(model, ["a gripping film", "dull"]))
     assert out.logits.shape == (2, 6, 2) and out.confidence.shape == (2, 6)
+
+
+def test_the_option_lists_name_what_the_model_builds():
+    """core.config (torch-free, read by the CLI and the Train form) lists exactly the model's choices."""
+    from core.config import ACTIVATION_NAMES
+
+    assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
+    assert set(EXIT_KINDS) == {"linear", "mlp", "mha"}

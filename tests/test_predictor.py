@@ -1,14 +1,13 @@
 """core.predictor: real layer-by-layer early exit decides exactly as strategies.apply on full probs."""
-import string
 
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer
 
 from core import strategies
 from core.model import ModelConfig, MultiExitModel
 from core.predictor import EarlyExitPredictor
+from tests.conftest import write_tiny_backbone
 
 WORDS = "the a film movie good bad great dull funny boring is was and but not very it this".split()
 TEXTS = ["the film was very good!", "a dull , boring movie", "funny", "it is not great but it was fun",
@@ -25,21 +24,10 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def write_tiny_backbone(folder):
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase,
-             *("##" + c for c in string.ascii_lowercase), *WORDS, *".,!?'"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=L, num_attention_heads=4,
-                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
-    return write_tiny_backbone(tmp_path_factory.mktemp("tiny") / "bert")
+    return write_tiny_backbone(tmp_path_factory.mktemp("tiny") / "bert", layers=L, words=WORDS, punctuation=".,!?'",
+                               pad_vocab=False, fast=False)
 
 
 def spread_model(backbone, **kw):

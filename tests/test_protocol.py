@@ -11,7 +11,8 @@ import pytest
 from core import data as D
 from core.io import read_jsonl
 from core.runs import read_config, read_status, write_status
-from core.train import BestEpoch, parse_cli, resolve_config, train, weak_budget_warnings
+from core.config import parse_cli, resolve_config
+from core.train import BestEpoch, train, weak_budget_warnings
 from tests.test_train import base_config, tiny  # noqa: F401  (tiny is a fixture)
 
 
@@ -171,7 +172,7 @@ def test_early_stopping_restores_leebert_omega_of_the_kept_epoch(tiny, tmp_path,
 
 
 def test_train_form_counts_the_rows_training_will_use():
-    from core import train_form as F
+    from core import train_form as TF
 
-    assert F.check_task({"task": "rotten_tomatoes"}).n_train == 8530 - 854 - D.TEST_ROWS
-    assert F.check_task({"task": "rotten_tomatoes", "split_version": 1}).n_train == 8530 - 854
+    assert TF.check_task({"task": "rotten_tomatoes"}).n_train == 8530 - 854 - D.TEST_ROWS
+    assert TF.check_task({"task": "rotten_tomatoes", "split_version": 1}).n_train == 8530 - 854

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import string
 import subprocess
 import sys
 import time
@@ -20,31 +19,12 @@ import torch
 
 from core.io import read_jsonl
 from core.runs import read_config, read_status
-from core.train import (DEFAULTS, Trainer, TrainingCancelled, command_line, encode_rows, make_collate,
-                        parse_cli, resolve_config, train)
+from core.config import DEFAULTS, command_line, parse_cli, resolve_config
+from core.train import Trainer, TrainingCancelled, encode_rows, make_collate, train
+from tests.conftest import NEG, POS, write_tiny_backbone  # noqa: F401  (tests/test_distributed.py imports it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_LAYERS = 3
-POS = ["good", "great", "funny", "fun", "best"]
-NEG = ["bad", "dull", "boring", "flat", "worst"]
-
-
-def write_tiny_backbone(folder: Path, layers: int = NUM_LAYERS) -> str:
-    """A tiny random BERT (hidden 32, vocab 99) with a WordPiece tokenizer, saved as a backbone folder."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words = ["the", "a", "film", "movie", "was", "is", "and", "but", "not", "very", *POS, *NEG]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase,
-             *("##" + c for c in string.ascii_lowercase), *words, *".,!?"]
-    vocab += [f"tok{i}" for i in range(99 - len(vocab))]
-    assert len(vocab) == 99
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(folder)
-    return str(folder)
 
 
 def write_csv(path: Path, n: int, seed: int) -> str:
@@ -59,9 +39,9 @@ def write_csv(path: Path, n: int, seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_backbone):
     root = tmp_path_factory.mktemp("tiny")
-    return {"backbone": write_tiny_backbone(root / "bert"),
+    return {"backbone": tiny_backbone,
             "train_file": write_csv(root / "train.csv", 40, 0), "dev_file": write_csv(root / "dev.csv", 12, 1),
             "text_column": "review", "label_column": "sentiment"}
 

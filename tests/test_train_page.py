@@ -1,4 +1,4 @@
-"""The Train page and core.train_form: the form's fields come from core.train.OPTIONS; its values become
+"""The Train page and core.train_form: the form's fields come from core.config.OPTIONS; its values become
 an argv that core.train parses back to the same configuration; bad values, bad run names and bad
 uploads get messages; a tiny job started from the page (AppTest) runs to the end, the live panel draws
 its losses, dev scores and Ω, and its run appears on Explore; a failing job shows its error; a running
@@ -10,7 +10,7 @@ takes seconds (most of it the child process importing torch).
 from __future__ import annotations
 
 import json
-import string
+import os
 import time
 from pathlib import Path
 
@@ -18,36 +18,21 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import train_form as F
+from core import train_form as TF
 from core.jobs import JobManager
 from core.runs import WEIGHTS_FILE, read_config, read_status
-from core.train import DEFAULTS, METHODS, OPTIONS, parse_cli, resolve_config
+from core.config import DEFAULTS, METHODS, OPTIONS, parse_cli, resolve_config
+from tests.conftest import NEG, POS
+from tests.conftest import write_tiny_backbone as write_backbone
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
-POS = ["good", "great", "funny", "fun", "best"]
-NEG = ["bad", "dull", "boring", "flat", "worst"]
 
 
 # ---- shared helpers (tests/test_playground.py imports these) ---------------------------------------
 def write_tiny_backbone(folder: Path, layers: int = 2) -> str:
-    """A tiny random BERT (hidden 32, `layers` layers, vocab 99) with a WordPiece BertTokenizerFast,
-    saved as a backbone folder core.backbones can load."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words = ["the", "a", "film", "movie", "was", "is", "and", "but", "not", "very", *POS, *NEG]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase,
-             *("##" + c for c in string.ascii_lowercase), *words, *".,!?'-"]
-    vocab += [f"tok{i}" for i in range(99 - len(vocab))]
-    assert len(vocab) == 99
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                         intermediate_size=37, max_position_embeddings=512)).save_pretrained(folder)
-    return str(folder)
+    """The shared tiny BERT (tests/conftest.py) with 2 layers, 512 positions and "'-" in its vocabulary."""
+    return write_backbone(folder, layers=layers, punctuation=".,!?'-", max_positions=512)
 
 
 def tiny_csv(n: int = 24, seed: int = 0, *, pairs: bool = False) -> str:
@@ -88,7 +73,7 @@ def wait_final(mgr: JobManager, name: str, timeout: float = 120.0):
 
 # ---- fields and argv --------------------------------------------------------------------------------
 def test_fields_are_core_train_options():
-    fields = F.fields()
+    fields = TF.fields()
     assert set(fields) == {name for name, *_ in OPTIONS} - {"out"}
     for name, typ, default, help_ in OPTIONS:
         if name == "out":
@@ -99,18 +84,18 @@ def test_fields_are_core_train_options():
     assert (fields["cycle"].default, fields["temperature"].default) == (4, 2.0)
     assert (fields["bypass_dim"].default, fields["bypass_act"].default) == (16, "gelu")
     assert fields["lambda_div"].default == 0.2
-    assert F.method_defaults("leebert")["optimizer"] == "clo_v2"
-    every = {n for section in F.SECTIONS.values() for n in section}
+    assert TF.method_defaults("leebert")["optimizer"] == "clo_v2"
+    every = {n for section in TF.SECTIONS.values() for n in section}
     assert every == set(fields), "every option has a place on the form"
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_defaults_round_trip_through_the_cli(method):
     """The form at its defaults -> argv -> core.train's own parser -> the same configuration."""
-    defaults = F.method_defaults(method)
-    values = {n: defaults[n] for n in F.fields() if F.relevant(n, {**defaults, "method": method})}
+    defaults = TF.method_defaults(method)
+    values = {n: defaults[n] for n in TF.fields() if TF.relevant(n, {**defaults, "method": method})}
     values["method"] = method
-    argv = F.build_argv(values)
+    argv = TF.build_argv(values)
     assert argv[:6] == ["--task", "rotten_tomatoes", "--backbone", "minilm-l6", "--method", method]
     got = resolve_config(parse_cli([*argv, "--out", "checkpoints/x"]))
     want = resolve_config({"method": method, "out": "checkpoints/x"})
@@ -120,19 +105,19 @@ def test_defaults_round_trip_through_the_cli(method):
 
 
 def test_changed_values_reach_the_command_and_irrelevant_ones_do_not():
-    values = {**F.method_defaults("joint"), "lr": 5e-5, "max_train": 16, "lte": True, "epochs": 1.0,
+    values = {**TF.method_defaults("joint"), "lr": 5e-5, "max_train": 16, "lte": True, "epochs": 1.0,
               "optimizer": "slo", "lambda_div": 0.5, "temperature": 3.0}
     values.pop("out"), values.pop("command", None)
     values = {k: v for k, v in values.items() if k in DEFAULTS}
-    argv = F.build_argv(values)
+    argv = TF.build_argv(values)
     cfg = resolve_config(parse_cli([*argv, "--out", "checkpoints/x"]))
     assert (cfg["lr"], cfg["max_train"], cfg["lte"], cfg["epochs"]) == (5e-5, 16, True, 1)
     for flag in ("--optimizer", "--lambda-div", "--temperature"):  # not used by joint training
         assert flag not in argv
-    lee = F.build_argv({"method": "leebert", "optimizer": "blo", "cycle": 7, "weights": "learned"})
+    lee = TF.build_argv({"method": "leebert", "optimizer": "blo", "cycle": 7, "weights": "learned"})
     assert "--cycle" not in lee, "the CLO-v2 cycle means nothing to BLO"
     assert lee[lee.index("--optimizer") + 1] == "blo"
-    fixed = F.build_argv({"method": "leebert", "weights": "uniform", "optimizer": "clo_v2"})
+    fixed = TF.build_argv({"method": "leebert", "weights": "uniform", "optimizer": "clo_v2"})
     assert "--optimizer" not in fixed, "a fixed Ω has no optimizer"
 
 
@@ -148,24 +133,24 @@ def test_changed_values_reach_the_command_and_irrelevant_ones_do_not():
 ])
 def test_bad_values_get_core_train_messages(values, words):
     with pytest.raises(ValueError, match=words):
-        F.build_argv({"method": "joint", **values})
+        TF.build_argv({"method": "joint", **values})
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", "", ".hidden", "x" * 101, "a b", "/abs"])
 def test_run_names_cannot_escape_the_root(tmp_path, name):
     with pytest.raises(ValueError, match="invalid run name"):
-        F.check_new_run(tmp_path, name)
+        TF.check_new_run(tmp_path, name)
 
 
 def test_existing_run_needs_replace(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(ValueError, match="already exists"):
-        F.check_new_run(tmp_path, "taken")
-    assert F.check_new_run(tmp_path, "taken", overwrite=True) == tmp_path / "taken"
-    assert F.suggest_run_name(tmp_path, "taken", "joint") == "taken-joint"
+        TF.check_new_run(tmp_path, "taken")
+    assert TF.check_new_run(tmp_path, "taken", overwrite=True) == tmp_path / "taken"
+    assert TF.suggest_run_name(tmp_path, "taken", "joint") == "taken-joint"
     (tmp_path / "taken-joint").mkdir()
-    assert F.suggest_run_name(tmp_path, "taken", "joint") == "taken-joint-2"
-    assert F.suggest_run_name(tmp_path, "/some/dir/my data", "leebert") == "my-data-leebert"
+    assert TF.suggest_run_name(tmp_path, "taken", "joint") == "taken-joint-2"
+    assert TF.suggest_run_name(tmp_path, "/some/dir/my data", "leebert") == "my-data-leebert"
 
 
 # ---- uploads ------------------------------------------------------------------------------------------
@@ -173,28 +158,28 @@ def test_upload_limits_and_types(tmp_path):
     data = tiny_csv(200).encode()
     assert len(data) > 0.001 * 1024 * 1024
     with pytest.raises(ValueError, match=r"limited to 0.001 MB"):
-        F.save_upload(data, "big.csv", tmp_path, limit_mb=0.001)
+        TF.save_upload(data, "big.csv", tmp_path, limit_mb=0.001)
     with pytest.raises(ValueError, match="unsupported file type"):
-        F.save_upload(data, "notes.txt", tmp_path)
+        TF.save_upload(data, "notes.txt", tmp_path)
     with pytest.raises(ValueError, match="unsupported file type"):
-        F.save_upload(data, "noext", tmp_path)
+        TF.save_upload(data, "noext", tmp_path)
     with pytest.raises(ValueError, match="empty"):
-        F.save_upload(b"", "a.csv", tmp_path)
-    path = F.save_upload(data, "../../My Reviews.CSV", tmp_path, role="train")
+        TF.save_upload(b"", "a.csv", tmp_path)
+    path = TF.save_upload(data, "../../My Reviews.CSV", tmp_path, role="train")
     assert path == tmp_path / "train.csv" and path.read_bytes() == data   # never the user's path
-    assert F.UPLOAD_LIMIT_MB == 50
+    assert TF.UPLOAD_LIMIT_MB == 50
 
 
 def test_columns_of_an_upload_and_their_guess():
-    cols = F.peek_columns(tiny_csv(pairs=True).encode(), "pairs.csv")
+    cols = TF.peek_columns(tiny_csv(pairs=True).encode(), "pairs.csv")
     assert cols == ["premise", "hypothesis", "gold"]
-    assert F.guess_columns(cols) == {"text": "premise", "pair": "hypothesis", "label": "gold"}
+    assert TF.guess_columns(cols) == {"text": "premise", "pair": "hypothesis", "label": "gold"}
     tsv = "sentence\tlabel\nfine film\t1\nbad film\t0\n".encode()
-    assert F.guess_columns(F.peek_columns(tsv, "x.tsv")) == {"text": "sentence", "pair": None, "label": "label"}
+    assert TF.guess_columns(TF.peek_columns(tsv, "x.tsv")) == {"text": "sentence", "pair": None, "label": "label"}
     jsonl = b'{"text": "fine", "label": "pos"}\n{"text": "bad", "label": "neg"}\n'
-    assert F.peek_columns(jsonl, "x.jsonl") == ["text", "label"]
+    assert TF.peek_columns(jsonl, "x.jsonl") == ["text", "label"]
     with pytest.raises(ValueError, match="cannot be read"):
-        F.peek_columns(b'{"text": "fine", "lab', "x.jsonl")
+        TF.peek_columns(b'{"text": "fine", "lab', "x.jsonl")
 
 
 @pytest.mark.parametrize("content,columns,words", [
@@ -205,14 +190,14 @@ def test_columns_of_an_upload_and_their_guess():
     ("\x00\x01garbage,\"unclosed\n1,2,3\n", {}, "train.csv: cannot be read as csv"),
 ])
 def test_a_bad_upload_gets_a_message_from_load_task(tmp_path, content, columns, words):
-    path = F.save_upload(content.encode(), "data.csv", tmp_path)
+    path = TF.save_upload(content.encode(), "data.csv", tmp_path)
     with pytest.raises(ValueError, match=words):
-        F.check_task({"task": "mine", **columns}, train_file=path)
+        TF.check_task({"task": "mine", **columns}, train_file=path)
 
 
 def test_a_good_upload_is_summarized(tmp_path):
-    path = F.save_upload(tiny_csv(30).encode(), "reviews.csv", tmp_path)
-    s = F.check_task({"task": "reviews", "text_column": "review", "label_column": "sentiment", "max_dev": 4},
+    path = TF.save_upload(tiny_csv(30).encode(), "reviews.csv", tmp_path)
+    s = TF.check_task({"task": "reviews", "text_column": "review", "label_column": "sentiment", "max_dev": 4},
                      train_file=path)
     assert (s.name, s.label_names, s.is_pair) == ("reviews", ["neg", "pos"], False)
     assert s.n_dev <= 4 and s.n_train + s.n_dev <= 30
@@ -220,14 +205,14 @@ def test_a_good_upload_is_summarized(tmp_path):
 
 
 def test_staged_uploads_move_into_the_run_folder(tmp_path):
-    stage = F.staging_dir(tmp_path, "run1")
-    F.save_upload(b"a,b\n1,2\n", "x.csv", stage, role="train")
-    F.save_upload(b"a,b\n1,2\n", "y.csv", stage, role="dev")
-    moved = F.adopt_uploads(tmp_path / "run1")
+    stage = TF.staging_dir(tmp_path, "run1")
+    TF.save_upload(b"a,b\n1,2\n", "x.csv", stage, role="train")
+    TF.save_upload(b"a,b\n1,2\n", "y.csv", stage, role="dev")
+    moved = TF.adopt_uploads(tmp_path / "run1")
     assert sorted(p.name for p in moved) == ["dev.csv", "train.csv"]
     assert (tmp_path / "run1" / "uploads" / "train.csv").read_bytes() == b"a,b\n1,2\n"
     assert not stage.exists()
-    assert F.adopt_uploads(tmp_path / "run2") == []
+    assert TF.adopt_uploads(tmp_path / "run2") == []
 
 
 # ---- live panel data --------------------------------------------------------------------------------------
@@ -238,15 +223,53 @@ def test_live_frames_and_figures():
             {"kind": "omega", "step": 1, "epoch": 1, "omega": [[0.4, 0, 0.6], [0.45, 0.55, 0]],
              "terms": ["ce", "kd:1", "kd:2"]},
             {"kind": "eval", "step": 1, "epoch": 1, "exit_scores": [0.5, 0.75], "metric": "accuracy"}]
-    d = F.live_data(recs)
+    d = TF.live_data(recs)
     assert len(d.train) == 2 and list(d.evals["score"]) == [0.5, 0.75] and len(d.omega) == 2
-    om = F.omega_frame(d.omega)
+    om = TF.omega_frame(d.omega)
     assert set(zip(om["exit"], om["term"])) == {(1, "ce"), (1, "kd:2"), (2, "ce"), (2, "kd:1")}
-    assert len(F.omega_lines_figure(d.omega).data) == 4
-    heat = F.omega_heatmap(d.omega[-1])
+    assert len(TF.omega_lines_figure(d.omega).data) == 4
+    heat = TF.omega_heatmap(d.omega[-1])
     assert np.isnan(heat.data[0].z[0][1]) and heat.data[0].z[1][1] == 0.55  # a missing term is blank
-    assert F.losses_figure(d.train).data and F.scores_figure(d.evals, "accuracy").data
-    assert F.live_data([]).empty
+    assert TF.losses_figure(d.train).data and TF.scores_figure(d.evals, "accuracy").data
+    assert TF.live_data([]).empty
+
+
+def test_train_page_builds_its_form_without_torch(tmp_path):
+    """The Train page (and core.train_form / core.config behind it) never imports torch: the form's
+    option table, name lists and argv come from the torch-free core.config. Run in a fresh interpreter so
+    other tests' imports cannot mask an import of torch."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "from core import train_form as TF\n"
+        "assert TF.fields() and TF.build_argv({'method': 'leebert', 'epochs': 2})\n"
+        "assert TF.method_defaults('leebert')['optimizer'] == 'clo_v2'\n"
+        "at = AppTest.from_file('app.py', default_timeout=90)\n"
+        "at.run()\n"
+        "at.switch_page('pages/train.py')\n"
+        "at.run()\n"
+        "at.selectbox(key='tr.method').select('leebert')\n"
+        "at.run()\n"
+        "assert not at.exception, [e.value for e in at.exception]\n"
+        "assert at.number_input(key='tr.omega_lr').value == 1e-3\n"
+        "print('torch loaded:', 'torch' in sys.modules)\n")
+    env = {**os.environ, "EEL_CHECKPOINTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torch loaded: False" in done.stdout, done.stdout
+
+
+def test_column_guess_has_one_rule():
+    """The form's pickers and core.data guess with the same rule (core.data.guess_columns)."""
+    from core import data as D
+
+    assert TF.guess_columns is D.guess_columns
+    cols = ["Text_A", "text_b", "Label"]            # case-insensitive, the same lists load_task uses
+    assert D.guess_columns(cols) == {"text": "Text_A", "pair": "text_b", "label": "Label"}
 
 
 # ---- the page (AppTest) --------------------------------------------------------------------------------------
@@ -364,7 +387,7 @@ def test_page_upload_bad_files_get_messages_and_a_good_one_trains_from_its_run_f
     at.radio(key="tr.source").set_value("Upload a file").run()
     assert at.button(key="tr.start").disabled
     assert any("50 MB" in c.value for c in at.caption)
-    assert at.file_uploader(key="tr.up_train").proto.max_upload_size_mb == F.UPLOAD_LIMIT_MB == 50
+    assert at.file_uploader(key="tr.up_train").proto.max_upload_size_mb == TF.UPLOAD_LIMIT_MB == 50
 
     at.file_uploader(key="tr.up_train").upload("broken.csv", b'review,"sentiment\nfine,1\n', "text/csv").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -376,7 +399,7 @@ def test_page_upload_bad_files_get_messages_and_a_good_one_trains_from_its_run_f
     at.button(key="tr.start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Not started" in e.value and "single class" in e.value for e in at.error), [e.value for e in at.error]
-    assert not (root / "upl").exists() and not F.staging_dir(root, "upl").exists()
+    assert not (root / "upl").exists() and not TF.staging_dir(root, "upl").exists()
 
     at.file_uploader(key="tr.up_train").upload("my reviews.csv", tiny_csv(24).encode(), "text/csv").run()
     assert at.selectbox(key="tr.text_column").value == "review"
@@ -396,4 +419,4 @@ def test_page_upload_bad_files_get_messages_and_a_good_one_trains_from_its_run_f
     assert cfg["command"].startswith("python -m core.train ")
     assert str(root / "upl" / "uploads" / "train.csv") in cfg["command"]
     assert (root / "upl" / "uploads" / "train.csv").read_text() == tiny_csv(24)
-    assert not F.staging_dir(root, "upl").exists()
+    assert not TF.staging_dir(root, "upl").exists()
