@@ -57,18 +57,21 @@ def read_input(path: str, *, text_column=None, text_pair_column=None, label_colu
                        ("--label-column", label_column)):
         if name is not None and name not in available:
             raise ValueError(f"{where}: unknown {what} {name!r}; available columns: {', '.join(available)}")
+    guess = D._known_columns(available)   # core.data's one rule for column names
     text, pair = text_column, text_pair_column
     if text is None:
-        text, guessed_pair = D._guess_text_columns(available, where)
-        pair = pair if pair is not None else guessed_pair
+        text = guess["text"]
+        if text is None:
+            raise ValueError(f"{where}: no text column found; pass --text-column (available columns: "
+                             f"{', '.join(available)})")
+        pair = pair if pair is not None else guess["pair"]
     if is_pair and pair is None:
         raise ValueError(f"{where}: this point's task classifies sentence pairs; name the second text with "
                          f"--text-pair-column (available columns: {', '.join(available)})")
     if not is_pair and pair is not None:
         raise ValueError(f"{where}: this point's task classifies single texts, but a text pair column "
                          f"({pair!r}) was given or guessed; pass --text-column alone")
-    label = label_column if label_column is not None else next(
-        (c for c in D._LABEL_GUESSES if c in available), None)
+    label = label_column if label_column is not None else guess["label"]
     frame = D._standard_columns(table, where, text=text, pair=pair, label=label)
     labels = frame["label"] if "label" in frame else None
     return (frame["text"].tolist(), frame["text_pair"].tolist() if pair else None,
