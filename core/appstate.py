@@ -73,7 +73,7 @@ def try_load(info: V.RunInfo) -> V.RunData | str:
 
 def ensure_sweeps(run: V.RunData):
     """The run's sweeps; the first call per run computes them under a spinner (cached after)."""
-    if run._sweeps is None:
+    if not run.has_sweeps:
         with st.spinner(f"Sweeping every strategy on {run.name} (once per run)..."):
             return run.sweeps()
     return run.sweeps()

@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 
 from core.plain import plot_text
 from core.runs import CONFIG_FILE, WEIGHTS_FILE, read_config
+from core.strategies import normalized_entropy
 
 
 # ---- what a run has ------------------------------------------------------------------------------
@@ -265,8 +266,7 @@ def _run_text(pm: PlaygroundModel, text: str, text_pair: str | None, *, strategy
 def layers_table(res: PlaygroundResult) -> pd.DataFrame:
     """One row per layer that ran: each class's probability, the layer's top class, entropy, time."""
     p = res.probs                                                           # [m, K]
-    k = p.shape[1]
-    ent = -(np.clip(p, 1e-12, 1) * np.log(np.clip(p, 1e-12, 1))).sum(1) / np.log(k)
+    ent = normalized_entropy(p, axis=1)
     df = pd.DataFrame(p, columns=res.label_names)
     df.insert(0, "layer", np.arange(1, len(p) + 1))
     df["top class"] = [res.label_names[j] for j in p.argmax(1)]

@@ -24,6 +24,14 @@ import numpy as np
 EPS = 1e-12  # probabilities are clipped here before any log
 
 
+def normalized_entropy(probs: np.ndarray, axis: int = -1, *, logp: np.ndarray | None = None) -> np.ndarray:
+    """H(p) / log K over the class axis, in [0, 1]; `logp` (log probabilities clipped at EPS) when the
+    caller has them already. The one implementation the rules, the app and the Playground use."""
+    if logp is None:
+        logp = np.log(np.clip(probs, EPS, None))
+    return -(probs * logp).sum(axis) / np.log(probs.shape[axis])
+
+
 # ---- per-cache features, computed once and shared by every rule and every grid point ------------
 # Internally every array is layer-major ([L, N] or [K, L, N]): numpy is slow at reducing or scanning a
 # short last axis (K is 2 or 3, L is 6 to 24), and fast at elementwise work on long contiguous rows,
@@ -48,7 +56,7 @@ class ExitFeatures:
 
     @cached_property
     def entropy(self) -> np.ndarray:  # [L, N] normalized entropy H(p) / log K, in [0, 1]
-        return -(self.planes * self.log_planes).sum(0) / np.log(self.K)
+        return normalized_entropy(self.planes, axis=0, logp=self.log_planes)
 
     @cached_property
     def maxprob(self) -> np.ndarray:  # [L, N]

@@ -1,7 +1,7 @@
 """What Explore and Compare show about trust (issue 9): the goal table with intervals, the interval of
 the current knobs, the calibrated (risk-controlled) setting, and seed groups. No streamlit here.
 
-Bootstrap and calibration results are memoized on the RunData (`run._figs`, keys starting with
+Bootstrap and calibration results are memoized on the RunData (`RunData.memo`, keys starting with
 "trust"), keyed by rule and params, so a rerun after a control move only pays for what changed.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 from core import metrics as M
 from core.calibrate import Calibrated, calibrate
 from core.strategies import apply_features
-from core.views import describe_params
+from core.app.rundata import describe_params
 
 GOAL_KINDS = {"loss": "lose at most", "speed-up": "layer speed-up", "latency": "latency budget"}
 SWEPT = {"budget": "layer", "patience": "patience"}   # the knob calibration searches, where not a threshold
@@ -23,14 +23,7 @@ MEMO_LIMIT = 256
 
 
 def _memo(run, key, make):
-    store = run._figs
-    if key not in store:
-        trust = [k for k in store if isinstance(k, tuple) and k and str(k[0]).startswith("trust")]
-        if len(trust) > MEMO_LIMIT:
-            for k in trust[: len(trust) // 2]:
-                del store[k]
-        store[key] = make()
-    return store[key]
+    return run.memo(key, make, limit=MEMO_LIMIT)
 
 
 def point_intervals(run, strategy: str, params: dict, pred: np.ndarray | None = None) -> tuple[M.Interval, M.Interval]:

@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from core import appstate as A, trust_views as TV, views as V
+from core import appstate as A, metrics as M, trust_views as TV, views as V
 
 A.require_app()
 from core.strategies import STRATEGIES
@@ -78,7 +78,7 @@ with right_col:
                     format_func=TV.GOAL_KINDS.get)
     if kind == "latency":
         full_ms = V.full_latency_ms(run)
-        low_ms = float(run.cache.embed_ms or 0.0) + float(run.cache.layer_ms[0])
+        low_ms = float(M.exit_latency_ms(run.cache.layer_ms, run.cache.embed_ms)[1])
         target = st.slider("Latency budget (ms, batch 1)", round(low_ms, 2), round(full_ms, 2),
                            round(full_ms / 2, 2), 0.01, key="budget_ms", bind="query-params")
     elif kind == "loss":

@@ -71,9 +71,11 @@ def _hover(x: str) -> str:
 def _static_traces(run: RunData, strategies: tuple[str, ...], x: str) -> list[dict]:
     """The parts of the trade-off chart that only depend on the run, the axis and the rules drawn
     (frontier, references, every swept point, each rule's envelope): built once per combination."""
-    key = ("tradeoff", x, strategies)
-    if key in run._figs:
-        return run._figs[key]
+    # many rule combinations seen: the older half is dropped rather than grow
+    return run.memo(("tradeoff", x, strategies), lambda: _build_static_traces(run, strategies, x), limit=48)
+
+
+def _build_static_traces(run: RunData, strategies: tuple[str, ...], x: str) -> list[dict]:
     pts = run.sweeps()
     hover = _hover(x)
     data = []
@@ -106,11 +108,6 @@ def _static_traces(run: RunData, strategies: tuple[str, ...], x: str) -> list[di
                          marker=dict(size=7, color=color, opacity=0.35)))
         data.append(dict(type="scatter", x=env[x].to_numpy(dtype=float), y=env["score"].to_numpy(dtype=float), mode="lines",
                          legendgroup=s, showlegend=False, hoverinfo="skip", line=dict(color=color, width=2)))
-    stale = [k for k in run._figs if k[0] == "tradeoff"]
-    if len(stale) >= 48:  # many rule combinations seen: start over rather than grow
-        for k in stale:
-            del run._figs[k]
-    run._figs[key] = data
     return data
 
 
@@ -119,25 +116,25 @@ BAND_POINTS = 40   # envelope points of the open rule that get a bootstrap inter
 
 def _interval_band(run: RunData, strategy: str, x: str) -> list[dict]:
     """A shaded 95% band (paired bootstrap over dev samples) around the open rule's envelope."""
-    key = ("band", strategy, x)
-    if key not in run._figs:
-        pts = run.sweeps()
-        env = _own_front(pts[pts["strategy"] == strategy], x) if strategy in set(pts["strategy"]) else pts.iloc[:0]
-        if len(env) > BAND_POINTS:
-            env = env.iloc[np.unique(np.linspace(0, len(env) - 1, BAND_POINTS).round().astype(int))]
-        if env.empty or env[x].isna().all():
-            run._figs[key] = []
-        else:
-            ivs = [run.intervals(strategy, json.loads(p))[0] for p in env["params"]]
-            xs = env[x].to_numpy(dtype=float).tolist()
-            color = COLORS.get(strategy, "#334155")
-            run._figs[key] = [
-                dict(type="scatter", x=xs, y=[i.low for i in ivs], mode="lines", line=dict(width=0),
-                     showlegend=False, hoverinfo="skip", legendgroup=strategy),
-                dict(type="scatter", x=xs, y=[i.high for i in ivs], mode="lines", line=dict(width=0),
-                     fill="tonexty", fillcolor=_rgba(color, 0.15), name=f"{strategy_title(strategy)}: 95% interval",
-                     hoverinfo="skip", legendgroup=strategy)]
-    return run._figs[key]
+    return run.memo(("band", strategy, x), lambda: _build_interval_band(run, strategy, x))
+
+
+def _build_interval_band(run: RunData, strategy: str, x: str) -> list[dict]:
+    pts = run.sweeps()
+    env = _own_front(pts[pts["strategy"] == strategy], x) if strategy in set(pts["strategy"]) else pts.iloc[:0]
+    if len(env) > BAND_POINTS:
+        env = env.iloc[np.unique(np.linspace(0, len(env) - 1, BAND_POINTS).round().astype(int))]
+    if env.empty or env[x].isna().all():
+        return []
+    ivs = [run.intervals(strategy, json.loads(p))[0] for p in env["params"]]
+    xs = env[x].to_numpy(dtype=float).tolist()
+    color = COLORS.get(strategy, "#334155")
+    return [
+        dict(type="scatter", x=xs, y=[i.low for i in ivs], mode="lines", line=dict(width=0),
+             showlegend=False, hoverinfo="skip", legendgroup=strategy),
+        dict(type="scatter", x=xs, y=[i.high for i in ivs], mode="lines", line=dict(width=0),
+             fill="tonexty", fillcolor=_rgba(color, 0.15), name=f"{strategy_title(strategy)}: 95% interval",
+             hoverinfo="skip", legendgroup=strategy)]
 
 
 def _rgba(hex_color: str, alpha: float) -> str:

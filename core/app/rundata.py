@@ -19,7 +19,7 @@ import pandas as pd
 from core import metrics as M
 from core.cache import ExitCache
 from core.runs import CACHE_FILE, DEFAULT_ROOT, METRICS_FILE, list_runs, read_config, read_metrics, read_status
-from core.strategies import STRATEGIES, apply_features, features
+from core.strategies import STRATEGIES, apply_features, features, normalized_entropy
 
 ROOT_ENV = "EEL_CHECKPOINTS"
 
@@ -187,7 +187,7 @@ class RunData:
     full_score: float = float("nan")
     _sweeps: pd.DataFrame | None = field(default=None, repr=False)
     _controls: dict = field(default_factory=dict, repr=False)
-    _figs: dict = field(default_factory=dict, repr=False)       # static figure parts, built once
+    _memo: dict = field(default_factory=dict, repr=False)       # memo(): derived parts, built once
     _texts: tuple | None = field(default=None, repr=False)
     argmax: np.ndarray | None = field(default=None, repr=False)    # [N, L] each exit's prediction
     maxprob: np.ndarray | None = field(default=None, repr=False)   # [N, L] each exit's top probability
@@ -220,6 +220,24 @@ class RunData:
             self._sweeps = M.sweep_all(self.cache, feats=self.feats)
         return self._sweeps
 
+    @property
+    def has_sweeps(self) -> bool:
+        """Whether `sweeps()` has run (the first call takes seconds on a large run)."""
+        return self._sweeps is not None
+
+    def memo(self, key: tuple, make, *, limit: int | None = None):
+        """The value stored under `key` (a tuple whose first item names its kind), made by `make()` on
+        first use. With `limit`: once that many values of the key's kind are stored, the older half is
+        dropped before a new one is added, so a long session of knob moves does not grow without bound."""
+        if key not in self._memo:
+            if limit is not None:
+                same = [k for k in self._memo if k[0] == key[0]]
+                if len(same) >= limit:
+                    for k in same[: max(len(same) // 2, 1)]:
+                        del self._memo[k]
+            self._memo[key] = make()
+        return self._memo[key]
+
     def controls(self, strategy: str) -> list[Control]:
         """The widgets of `strategy`, their defaults set to the run's starting knobs (`start_params`)."""
         if strategy not in self._controls:
@@ -245,30 +263,16 @@ class RunData:
         return {c.name: c.coerce(values.get(c.name)) for c in self.controls(strategy)}
 
     def evaluate(self, strategy: str, params: dict) -> dict:
-        """metrics.evaluate's result for one setting, with the score computed without sklearn's
-        input validation when the metric is accuracy (4 ms a call, twice per evaluate): this runs
-        for several rules on every slider move. Same keys and values as metrics.evaluate."""
-        if self.metric != "accuracy":
-            return M.evaluate(self.cache, strategy, feats=self.feats, **params)
-        exit_layer, pred = apply_features(strategy, self.feats, **params)
-        s = float((pred == self.cache.labels).mean())
-        return {"strategy": strategy, "params": params, "score": s, "full_score": self.full_score,
-                "delta_vs_full": s - self.full_score, "exit_layer": exit_layer, "pred": pred,
-                **M.efficiency(exit_layer, self.L, self.cache.layer_ms, self.cache.embed_ms)}
+        """metrics.evaluate's result for one setting (the full score reused, not recomputed)."""
+        return M.evaluate(self.cache, strategy, feats=self.feats, full_score=self.full_score, **params)
 
     def intervals(self, strategy: str, params: dict, pred: np.ndarray | None = None):
         """(score interval, interval of the difference to the full model) of one setting: 95% paired
         bootstrap over the dev samples, memoized per (rule, params) so a rerun pays only for new knobs."""
-        key = ("trust-iv", strategy, json.dumps(params, sort_keys=True, default=str))
-        if key not in self._figs:
-            old = [k for k in self._figs if k[0] == "trust-iv"]
-            if len(old) > 256:
-                for k in old[:128]:
-                    del self._figs[k]
-            if pred is None:
-                pred = apply_features(strategy, self.feats, **params)[1]
-            self._figs[key] = M.point_intervals(self.cache, pred, full_pred=self.argmax[:, -1])
-        return self._figs[key]
+        def make():
+            p = apply_features(strategy, self.feats, **params)[1] if pred is None else pred
+            return M.point_intervals(self.cache, p, full_pred=self.argmax[:, -1])
+        return self.memo(("trust-iv", strategy, json.dumps(params, sort_keys=True, default=str)), make, limit=256)
 
     def texts(self) -> tuple[list[str], str | None]:
         """([N] display strings, a note when the texts could not be had). Never raises."""
@@ -360,7 +364,8 @@ def _controls_for(run: RunData, strategy: str) -> list[Control]:
                 high, step, fmt = float(L), 0.05, "%.2f"
             elif strategy == "dge" and name == "threshold":
                 # up to the largest divergence in the run, so every swept setting can be loaded
-                finite = _kd_earlier(run.cache.probs)
+                div = run.feats.divergence("kd")                       # BADGE Eq. 4, [m, i] for i < m
+                finite = div[np.isfinite(div)]
                 high = _nice_ceil(float(finite.max())) if finite.size else 1.0
                 step, fmt = high / 2000, "%.4f"
             else:
@@ -369,14 +374,6 @@ def _controls_for(run: RunData, strategy: str) -> list[Control]:
             out.append(Control(strategy, name, "slider", label, default, low, high, step,
                                help=p.help, fmt=fmt))
     return out
-
-
-def _kd_earlier(probs: np.ndarray) -> np.ndarray:
-    """All S_kd(p_m, p_i) = -sum_k p_m(k) log p_i(k) for i < m (BADGE Eq. 4), flattened."""
-    logp = np.log(np.clip(probs, 1e-12, None))
-    kd = -np.einsum("nmk,nik->nmi", probs, logp)                     # [n, m, i]
-    earlier = np.tri(probs.shape[1], k=-1, dtype=bool)
-    return kd[:, earlier].ravel()
 
 
 def describe_params(params: dict) -> str:
@@ -417,10 +414,7 @@ def operating_point(run: RunData, ev: dict) -> M.OperatingPoint:
 
 
 def full_latency_ms(run: RunData) -> float | None:
-    c = run.cache
-    if c.layer_ms is None:
-        return None
-    return float(c.embed_ms or 0.0) + float(np.sum(c.layer_ms))
+    return M.full_latency_ms(run.cache)
 
 
 # ---- Home's words -------------------------------------------------------------------------------
@@ -514,17 +508,16 @@ def sample_signals(run: RunData, i: int) -> pd.DataFrame:
     """Per layer for sample i: the signals the rules look at (computed here from its [L, K] probs)."""
     p = run.cache.probs[i].astype(np.float64)                        # [L, K]
     L, K = p.shape
-    logp = np.log(np.clip(p, 1e-12, None))
     layers = np.arange(1, L + 1)
     am = p.argmax(-1)
     counts = np.cumsum(am[:, None] == np.arange(K)[None, :], axis=0)  # [L, K] votes so far
-    kd = -(p @ logp.T)                                               # [m, i] S_kd(p_m, p_i)
+    kd = features(p[None]).divergence("kd")[:, :, 0]                 # [m, i] S_kd(p_m, p_i), i < m
     mean_div = np.array([kd[m, :m].mean() if m else np.nan for m in range(L)])
     names = run.cache.label_names
     out = pd.DataFrame({
         "layer": layers,
         "prediction": [names[k] for k in am],
-        "entropy": -(p * logp).sum(-1) / np.log(K),
+        "entropy": normalized_entropy(p),
         "max-prob": p.max(-1),
         "vote share": counts.max(-1) / layers,
         "divergence to earlier (mean KD)": mean_div,
