@@ -8,7 +8,6 @@ Speed-up is reported three ways, each under its own name (README.md, "Exit rules
 """
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -116,47 +115,13 @@ def evaluate(cache, strategy: str, *, feats: ExitFeatures | None = None, full_sc
 
 
 # ---- sweeps ------------------------------------------------------------------------------------
-def _quantile_grid(values: np.ndarray, n: int, *, include=()) -> list[float]:
-    qs = np.quantile(values, np.linspace(0, 1, n))
-    return sorted({round(float(v), 6) for v in np.concatenate([qs, include])})
-
-
 def default_grid(strategy: str, f: ExitFeatures) -> list[dict]:
-    """Parameter settings that spread one strategy's points from 1x to Lx layer speed-up.
-
-    Thresholds are taken at quantiles of the signal itself, so the points spread along the speed-up
-    axis whatever the model's calibration.
-    """
-    L = f.L
-    patiences = list(range(1, L + 1))
-    if strategy == "budget":
-        return [{"layer": m} for m in range(1, L + 1)]
-    if strategy == "entropy":  # fires when H < t: thresholds just above observed entropies
-        return [{"threshold": min(1.0, t + 1e-6)} for t in _quantile_grid(f.entropy, 40, include=[0.0, 1.0])]
-    if strategy == "maxprob":
-        return [{"threshold": t} for t in _quantile_grid(f.maxprob, 40, include=[1.0 / f.K, 1.0])]
-    if strategy == "lte":
-        return [{"threshold": t} for t in _quantile_grid(f.confidence, 40, include=[0.0, 1.0])]
-    if strategy == "patience":
-        return [{"patience": t} for t in patiences]
-    if strategy == "pcee":
-        ts = [min(1.0, t + 1e-6) for t in _quantile_grid(f.entropy, 12)]
-        return [{"patience": p, "threshold": t} for p, t in itertools.product(patiences[: min(L, 4)], ts)]
-    if strategy == "dge":
-        div = f.divergence("kd")
-        ts = [t + 1e-6 for t in _quantile_grid(div[np.isfinite(div)], 12)]
-        return [{"patience": p, "threshold": t} for p, t in itertools.product(patiences[: max(1, min(L - 1, 4))], ts)]
-    if strategy == "voting":
-        grid = []
-        for k in (0.0, 0.25, 0.5, 0.75):
-            # every value V_l can take: c / l^k for 1 <= c <= l <= L
-            vals = sorted({c / l ** k for l in range(1, L + 1) for c in range(1, l + 1)})
-            step = max(1, len(vals) // 12)
-            grid += [{"k": k, "delta": round(v, 6)} for v in vals[::step]]
-        return grid
-    if strategy == "oracle":
-        return [{}]
-    raise ValueError(f"no default grid for {strategy!r}")
+    """Parameter settings that spread one strategy's points from 1x to Lx layer speed-up (the
+    registry entry's `grid`)."""
+    grid = STRATEGIES[strategy].grid
+    if grid is None:
+        raise ValueError(f"no default grid for {strategy!r}")
+    return grid(f)
 
 
 SWEEP_POINTS = 48  # per curve drawn: quantiles of the exit layer, plus every point of the rule's own frontier

@@ -15,12 +15,9 @@ from plotly.subplots import make_subplots
 from core import metrics as M
 from core.app.rundata import RunData, describe_params, home_threshold, metric_name, sample_signals, strategy_title
 from core.plain import plot_text
+from core.strategies import RegistryField
 
-# one colour per strategy, the same on every page
-COLORS = {
-    "budget": "#94a3b8", "entropy": "#2563eb", "maxprob": "#0891b2", "patience": "#16a34a",
-    "pcee": "#9333ea", "dge": "#ea580c", "voting": "#db2777", "lte": "#ca8a04", "oracle": "#111827",
-}
+COLORS = RegistryField("color")    # one colour per strategy (its registry entry), the same on every page
 RUN_COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#64748b"]
 
 

@@ -19,45 +19,12 @@ import pandas as pd
 from core import metrics as M
 from core.cache import ExitCache
 from core.runs import CACHE_FILE, DEFAULT_ROOT, METRICS_FILE, list_runs, read_config, read_metrics, read_status
-from core.strategies import STRATEGIES, apply_features, features, normalized_entropy
+from core.strategies import STRATEGIES, RegistryField, apply_features, features, normalized_entropy
 
 ROOT_ENV = "EEL_CHECKPOINTS"
 
-EXPLAIN = {
-    "budget": "Every example stops at the same layer. The static baseline every adaptive rule must beat.",
-    "entropy": "Stop as soon as the exit is sure enough: normalized entropy H(p)/log K below the threshold.",
-    "maxprob": "Stop as soon as the top class probability reaches the threshold.",
-    "patience": "PABEE: stop when the prediction has not changed for `patience` consecutive layers.",
-    "pcee": "PCEE-BERT: stop after `patience` consecutive layers that are all confident under the signal. "
-            "Choices the paper leaves open: max-prob and learned confidence count at >= the threshold; "
-            "the ensemble averages layers 1..m (§4.6.3), or only the confident run (`confident_run` variant).",
-    "dge": "BADGE's divergence-guided exit: stop when this layer's distribution is close (divergence below "
-           "the threshold) to at least `patience` earlier layers.",
-    "voting": "Sun et al.: each layer votes its class; stop when the majority's vote count / l^k reaches "
-              "delta (a count scaled by l^k, not a share). Choice the paper leaves open: a tie goes to the "
-              "class the latest of the tied layers predicted.",
-    "lte": "Learned exit (BERxiT): a small head predicts whether this layer is right; stop when its "
-           "confidence reaches the threshold.",
-    "oracle": "Stops at the first layer that is right. It reads the labels, so it is a ceiling, not a method.",
-}
-
-PARAM_LABELS = {
-    ("budget", "layer"): "Exit layer",
-    ("entropy", "threshold"): "Entropy threshold",
-    ("maxprob", "threshold"): "Max-prob threshold",
-    ("patience", "patience"): "Patience (unchanged layers)",
-    ("pcee", "patience"): "Patience (confident layers)",
-    ("pcee", "threshold"): "Confidence threshold",
-    ("pcee", "signal"): "Confidence signal",
-    ("pcee", "ensemble"): "Ensemble",
-    ("pcee", "ensemble_span"): "Ensemble over",
-    ("dge", "patience"): "Patience (agreeing earlier layers)",
-    ("dge", "threshold"): "Divergence threshold",
-    ("dge", "measure"): "Divergence measure",
-    ("voting", "k"): "Layer exponent k",
-    ("voting", "delta"): "Vote threshold delta",
-    ("lte", "threshold"): "Learned-confidence threshold",
-}
+# a rule's explanation, title, tab label and parameter labels live in its core.strategies registry entry
+EXPLAIN = RegistryField("explain")
 
 METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "acc_f1": "Mean of accuracy and F1",
                 "mcc": "Matthews correlation", "macro_f1": "Macro-F1"}
@@ -338,7 +305,7 @@ def _controls_for(run: RunData, strategy: str) -> list[Control]:
     L = run.L
     out = []
     for name, p in spec.items():
-        label = PARAM_LABELS.get((strategy, name), name)
+        label = STRATEGIES[strategy].labels.get(name, name)
         if p.kind is bool:
             out.append(Control(strategy, name, "toggle", label, bool(p.default), help=p.help))
         elif p.choices is not None:
