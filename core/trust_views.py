@@ -144,25 +144,3 @@ def method_differences(runs: list, *, seed: int = 0) -> pd.DataFrame:
                          "95% low": d.low, "95% high": d.high,
                          "verdict": "within noise" if d.covers_zero else ("A better" if d.low > 0 else "B better")})
     return pd.DataFrame(rows)
-
-
-def seed_figure(runs: list):
-    """Last-exit score per seed group: every seed as a point, and the mean +- s.d. as a bar."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for k, (name, members) in enumerate(seed_groups(runs).items()):
-        vals = np.array([float(r.per_exit[-1]) for r in members])
-        fig.add_trace(go.Scatter(x=[name] * len(vals), y=vals, mode="markers", showlegend=False,
-                                 marker=dict(size=9, color="#64748b", opacity=0.7),
-                                 text=[r.name for r in members], hovertemplate="%{text}: %{y:.4f}<extra></extra>"))
-        if len(vals) > 1:
-            fig.add_trace(go.Scatter(x=[name], y=[vals.mean()], mode="markers", showlegend=False,
-                                     marker=dict(size=14, symbol="line-ew-open", color="#0f172a",
-                                                 line=dict(width=3)),
-                                     error_y=dict(type="data", array=[vals.std(ddof=1)], thickness=2, width=10),
-                                     hovertemplate=f"{name}: mean %{{y:.4f}} +- {vals.std(ddof=1):.4f} "
-                                                   f"over {len(vals)} seeds<extra></extra>"))
-    fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), height=340, yaxis_title="Last exit score (dev set)",
-                      xaxis_title="Run group (runs that differ only in seed)")
-    return fig

@@ -538,3 +538,11 @@ def metrics_mtime(path: str | os.PathLike) -> float:
         return p.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def config_of(folder) -> dict:
+    """A run folder's config.json, or {} when it is missing or unreadable (the figure then has no drift)."""
+    try:
+        return read_config(folder) or {}
+    except (ValueError, OSError):
+        return {}
