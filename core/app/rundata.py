@@ -384,6 +384,12 @@ def full_latency_ms(run: RunData) -> float | None:
     return M.full_latency_ms(run.cache)
 
 
+def latency_range_ms(run: RunData) -> tuple[float, float]:
+    """(batch-1 latency when every sample stops at exit 1, that of the full model); needs layer_ms."""
+    lat = M.exit_latency_ms(run.cache.layer_ms, run.cache.embed_ms)
+    return float(lat[1]), float(lat[-1])
+
+
 # ---- Home's words -------------------------------------------------------------------------------
 def home_threshold(run: RunData) -> float:
     """The entropy threshold Home illustrates: the run's starting knob (RunData.start_params)."""
