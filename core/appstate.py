@@ -13,15 +13,14 @@ import streamlit as st
 
 from core import health, views as V
 from core.plain import md
-from core.strategies import STRATEGIES
+from core.strategies import STRATEGIES, RegistryField
 
 RUN_KEY = "run"
 INFOS_KEY = "eel_runs"            # list[RunInfo] of this rerun (set by app.py)
 SETTINGS_KEY = "eel_settings"     # {"run", "settings": {strategy: params}, "focus"} last seen on Explore
 SELECTION_GEN = "eel_sel_gen"     # bumps to give selectable charts/tables a fresh key (clears selection)
 
-TAB_LABELS = {"budget": "Budget", "entropy": "Entropy", "maxprob": "Max-prob", "patience": "PABEE",
-              "pcee": "PCEE", "dge": "DGE", "voting": "Voting", "lte": "LTE", "oracle": "Oracle"}
+TAB_LABELS = RegistryField("label")   # each rule's short label, from its core.strategies registry entry
 
 
 # ---- entry ------------------------------------------------------------------------------------------
@@ -73,7 +72,7 @@ def try_load(info: V.RunInfo) -> V.RunData | str:
 
 def ensure_sweeps(run: V.RunData):
     """The run's sweeps; the first call per run computes them under a spinner (cached after)."""
-    if run._sweeps is None:
+    if not run.has_sweeps:
         with st.spinner(f"Sweeping every strategy on {run.name} (once per run)..."):
             return run.sweeps()
     return run.sweeps()

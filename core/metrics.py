@@ -8,7 +8,6 @@ Speed-up is reported three ways, each under its own name (README.md, "Exit rules
 """
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -59,12 +58,22 @@ def efficiency(exit_layer, num_layers: int, layer_ms=None, embed_ms=None) -> dic
         "expected_ms": None,
     }
     if layer_ms is not None:
-        cum = np.concatenate([[0.0], np.cumsum(layer_ms)])   # cum[m] = time of layers 1..m
-        base = float(embed_ms or 0.0)
-        expected = base + float(cum[np.asarray(exit_layer)].mean())
+        lat = exit_latency_ms(layer_ms, embed_ms)
+        expected = float(lat[np.asarray(exit_layer)].mean())
         out["expected_ms"] = expected
-        out["wallclock_speedup"] = (base + float(cum[-1])) / expected
+        out["wallclock_speedup"] = float(lat[-1]) / expected
     return out
+
+
+def exit_latency_ms(layer_ms, embed_ms=None) -> np.ndarray:
+    """[L + 1] batch-1 latency of stopping after m layers, m = 0..L: embed_ms + sum(layer_ms[:m]).
+    The last entry is the full model's latency."""
+    return float(embed_ms or 0.0) + np.concatenate([[0.0], np.cumsum(layer_ms)])
+
+
+def full_latency_ms(cache) -> float | None:
+    """The full model's batch-1 latency (embed_ms + sum(layer_ms)); None when not measured."""
+    return None if cache.layer_ms is None else float(exit_latency_ms(cache.layer_ms, cache.embed_ms)[-1])
 
 
 def per_exit_scores(cache) -> np.ndarray:
@@ -90,59 +99,29 @@ def available_strategies(cache) -> list[str]:
     return [n for n, s in STRATEGIES.items() if "confidence" not in s.needs or cache.confidence is not None]
 
 
-def evaluate(cache, strategy: str, *, feats: ExitFeatures | None = None, **params) -> dict:
-    """Score, efficiency and the difference to the full model for one strategy setting."""
+def evaluate(cache, strategy: str, *, feats: ExitFeatures | None = None, full_score: float | None = None,
+             **params) -> dict:
+    """Score, efficiency and the difference to the full model for one strategy setting. `full_score`:
+    the full model's score when the caller already has it (the app calls this on every slider move;
+    accuracy is computed without sklearn's input validation, 4 ms a call)."""
     f = feats or cache_features(cache)
     exit_layer, pred = apply_features(strategy, f, **params)
-    full = score(cache.metric, cache.labels, f.argmax[-1])
-    s = score(cache.metric, cache.labels, pred)
+    scorer = _fast_scorer(cache.metric, cache.labels)
+    full = scorer(f.argmax[-1]) if full_score is None else float(full_score)
+    s = scorer(pred)
     return {"strategy": strategy, "params": params, "score": s, "full_score": full,
             "delta_vs_full": s - full, "exit_layer": exit_layer, "pred": pred,
             **efficiency(exit_layer, cache.L, cache.layer_ms, cache.embed_ms)}
 
 
 # ---- sweeps ------------------------------------------------------------------------------------
-def _quantile_grid(values: np.ndarray, n: int, *, include=()) -> list[float]:
-    qs = np.quantile(values, np.linspace(0, 1, n))
-    return sorted({round(float(v), 6) for v in np.concatenate([qs, include])})
-
-
 def default_grid(strategy: str, f: ExitFeatures) -> list[dict]:
-    """Parameter settings that spread one strategy's points from 1x to Lx layer speed-up.
-
-    Thresholds are taken at quantiles of the signal itself, so the points spread along the speed-up
-    axis whatever the model's calibration.
-    """
-    L = f.L
-    patiences = list(range(1, L + 1))
-    if strategy == "budget":
-        return [{"layer": m} for m in range(1, L + 1)]
-    if strategy == "entropy":  # fires when H < t: thresholds just above observed entropies
-        return [{"threshold": min(1.0, t + 1e-6)} for t in _quantile_grid(f.entropy, 40, include=[0.0, 1.0])]
-    if strategy == "maxprob":
-        return [{"threshold": t} for t in _quantile_grid(f.maxprob, 40, include=[1.0 / f.K, 1.0])]
-    if strategy == "lte":
-        return [{"threshold": t} for t in _quantile_grid(f.confidence, 40, include=[0.0, 1.0])]
-    if strategy == "patience":
-        return [{"patience": t} for t in patiences]
-    if strategy == "pcee":
-        ts = [min(1.0, t + 1e-6) for t in _quantile_grid(f.entropy, 12)]
-        return [{"patience": p, "threshold": t} for p, t in itertools.product(patiences[: min(L, 4)], ts)]
-    if strategy == "dge":
-        div = f.divergence("kd")
-        ts = [t + 1e-6 for t in _quantile_grid(div[np.isfinite(div)], 12)]
-        return [{"patience": p, "threshold": t} for p, t in itertools.product(patiences[: max(1, min(L - 1, 4))], ts)]
-    if strategy == "voting":
-        grid = []
-        for k in (0.0, 0.25, 0.5, 0.75):
-            # every value V_l can take: c / l^k for 1 <= c <= l <= L
-            vals = sorted({c / l ** k for l in range(1, L + 1) for c in range(1, l + 1)})
-            step = max(1, len(vals) // 12)
-            grid += [{"k": k, "delta": round(v, 6)} for v in vals[::step]]
-        return grid
-    if strategy == "oracle":
-        return [{}]
-    raise ValueError(f"no default grid for {strategy!r}")
+    """Parameter settings that spread one strategy's points from 1x to Lx layer speed-up (the
+    registry entry's `grid`)."""
+    grid = STRATEGIES[strategy].grid
+    if grid is None:
+        raise ValueError(f"no default grid for {strategy!r}")
+    return grid(f)
 
 
 SWEEP_POINTS = 48  # per curve drawn: quantiles of the exit layer, plus every point of the rule's own frontier
@@ -184,8 +163,7 @@ def sweep(cache, strategy: str, grid: list[dict] | None = None, *,
     if grid is None:
         return exact_sweep(cache, strategy, feats=f, **fixed)
     scorer = _fast_scorer(cache.metric, cache.labels)
-    cum = None if cache.layer_ms is None else np.concatenate([[0.0], np.cumsum(cache.layer_ms)])
-    base = float(cache.embed_ms or 0.0)
+    lat = None if cache.layer_ms is None else exit_latency_ms(cache.layer_ms, cache.embed_ms)
     rows = []
     for setting in grid:
         params = {**fixed, **setting}
@@ -195,8 +173,8 @@ def sweep(cache, strategy: str, grid: list[dict] | None = None, *,
                "score": scorer(pred), "mean_exit_layer": mean_layer,
                "layer_speedup": f.L / mean_layer, "saved_fraction": 1 - mean_layer / f.L,
                "wallclock_speedup": np.nan}
-        if cum is not None:
-            row["wallclock_speedup"] = (base + cum[-1]) / (base + cum[exit_layer].mean())
+        if lat is not None:
+            row["wallclock_speedup"] = lat[-1] / lat[exit_layer].mean()
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -238,7 +216,7 @@ def best_under_latency(points: pd.DataFrame, budget_ms: float, cache) -> pd.Data
     """Per strategy, the best setting whose expected batch-1 latency fits `budget_ms`."""
     if cache.layer_ms is None:
         raise ValueError("this run has no measured layer latencies (layer_ms); use a speed-up target")
-    full_ms = float(cache.embed_ms or 0.0) + float(np.sum(cache.layer_ms))
+    full_ms = full_latency_ms(cache)
     return best_at(points, full_ms / budget_ms, by="wallclock_speedup")
 
 

@@ -5,7 +5,7 @@ early-exit predictor (core.predictor, the CLI's code path) and time it against r
     res = run_text(pm, "a gripping film", strategy="entropy", threshold=0.3)
     res.exit_layer, res.label, res.probs          # [m, K]: only the layers that ran
     res.latency_ms, res.full_ms, res.speedup      # medians over `repeats` interleaved runs
-    probs_figure(res)                             # layers x classes heatmap, rows up to the exit
+    core.app.figures.probs_figure(res)            # layers x classes heatmap, rows up to the exit
 
 The full-model timing uses the same predictor with the budget rule at layer L (every layer and its
 exit run, one decision per layer), so the two numbers differ only by the layers the exit skipped.
@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from core.plain import plot_text
 from core.runs import CONFIG_FILE, WEIGHTS_FILE, read_config
+from core.strategies import normalized_entropy
 
 
 # ---- what a run has ------------------------------------------------------------------------------
@@ -265,8 +264,7 @@ def _run_text(pm: PlaygroundModel, text: str, text_pair: str | None, *, strategy
 def layers_table(res: PlaygroundResult) -> pd.DataFrame:
     """One row per layer that ran: each class's probability, the layer's top class, entropy, time."""
     p = res.probs                                                           # [m, K]
-    k = p.shape[1]
-    ent = -(np.clip(p, 1e-12, 1) * np.log(np.clip(p, 1e-12, 1))).sum(1) / np.log(k)
+    ent = normalized_entropy(p, axis=1)
     df = pd.DataFrame(p, columns=res.label_names)
     df.insert(0, "layer", np.arange(1, len(p) + 1))
     df["top class"] = [res.label_names[j] for j in p.argmax(1)]
@@ -276,56 +274,3 @@ def layers_table(res: PlaygroundResult) -> pd.DataFrame:
         df["learned confidence"] = res.confidence
     df["ms"] = res.layer_ms
     return df
-
-
-def probs_figure(res: PlaygroundResult) -> go.Figure:
-    """Layers x classes heatmap of the probabilities computed before the exit (layer 1 on top); the
-    exit row is outlined. The layers after the exit never ran, so they have no row."""
-    m, skipped = res.exit_layer, res.L - res.exit_layer
-    title = (f"Probabilities at each exit that ran: stopped at layer {m} of {res.L}"
-             + (f" (layers {m + 1}-{res.L} skipped)" if skipped > 1 else
-                f" (layer {res.L} skipped)" if skipped == 1 else " (no layer skipped)"))
-    return heatmap(res.probs, res.label_names, exit_layer=m, label=res.label, title=title)
-
-
-def full_figure(res: PlaygroundResult) -> go.Figure:
-    """The same heatmap for the all-layers run: what every exit says, the skipped ones included."""
-    return heatmap(res.full_probs, res.label_names, exit_layer=res.exit_layer, label=res.label,
-                   title=f"Every exit, from the all-layers run (the early exit stopped at layer {res.exit_layer})")
-
-
-def heatmap(probs: np.ndarray, label_names: list[str], *, exit_layer: int | None = None, label: str = "",
-            title: str = "") -> go.Figure:
-    p = np.asarray(probs)                                                   # [rows, K]
-    m, k = p.shape
-    fig = go.Figure(go.Heatmap(
-        z=p, x=[plot_text(n) for n in label_names], y=[f"layer {i}" for i in range(1, m + 1)], zmin=0, zmax=1,
-        colorscale="Blues",
-        text=np.round(p, 3), texttemplate="%{text:.3f}" if m * k <= 400 else None,
-        hovertemplate="%{y}<br>%{x}: %{z:.4f}<extra></extra>", colorbar=dict(thickness=10, title="p")))
-    if exit_layer is not None and 1 <= exit_layer <= m:
-        r = exit_layer - 1
-        fig.add_shape(type="rect", x0=-0.5, x1=k - 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color="#dc2626", width=3))
-        fig.add_annotation(x=k - 0.5, y=r, xanchor="left", showarrow=False, xshift=8,
-                           text=f"<b>exit → {plot_text(label)}</b>", font=dict(color="#dc2626", size=13))
-    fig.update_layout(template="plotly_white", height=max(210, 120 + 34 * m), margin=dict(l=10, r=140, t=50, b=10),
-                      title=dict(text=title, x=0, font=dict(size=14)),
-                      font=dict(family="Inter, system-ui, sans-serif", size=13))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(type="category")  # label names made of digits stay names (the shapes use positions)
-    return fig
-
-
-def timing_figure(res: PlaygroundResult) -> go.Figure:
-    """Two bars: median early-exit latency and median all-layers latency (batch 1)."""
-    names = [f"early exit (layer {res.exit_layer})", f"all {res.L} layers"]
-    vals = [res.latency_ms, res.full_ms]
-    fig = go.Figure(go.Bar(x=vals, y=names, orientation="h", marker_color=["#2563eb", "#94a3b8"],
-                           text=[f"{v:.2f} ms" for v in vals], textposition="auto",
-                           hovertemplate="%{y}: %{x:.3f} ms<extra></extra>"))
-    fig.update_layout(template="plotly_white", height=150, margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title="ms (median, batch size 1)",
-                      font=dict(family="Inter, system-ui, sans-serif", size=13))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(type="category")  # label names made of digits stay names (the shapes use positions)
-    return fig

@@ -22,7 +22,7 @@ from core import metrics as M
 from core.cache import ExitCache
 from core.calibrate import calibrate
 from core.health import assess
-from core.strategies import apply
+from core.strategies import apply, deployable
 from core.io import atomic_write_bytes, atomic_write_text, read_json
 from core.omega_drift import compare_to_drift
 from core.runs import DEFAULT_ROOT, list_runs, read_config, read_metrics, read_status
@@ -32,7 +32,7 @@ STEP_COST_FILE = "step_cost.json"      # bench/bench_train_step.py --json, kept 
 GRAD_SIZE_FILE = "omega_grad_size.json"  # bench/bench_omega_second_order.py --json, kept in a run folder
 SAVINGS = (0.25, 0.50, 0.75)            # PCEE-BERT Table 2: matched saved-layer fractions
 LOW_SPEEDUP, MID_SPEEDUP = 1.3, 2.0     # Sun et al. Fig. 5b (< 1.4x); LeeBERT Table 1 (about 2x)
-STRATEGY_ORDER = ["budget", "entropy", "maxprob", "patience", "pcee", "dge", "voting", "lte"]
+STRATEGY_ORDER = deployable()   # registry order
 
 
 @dataclass

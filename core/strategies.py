@@ -17,11 +17,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
 
 EPS = 1e-12  # probabilities are clipped here before any log
+
+
+def normalized_entropy(probs: np.ndarray, axis: int = -1, *, logp: np.ndarray | None = None) -> np.ndarray:
+    """H(p) / log K over the class axis, in [0, 1]; `logp` (log probabilities clipped at EPS) when the
+    caller has them already. The one implementation the rules, the app and the Playground use."""
+    if logp is None:
+        logp = np.log(np.clip(probs, EPS, None))
+    return -(probs * logp).sum(axis) / np.log(probs.shape[axis])
 
 
 # ---- per-cache features, computed once and shared by every rule and every grid point ------------
@@ -48,7 +57,7 @@ class ExitFeatures:
 
     @cached_property
     def entropy(self) -> np.ndarray:  # [L, N] normalized entropy H(p) / log K, in [0, 1]
-        return -(self.planes * self.log_planes).sum(0) / np.log(self.K)
+        return normalized_entropy(self.planes, axis=0, logp=self.log_planes)
 
     @cached_property
     def maxprob(self) -> np.ndarray:  # [L, N]
@@ -235,24 +244,93 @@ class Param:
 
 @dataclass(frozen=True)
 class Strategy:
+    """Everything about one exit rule, in one place: the engine reads `rule`, `params`, `needs` and
+    the settings; the app and the report read the words, the colour and the order (registry order)."""
     name: str
     rule: Callable[..., RuleResult]
     params: dict[str, Param] = field(default_factory=dict)
     needs: tuple[str, ...] = ()  # "labels", "confidence"
     title: str = ""
     source: str = ""
+    tab: str = ""                # short label (Explore's tab, pickers)
+    color: str = "#334155"       # the same on every page
+    explain: str = ""            # one plain line under the rule's controls
+    labels: dict[str, str] = field(default_factory=dict)    # param name -> widget label
+    grid: Callable[[ExitFeatures], list[dict]] | None = None      # quantile grid (metrics.default_grid)
+    settings: Callable[[ExitFeatures], list[dict]] | None = None  # every candidate setting, where the
+    #   rule has no single swept signal (exit_signal); None: the signal's breakpoints
+
+    @property
+    def label(self) -> str:
+        return self.tab or self.title or self.name
+
+
+class RegistryField(Mapping):
+    """A live read-only {rule name: one field of its entry} over STRATEGIES, so a rule registered
+    later (a test, a plug-in) shows up wherever the app looks one up."""
+
+    def __init__(self, attr: str):
+        self.attr = attr
+
+    def __getitem__(self, name: str):
+        return getattr(STRATEGIES[name], self.attr)
+
+    def __iter__(self):
+        return iter(STRATEGIES)
+
+    def __len__(self) -> int:
+        return len(STRATEGIES)
+
+
+def quantile_grid(values: np.ndarray, n: int, *, include=()) -> list[float]:
+    qs = np.quantile(values, np.linspace(0, 1, n))
+    return sorted({round(float(v), 6) for v in np.concatenate([qs, include])})
+
+
+def _patience_grid(f: ExitFeatures, most: int, thresholds: list[float]) -> list[dict]:
+    return [{"patience": p, "threshold": t} for p in range(1, most + 1) for t in thresholds]
+
+
+def _voting_grid(f: ExitFeatures) -> list[dict]:
+    grid = []
+    for k in VOTING_KS:
+        # every value V_l can take: c / l^k for 1 <= c <= l <= L
+        vals = sorted({c / l ** k for l in range(1, f.L + 1) for c in range(1, l + 1)})
+        step = max(1, len(vals) // 12)
+        grid += [{"k": k, "delta": round(v, 6)} for v in vals[::step]]
+    return grid
+
+
+def _kd_thresholds(f: ExitFeatures) -> list[float]:
+    div = f.divergence("kd")
+    return [t + 1e-6 for t in quantile_grid(div[np.isfinite(div)], 12)]
 
 
 _THRESHOLD = dict(kind=float, low=0.0, high=1.0)
+_BY_LAYER = lambda f: [{"layer": m} for m in range(1, f.L + 1)]           # noqa: E731
+_BY_PATIENCE = lambda f: [{"patience": q} for q in range(1, f.L + 1)]     # noqa: E731
+# Thresholds of the grids are taken at quantiles of the signal itself, so the points spread along the
+# speed-up axis whatever the model's calibration.
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     Strategy("budget", _budget, {"layer": Param(int, None, 1, None, help="exit layer for everyone")},
-             title="Budgeted exit", source="PCEE-BERT"),
+             title="Budgeted exit", source="PCEE-BERT", tab="Budget", color="#94a3b8",
+             explain="Every example stops at the same layer. The static baseline every adaptive rule must beat.",
+             labels={"layer": "Exit layer"}, grid=_BY_LAYER, settings=_BY_LAYER),
     Strategy("entropy", _entropy, {"threshold": Param(default=0.3, help="exit when H(p)/log K < threshold", **_THRESHOLD)},
-             title="Entropy", source="BranchyNet, DeeBERT, FastBERT"),
+             title="Entropy", source="BranchyNet, DeeBERT, FastBERT", tab="Entropy", color="#2563eb",
+             explain="Stop as soon as the exit is sure enough: normalized entropy H(p)/log K below the threshold.",
+             labels={"threshold": "Entropy threshold"},
+             # fires when H < t: thresholds just above observed entropies
+             grid=lambda f: [{"threshold": min(1.0, t + 1e-6)} for t in quantile_grid(f.entropy, 40, include=[0.0, 1.0])]),
     Strategy("maxprob", _maxprob, {"threshold": Param(default=0.9, help="exit when max_k p(k) >= threshold", **_THRESHOLD)},
-             title="Max-prob", source="Shallow-Deep, RightTool"),
+             title="Max-prob", source="Shallow-Deep, RightTool", tab="Max-prob", color="#0891b2",
+             explain="Stop as soon as the top class probability reaches the threshold.",
+             labels={"threshold": "Max-prob threshold"},
+             grid=lambda f: [{"threshold": t} for t in quantile_grid(f.maxprob, 40, include=[1.0 / f.K, 1.0])]),
     Strategy("patience", _patience, {"patience": Param(int, 2, 1, None, help="consecutive unchanged predictions")},
-             title="PABEE patience", source="PABEE (LeeBERT)"),
+             title="PABEE patience", source="PABEE (LeeBERT)", tab="PABEE", color="#16a34a",
+             explain="PABEE: stop when the prediction has not changed for `patience` consecutive layers.",
+             labels={"patience": "Patience (unchanged layers)"}, grid=_BY_PATIENCE, settings=_BY_PATIENCE),
     Strategy("pcee", _pcee, {
         "patience": Param(int, 2, 1, None, help="consecutive confident layers"),
         "threshold": Param(default=0.3, help="confidence threshold (entropy: <, others: >=)", **_THRESHOLD),
@@ -261,20 +339,47 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
         "ensemble_span": Param(str, "all_passed", choices=PCEE_SPANS,
                                help="layers the ensemble averages: all_passed = 1..m (PCEE-BERT §4.6.3), "
                                     "confident_run = the last `patience` confident layers (a variant)"),
-    }, title="PCEE patient & confident", source="PCEE-BERT"),
+    }, title="PCEE patient & confident", source="PCEE-BERT", tab="PCEE", color="#9333ea",
+        explain="PCEE-BERT: stop after `patience` consecutive layers that are all confident under the signal. "
+                "Choices the paper leaves open: max-prob and learned confidence count at >= the threshold; "
+                "the ensemble averages layers 1..m (§4.6.3), or only the confident run (`confident_run` variant).",
+        labels={"patience": "Patience (confident layers)", "threshold": "Confidence threshold",
+                "signal": "Confidence signal", "ensemble": "Ensemble", "ensemble_span": "Ensemble over"},
+        grid=lambda f: _patience_grid(f, min(f.L, 4), [min(1.0, t + 1e-6) for t in quantile_grid(f.entropy, 12)])),
     Strategy("dge", _dge, {
         "patience": Param(int, 2, 1, None, help="earlier layers that must agree"),
         "threshold": Param(float, 0.3, 0.0, None, help="divergence below which two layers agree"),
         "measure": Param(str, "kd", choices=("kd", "kl", "js")),
-    }, title="DGE divergence-based", source="BADGE"),
+    }, title="DGE divergence-based", source="BADGE", tab="DGE", color="#ea580c",
+        explain="BADGE's divergence-guided exit: stop when this layer's distribution is close (divergence below "
+                "the threshold) to at least `patience` earlier layers.",
+        labels={"patience": "Patience (agreeing earlier layers)", "threshold": "Divergence threshold",
+                "measure": "Divergence measure"},
+        grid=lambda f: _patience_grid(f, max(1, min(f.L - 1, 4)), _kd_thresholds(f))),
     Strategy("voting", _voting, {
         "k": Param(float, 0.5, 0.0, None, help="layer-count exponent (paper: 0, 0.25, 0.5, 0.75)"),
         "delta": Param(float, 2.0, 0.0, None, help="exit when V_l >= delta"),
-    }, title="Ensemble voting", source="Sun et al."),
+    }, title="Ensemble voting", source="Sun et al.", tab="Voting", color="#db2777",
+        explain="Sun et al.: each layer votes its class; stop when the majority's vote count / l^k reaches "
+                "delta (a count scaled by l^k, not a share). Choice the paper leaves open: a tie goes to the "
+                "class the latest of the tied layers predicted.",
+        labels={"k": "Layer exponent k", "delta": "Vote threshold delta"}, grid=_voting_grid),
     Strategy("lte", _lte, {"threshold": Param(default=0.5, help="exit when learned confidence >= threshold", **_THRESHOLD)},
-             needs=("confidence",), title="Learned exit (LTE)", source="BERxiT"),
-    Strategy("oracle", _oracle, {}, needs=("labels",), title="Oracle", source="Sun et al."),
+             needs=("confidence",), title="Learned exit (LTE)", source="BERxiT", tab="LTE", color="#ca8a04",
+             explain="Learned exit (BERxiT): a small head predicts whether this layer is right; stop when its "
+                     "confidence reaches the threshold.",
+             labels={"threshold": "Learned-confidence threshold"},
+             grid=lambda f: [{"threshold": t} for t in quantile_grid(f.confidence, 40, include=[0.0, 1.0])]),
+    Strategy("oracle", _oracle, {}, needs=("labels",), title="Oracle", source="Sun et al.", tab="Oracle",
+             color="#111827", explain="Stops at the first layer that is right. It reads the labels, so it is a "
+                                      "ceiling, not a method.",
+             grid=lambda f: [{}], settings=lambda f: [{}]),
 ]}
+
+
+def deployable() -> list[str]:
+    """The rules a model can deploy (every registered one but the label-reading Oracle), in registry order."""
+    return [n for n, s in STRATEGIES.items() if "labels" not in s.needs]
 
 
 def resolve_params(strategy: str, params: dict, num_layers: int | None = None) -> dict:
@@ -509,12 +614,9 @@ def fixed_choices(strategy: str, f: ExitFeatures, **fixed) -> list[dict]:
 def candidate_settings(strategy: str, f: ExitFeatures, **fixed) -> list[dict]:
     """Every setting of `strategy` with a distinct exit configuration on these features (the
     breakpoints of the rule's signal), safest first within each choice of the other knobs."""
-    if strategy == "budget":
-        return [{"layer": m} for m in range(1, f.L + 1)]
-    if strategy == "patience":
-        return [{"patience": q} for q in range(1, f.L + 1)]
-    if strategy == "oracle":
-        return [{}]
+    spec = STRATEGIES[strategy]
+    if spec.settings is not None:
+        return spec.settings(f)
     out = []
     for fx in fixed_choices(strategy, f, **fixed):
         sig = exit_signal(strategy, f, **fx)

@@ -28,10 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from core import config as C
 from core.data import guess_columns  # noqa: F401  (the pickers' guess: core.data's one rule)
@@ -405,17 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     return train_main(argv)
 
 
-# ---- live panel ---------------------------------------------------------------------------------
-_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10),
-               font=dict(family="Inter, system-ui, sans-serif", size=13),
-               legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
-def exit_colors(L: int) -> list[str]:
-    """One colour per exit, deep blue (exit 1) through magenta to orange (exit L): ordered and distinct."""
-    from plotly.colors import sample_colorscale
-
-    if L <= 1:
-        return ["#1d4ed8"]
-    return sample_colorscale("Plasma", [0.85 * m / (L - 1) for m in range(L)])
+# ---- live panel (its figures: core.app.figures) -------------------------------------------------
+from core.app.figures import (exit_colors, losses_figure, omega_frame, omega_heatmap,  # noqa: E402,F401
+                              omega_lines_figure, scores_figure)
 
 
 def read_records(folder: str | os.PathLike) -> list[dict]:
@@ -453,113 +442,6 @@ def live_data(records: list[dict]) -> LiveData:
             om.append(r)
     return LiveData(pd.DataFrame(tr, columns=["step", "epoch", "loss", "exit", "exit_loss"]),
                     pd.DataFrame(ev, columns=["epoch", "step", "exit", "score", "metric"]), om, metric)
-
-
-def losses_figure(df: pd.DataFrame) -> go.Figure:
-    """Each exit's training loss (CE) over steps, and the total objective (dashed)."""
-    fig = go.Figure()
-    if not df.empty:
-        total = df.drop_duplicates("step")
-        colors = exit_colors(int(df["exit"].max()))
-        for m, grp in df.groupby("exit"):
-            fig.add_trace(go.Scatter(x=grp["step"], y=grp["exit_loss"], mode="lines+markers", name=f"exit {m}",
-                                     line=dict(color=colors[m - 1], width=2), marker=dict(size=4)))
-        fig.add_trace(go.Scatter(x=total["step"], y=total["loss"], mode="lines", name="objective",
-                                 line=dict(color="#0f172a", width=2, dash="dash")))
-    fig.update_layout(**_LAYOUT, height=320, xaxis_title="Step", yaxis_title="Loss",
-                      title=dict(text="Loss of each exit", x=0, y=0.98, font=dict(size=14)))
-    fig.update_layout(margin=dict(l=10, r=10, t=70, b=10))
-    return fig
-
-
-def scores_figure(df: pd.DataFrame, metric: str | None = None) -> go.Figure:
-    """Per-exit dev score after each epoch: one line per epoch (darker = later)."""
-    fig = go.Figure()
-    epochs = sorted(df["epoch"].dropna().unique()) if not df.empty else []
-    for k, e in enumerate(epochs):
-        grp = df[df["epoch"] == e]
-        shade = 0.35 + 0.65 * (k + 1) / len(epochs)
-        fig.add_trace(go.Scatter(x=grp["exit"], y=grp["score"], mode="lines+markers", name=f"epoch {int(e)}",
-                                 line=dict(color=f"rgba(37,99,235,{shade:.2f})", width=2.5),
-                                 marker=dict(size=7)))
-    fig.update_layout(**_LAYOUT, height=320, xaxis=dict(title="Exit layer", tickmode="linear", dtick=1),
-                      yaxis_title=f"Dev {metric or 'score'}",
-                      title=dict(text="Dev score of each exit, per epoch", x=0, y=0.98, font=dict(size=14)))
-    fig.update_layout(margin=dict(l=10, r=10, t=70, b=10))
-    return fig
-
-
-def omega_heatmap(record: dict) -> go.Figure:
-    """The latest Ω (exits x terms); terms an exit does not have (weight 0 by construction) are blank."""
-    om = np.asarray(record["omega"], dtype=float)                      # [L, T]
-    terms = record.get("terms") or [f"term {j + 1}" for j in range(om.shape[1])]
-    shown = np.where(om > 0, om, np.nan)
-    live = om[om > 0]
-    digits = 4 if live.size and live.max() - live.min() < 0.01 else 3   # early on Ω moves in the 4th digit
-    fig = go.Figure(go.Heatmap(
-        z=shown, x=terms, y=[f"exit {m + 1}" for m in range(om.shape[0])], colorscale="Viridis",
-        text=np.where(om > 0, np.char.mod(f"%.{digits}f", om), ""), texttemplate="%{text}" if om.size <= 200 else None,
-        hovertemplate="%{y}, %{x}: %{z:.4f}<extra></extra>", colorbar=dict(thickness=10), hoverongaps=False))
-    sub = f"step {record.get('step', '?')}, epoch {record.get('epoch', '?')}"
-    fig.update_layout(**{**_LAYOUT, "margin": dict(l=10, r=10, t=60, b=10)}, height=140 + 30 * om.shape[0],
-                      title=dict(text=f"Ω now: each exit's loss weights<br><sup>{sub}; rows sum to 1; colours span "
-                                      "the current range</sup>",
-                                 x=0, font=dict(size=14)))
-    fig.update_yaxes(autorange="reversed")
-    return fig
-
-
-def omega_frame(records: list[dict]) -> pd.DataFrame:
-    """Ω records as rows (step, exit, term, weight), leaving out terms an exit never has."""
-    rows = []
-    for r in records:
-        om = np.asarray(r["omega"], dtype=float)
-        terms = r.get("terms") or [f"term {j + 1}" for j in range(om.shape[1])]
-        for m in range(om.shape[0]):
-            for j, t in enumerate(terms):
-                rows.append({"step": r.get("step"), "exit": m + 1, "term": t, "weight": float(om[m, j])})
-    df = pd.DataFrame(rows, columns=["step", "exit", "term", "weight"])
-    if df.empty:
-        return df
-    alive = df.groupby(["exit", "term"])["weight"].transform("max") > 0
-    return df[alive]
-
-
-def omega_lines_figure(records: list[dict], *, cols: int = 3) -> go.Figure:
-    """Ω over steps: one small panel per exit, one line per term (CE and each teacher's KD)."""
-    df = omega_frame(records)
-    L = int(df["exit"].max()) if not df.empty else 1
-    cols = max(1, min(cols, L))
-    rows = math.ceil(L / cols)
-    fig = make_subplots(rows=rows, cols=cols, shared_xaxes=True, shared_yaxes=True,
-                        subplot_titles=[f"exit {m}" for m in range(1, L + 1)],
-                        vertical_spacing=0.12 if rows > 1 else 0.1, horizontal_spacing=0.04)
-    order = list(dict.fromkeys(t for r in records for t in (r.get("terms") or [])))
-    terms = sorted(dict.fromkeys(df["term"]), key=lambda t: order.index(t) if t in order else len(order)) \
-        if not df.empty else []
-    colors = exit_colors(L)
-    shown = set()
-    for j, t in enumerate(terms):
-        teacher = t.split(":")[1] if ":" in t else ""
-        color = ("#0f172a" if t == "ce" else colors[int(teacher) - 1] if teacher.isdigit() and int(teacher) <= L
-                 else "#64748b")
-        for m in range(1, L + 1):
-            grp = df[(df["exit"] == m) & (df["term"] == t)]
-            if grp.empty:
-                continue
-            fig.add_trace(go.Scatter(x=grp["step"], y=grp["weight"], mode="lines", name=t, legendgroup=t,
-                                     showlegend=t not in shown,
-                                     line=dict(color=color, width=2.5 if t == "ce" else 1.6,
-                                               dash=None if t == "ce" else "solid"),
-                                     hovertemplate=f"exit {m}, {t}<br>step %{{x}}: %{{y:.4f}}<extra></extra>"),
-                          row=(m - 1) // cols + 1, col=(m - 1) % cols + 1)
-            shown.add(t)
-    fig.update_layout(**_LAYOUT, height=90 + 190 * rows)
-    fig.update_layout(title=dict(text="Ω over training steps (ce in black; kd:t, distillation from exit t, in exit t's "
-                                      "colour)",
-                                 x=0, y=0.99, font=dict(size=14)),
-                      margin=dict(l=10, r=10, t=90, b=10), legend=dict(y=1.0 + 0.12 / rows))
-    return fig
 
 
 def fmt_seconds(s: float | None) -> str:

@@ -1,7 +1,7 @@
 """What Explore and Compare show about trust (issue 9): the goal table with intervals, the interval of
 the current knobs, the calibrated (risk-controlled) setting, and seed groups. No streamlit here.
 
-Bootstrap and calibration results are memoized on the RunData (`run._figs`, keys starting with
+Bootstrap and calibration results are memoized on the RunData (`RunData.memo`, keys starting with
 "trust"), keyed by rule and params, so a rerun after a control move only pays for what changed.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 from core import metrics as M
 from core.calibrate import Calibrated, calibrate
 from core.strategies import apply_features
-from core.views import describe_params
+from core.app.rundata import describe_params
 
 GOAL_KINDS = {"loss": "lose at most", "speed-up": "layer speed-up", "latency": "latency budget"}
 SWEPT = {"budget": "layer", "patience": "patience"}   # the knob calibration searches, where not a threshold
@@ -23,14 +23,7 @@ MEMO_LIMIT = 256
 
 
 def _memo(run, key, make):
-    store = run._figs
-    if key not in store:
-        trust = [k for k in store if isinstance(k, tuple) and k and str(k[0]).startswith("trust")]
-        if len(trust) > MEMO_LIMIT:
-            for k in trust[: len(trust) // 2]:
-                del store[k]
-        store[key] = make()
-    return store[key]
+    return run.memo(key, make, limit=MEMO_LIMIT)
 
 
 def point_intervals(run, strategy: str, params: dict, pred: np.ndarray | None = None) -> tuple[M.Interval, M.Interval]:
@@ -148,25 +141,3 @@ def method_differences(runs: list, *, seed: int = 0) -> pd.DataFrame:
                          "95% low": d.low, "95% high": d.high,
                          "verdict": "within noise" if d.covers_zero else ("A better" if d.low > 0 else "B better")})
     return pd.DataFrame(rows)
-
-
-def seed_figure(runs: list):
-    """Last-exit score per seed group: every seed as a point, and the mean +- s.d. as a bar."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for k, (name, members) in enumerate(seed_groups(runs).items()):
-        vals = np.array([float(r.per_exit[-1]) for r in members])
-        fig.add_trace(go.Scatter(x=[name] * len(vals), y=vals, mode="markers", showlegend=False,
-                                 marker=dict(size=9, color="#64748b", opacity=0.7),
-                                 text=[r.name for r in members], hovertemplate="%{text}: %{y:.4f}<extra></extra>"))
-        if len(vals) > 1:
-            fig.add_trace(go.Scatter(x=[name], y=[vals.mean()], mode="markers", showlegend=False,
-                                     marker=dict(size=14, symbol="line-ew-open", color="#0f172a",
-                                                 line=dict(width=3)),
-                                     error_y=dict(type="data", array=[vals.std(ddof=1)], thickness=2, width=10),
-                                     hovertemplate=f"{name}: mean %{{y:.4f}} +- {vals.std(ddof=1):.4f} "
-                                                   f"over {len(vals)} seeds<extra></extra>"))
-    fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), height=340, yaxis_title="Last exit score (dev set)",
-                      xaxis_title="Run group (runs that differ only in seed)")
-    return fig

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import appstate as A, omega_view as OV, trust_views as TV, views as V
+from core import appstate as A, trust_views as TV, views as V
 from core.plain import md
 
 A.require_app()
@@ -49,7 +49,7 @@ if len({r.metric for r in runs}) > 1:
 # ---- seeds and noise ------------------------------------------------------------------------------
 st.subheader("Seeds and noise")
 seeds = TV.seed_summary(runs)
-st.plotly_chart(TV.seed_figure(runs), key="seeds", config={"displayModeBar": False})
+st.plotly_chart(V.seed_figure(runs), key="seeds", config={"displayModeBar": False})
 st.dataframe(seeds, hide_index=True, key="seed-summary", column_config={
     c: st.column_config.NumberColumn(format="%.4f") for c in
     ("last exit mean", "last exit s.d.", "S-best mean", "S-best s.d.")})
@@ -97,7 +97,7 @@ else:
     cols = st.columns(min(len(with_omega), 3))
     for k, (r, recs) in enumerate(with_omega):
         with cols[k % len(cols)]:
-            st.plotly_chart(V.omega_figure(recs[-1], r.name), key=f"omega-{r.name}",
+            st.plotly_chart(V.omega_heatmap(recs[-1], r.name), key=f"omega-{r.name}",
                             config={"displayModeBar": False})
     st.caption("Ω over training steps: each exit's own-CE weight (solid) against the data-free drift (dashed), "
                "the same Ω updates fed constant terms (CE 1, distillation 0) and no data. Solid lines on "
@@ -105,5 +105,5 @@ else:
     cols = st.columns(min(len(with_omega), 2))
     for k, (r, recs) in enumerate(with_omega):
         with cols[k % len(cols)]:
-            st.plotly_chart(OV.omega_steps_figure(recs, OV.config_of(r.path), r.name), key=f"omega-steps-{r.name}",
+            st.plotly_chart(V.omega_steps_figure(recs, V.config_of(r.path), r.name), key=f"omega-steps-{r.name}",
                             config={"displayModeBar": False})

@@ -77,8 +77,7 @@ with right_col:
     kind = st.radio("Goal", kinds, key="target_kind", horizontal=True, bind="query-params",
                     format_func=TV.GOAL_KINDS.get)
     if kind == "latency":
-        full_ms = V.full_latency_ms(run)
-        low_ms = float(run.cache.embed_ms or 0.0) + float(run.cache.layer_ms[0])
+        low_ms, full_ms = V.latency_range_ms(run)
         target = st.slider("Latency budget (ms, batch 1)", round(low_ms, 2), round(full_ms, 2),
                            round(full_ms / 2, 2), 0.01, key="budget_ms", bind="query-params")
     elif kind == "loss":

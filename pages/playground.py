@@ -178,9 +178,9 @@ def main() -> None:
 
     f1, f2 = st.columns([3, 2], gap="large")
     with f1:
-        st.plotly_chart(P.probs_figure(res), key="pg-probs", config={"displayModeBar": False})
+        st.plotly_chart(V.probs_figure(res), key="pg-probs", config={"displayModeBar": False})
     with f2:
-        st.plotly_chart(P.timing_figure(res), key="pg-timing", config={"displayModeBar": False})
+        st.plotly_chart(V.timing_figure(res), key="pg-timing", config={"displayModeBar": False})
         st.caption(f"Per layer (layer + exit + decision), first run: "
                    + ", ".join(f"{ms:.2f}" for ms in res.layer_ms) + " ms.")
 
@@ -191,7 +191,7 @@ def main() -> None:
                     "max-prob": st.column_config.NumberColumn(format="%.3f"),
                     "entropy (normalized)": st.column_config.NumberColumn(format="%.3f")})
     with st.expander(f"What every exit says (all {res.L} layers)"):
-        st.plotly_chart(P.full_figure(res), key="pg-full", config={"displayModeBar": False})
+        st.plotly_chart(V.full_figure(res), key="pg-full", config={"displayModeBar": False})
 
 
 main()

@@ -10,7 +10,6 @@ from pathlib import Path
 import streamlit as st
 
 from core import appstate as A
-from core import omega_view as OV
 from core import train_form as F
 from core import views as V
 from core.data import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
@@ -336,25 +335,25 @@ def live_panel(job) -> None:
         return
     c1, c2 = st.columns(2)
     with c1:
-        st.plotly_chart(F.losses_figure(data.train), key="live-losses", config={"displayModeBar": False})
+        st.plotly_chart(V.losses_figure(data.train), key="live-losses", config={"displayModeBar": False})
     with c2:
         if data.evals.empty:
             st.info("The per-exit dev scores appear after the first epoch.")
         else:
-            st.plotly_chart(F.scores_figure(data.evals, data.metric), key="live-scores",
+            st.plotly_chart(V.scores_figure(data.evals, data.metric), key="live-scores",
                             config={"displayModeBar": False})
     if data.omega:
         st.markdown(f"**Ω, LeeBERT's learned loss weights** ({len(data.omega)} snapshots so far)")
         c1, c2 = st.columns([2, 3])
         with c1:
-            st.plotly_chart(F.omega_heatmap(data.omega[-1]), key="live-omega-heatmap",
+            st.plotly_chart(V.omega_heatmap(data.omega[-1]), key="live-omega-heatmap",
                             config={"displayModeBar": False})
         with c2:
-            st.plotly_chart(F.omega_lines_figure(data.omega), key="live-omega-lines",
+            st.plotly_chart(V.omega_lines_figure(data.omega), key="live-omega-lines",
                             config={"displayModeBar": False})
         st.caption("Row m of Ω weighs exit m's own cross-entropy (ce) and its distillation from each teacher "
                    "exit t (kd:t); each row sums to 1. LeeBERT learns Ω with its Ω optimizer (CLO-v2 by default).")
-        st.plotly_chart(OV.omega_steps_figure(data.omega, OV.config_of(job.folder)), key="live-omega-drift",
+        st.plotly_chart(V.omega_steps_figure(data.omega, V.config_of(job.folder)), key="live-omega-drift",
                         config={"displayModeBar": False})
         st.caption("Each exit's own-CE weight (solid) against the data-free drift (dashed): the same Ω updates "
                    "fed constant terms (CE 1, distillation 0) and no data.")

@@ -384,11 +384,29 @@ def _real_runs():
     return [i.name for i in V.scan_runs(DEFAULT_ROOT) if i.has_cache]
 
 
+def _representative_runs() -> list[str]:
+    """One run per task of the bundled runs: the one that exercises the most of a page (a learned-exit
+    head first, then LeeBERT's Ω records, then the first by name)."""
+    best = {}
+    for info in V.scan_runs(DEFAULT_ROOT):
+        if not info.has_cache:
+            continue
+        cfg = info.config or {}
+        rank = (not cfg.get("lte"), cfg.get("method") != "leebert", cfg.get("seed") or 0, info.name)
+        task = cfg.get("task")
+        if task not in best or rank < best[task][0]:
+            best[task] = (rank, info.name)
+    return [name for _, name in sorted(best.values(), key=lambda r: r[1])]
+
+
+# Every page on one representative run per task; Home (cheap, and it lists every run) on every run.
+# Opening every page on all ~33 runs took ~290 s, half of the suite, without finding more.
+@pytest.mark.bundled
 @pytest.mark.skipif(not _real_runs(), reason=f"no bundled runs with a cache.npz in {DEFAULT_ROOT} yet")
 @pytest.mark.parametrize("page", PAGES)
 def test_pages_on_the_bundled_runs(page, monkeypatch):
     monkeypatch.delenv(V.ROOT_ENV, raising=False)
-    for name in _real_runs():
+    for name in _real_runs() if page == "pages/home.py" else _representative_runs():
         at = open_page(page, run=name)
         assert not at.exception, (name, [e.value for e in at.exception])
         assert not at.error, (name, [e.value for e in at.error])
@@ -403,3 +421,36 @@ def test_home_figure_shows_the_runs_starting_entropy_rule(root):
     want = np.bincount(exits, minlength=run.L + 1)[1:] / run.cache.N * 100
     assert np.allclose(bars.y, want) and f"{t:.2f}" in bars.name
     assert "saving at least a third" in V.home_rule_text(run)
+
+
+# ---- one registry entry is all a new rule needs -----------------------------------------------------
+def _margin_rule(f, *, threshold: float):
+    """A toy rule: exit once the top two classes are `threshold` apart."""
+    top2 = np.sort(f.planes, axis=0)[-2:]                            # [2, L, N]
+    return top2[1] - top2[0] >= threshold, None, None
+
+
+def test_a_rule_registered_in_one_place_appears_on_explore(tmp_path, monkeypatch):
+    from tests.conftest import write_synthetic_run
+    from core.strategies import STRATEGIES, Param, Strategy
+
+    grid = lambda f: [{"threshold": float(t)} for t in np.linspace(0, 1, 21)]  # noqa: E731
+    toy = Strategy("margin", _margin_rule, {"threshold": Param(float, 0.5, 0.0, 1.0, help="top-2 gap")},
+                   title="Top-2 margin", source="a test", tab="Margin", color="#0d9488",
+                   explain="Toy rule: stop once the top two classes are far enough apart.",
+                   labels={"threshold": "Margin threshold"}, grid=grid, settings=grid)
+    monkeypatch.setitem(STRATEGIES, "margin", toy)
+    write_synthetic_run(tmp_path / "toy-run", seed=5)
+    monkeypatch.setenv(V.ROOT_ENV, str(tmp_path))
+
+    run = V.load_run(tmp_path / "toy-run")
+    assert "margin" in run.strategies and set(run.sweeps()["strategy"]) >= {"margin"}
+    at = open_page("pages/explore.py", run="toy-run", strategy="Margin")
+    assert not at.error, [e.value for e in at.error]
+    assert any(h.value == "Top-2 margin" for h in at.subheader)
+    assert "Toy rule: stop once" in captions(at)
+    assert any(s.label == "Margin threshold" for s in at.slider)
+    params = run.default_params("margin")
+    assert metric(at, "Accuracy") == f"{run.evaluate('margin', params)['score']:.4f}"
+    from core.app.figures import COLORS
+    assert COLORS["margin"] == "#0d9488" and M.default_grid("margin", run.feats) == grid(run.feats)

@@ -572,7 +572,7 @@ def check_blank_text_cells(tiny, tmp_path, monkeypatch):
 def check_digit_label_names(tmp_path, monkeypatch):
     from core import views as V
     from core.cache import ExitCache
-    from core.playground import heatmap
+    from core.app.figures import heatmap
     from tests.conftest import synthetic_cache
 
     base = synthetic_cache(n=30, num_layers=3, k=5, seed=11)

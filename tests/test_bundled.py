@@ -34,21 +34,34 @@ def test_default_run_has_weights_and_restores_its_texts_offline():
     assert len(texts) == cache.N and all(isinstance(t, str) and t for t in texts)
 
 
-def test_report_regenerates_byte_for_byte(tmp_path):
-    text, figures = report.build(DEFAULT_ROOT, tmp_path)
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """`python -m core.report --out <tmp>` run once for every report test (it takes a while)."""
+    out = tmp_path_factory.mktemp("report")
+    report.main(["--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded_runs():
+    return report.load_runs(DEFAULT_ROOT)[0]
+
+
+def test_report_regenerates_byte_for_byte(generated):
+    text = (generated / "RESULTS.md").read_text(encoding="utf-8")
     assert text == (DOCS / "RESULTS.md").read_text(encoding="utf-8"), "run `python -m core.report` and commit"
+    figures = {p.name: p.read_bytes() for p in (generated / "figures").glob("*.png")}
     assert sorted(figures) == sorted(p.name for p in (DOCS / "figures").glob("*.png"))
     assert all(data.startswith(b"\x89PNG") for data in figures.values())
 
 
-def test_report_command_runs(tmp_path):
-    report.main(["--out", str(tmp_path)])
-    assert (tmp_path / "RESULTS.md").read_text().startswith("# Results")
-    assert list((tmp_path / "figures").glob("*.png"))
+def test_report_command_runs(generated):
+    assert (generated / "RESULTS.md").read_text().startswith("# Results")
+    assert list((generated / "figures").glob("*.png"))
 
 
-def test_report_omega_table_is_each_runs_last_snapshot():
-    runs = [r for r in report.load_runs(DEFAULT_ROOT)[0] if r.omega]
+def test_report_omega_table_is_each_runs_last_snapshot(loaded_runs):
+    runs = [r for r in loaded_runs if r.omega]
     if not runs:
         pytest.skip("no bundled LeeBERT run")
     text = report.omega_section(runs)
@@ -60,10 +73,10 @@ def test_report_omega_table_is_each_runs_last_snapshot():
         assert " / ".join(f"{x:.3f}" for x in om[:, 0]) in row
 
 
-def test_report_omega_drift_claim_matches_each_runs_replay():
+def test_report_omega_drift_claim_matches_each_runs_replay(loaded_runs):
     from core.omega_drift import compare_to_drift
 
-    runs = [r for r in report.load_runs(DEFAULT_ROOT)[0] if r.omega and r.task == "rotten_tomatoes"]
+    runs = [r for r in loaded_runs if r.omega and r.task == "rotten_tomatoes"]
     if not runs:
         pytest.skip("no bundled LeeBERT run")
     text = report.omega_drift_section(runs)

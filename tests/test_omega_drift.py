@@ -1,4 +1,4 @@
-"""core.omega_drift and core.omega_view: the data-free drift of Ω replays Ω's real Adam update (checked
+"""core.omega_drift and its figure (core.app.figures.omega_steps_figure): the data-free drift of Ω replays Ω's real Adam update (checked
 against torch on core.omega.Omega), and the Ω-over-steps figure draws it beside the learned weights."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from core.omega import Omega
 from core.omega_drift import compare_to_drift, drift, drift_for_run, gradient_scales, term_mask
-from core.omega_view import omega_ce_history, omega_steps_figure
+from core.app.figures import omega_ce_history, omega_steps_figure
 
 
 @pytest.mark.parametrize("teachers", ["lae", "lle"])

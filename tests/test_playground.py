@@ -114,12 +114,12 @@ def test_missing_weights_give_the_command(runs):
 def test_figures(runs):
     pm = P.load(runs / "single")
     res = P.run_text(pm, TEXTS[0], strategy="budget", repeats=1, layer=1)
-    fig = P.probs_figure(res)
+    fig = V.probs_figure(res)
     assert np.asarray(fig.data[0].z).shape == (1, 2) and "layer 2 skipped" in fig.layout.title.text
-    assert np.asarray(P.full_figure(res).data[0].z).shape == (2, 2)
+    assert np.asarray(V.full_figure(res).data[0].z).shape == (2, 2)
     table = P.layers_table(res)
     assert list(table["layer"]) == [1] and {"negative", "positive", "learned confidence"} <= set(table.columns)
-    assert len(P.timing_figure(res).data[0].x) == 2
+    assert len(V.timing_figure(res).data[0].x) == 2
 
 
 # ---- the page (AppTest) --------------------------------------------------------------------------------

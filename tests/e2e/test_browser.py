@@ -7,54 +7,14 @@ Screenshots of every page land in test-output/screenshots/ (gitignored) for a pe
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ERROR_BOX = '[data-testid="stException"], .stException'
+from tests.e2e.conftest import NEEDS_CHROMIUM, no_error_box, screenshot, settle
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"),
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
-def settle(pg, timeout: float = 60.0):
-    """Wait until the app has rendered and no script run is in progress."""
-    pg.wait_for_selector('[data-testid="stMain"]', timeout=timeout * 1000)
-    deadline = time.time() + timeout
-    quiet = 0
-    while time.time() < deadline:
-        running = pg.evaluate("""() => !!document.querySelector('[data-testid="stStatusWidget"]')
-                                 || !!document.querySelector('[data-testid="stSkeleton"]')""")
-        quiet = 0 if running else quiet + 1
-        if quiet >= 4:
-            return
-        time.sleep(0.25)
-    raise AssertionError("the app kept running")
+pytestmark = [pytest.mark.e2e, NEEDS_CHROMIUM]
 
 
 def open_app(pg, base: str, path: str):
@@ -62,22 +22,6 @@ def open_app(pg, base: str, path: str):
     settle(pg)
     pg.wait_for_selector("h1", timeout=30000)
     settle(pg)
-
-
-def screenshot(pg, name: str):
-    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    height = pg.evaluate("""() => { const m = document.querySelector('[data-testid="stMain"]');
-                                    return m ? m.scrollHeight : 900 }""")
-    pg.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 7000)})
-    time.sleep(1.0)  # plotly re-lays out on resize
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-    pg.set_viewport_size({"width": 1400, "height": 900})
-
-
-def no_error_box(pg):
-    boxes = pg.locator(ERROR_BOX)
-    assert boxes.count() == 0, boxes.first.inner_text()
 
 
 def plot_trace(pg, chart_index: int, name: str) -> dict:

@@ -9,29 +9,19 @@ playground).
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import functools
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import streamlit_server
+from tests.e2e.conftest import NEEDS_CHROMIUM, no_error_box, screenshot
+from tests.e2e.conftest import settle as _settle
 
-CHROMIUM = "/usr/bin/chromium"
-REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "test-output" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ERROR_BOX = '[data-testid="stException"]'
 RUN = "tiny-leebert"
+settle = functools.partial(_settle, timeout=90.0, ready='[data-testid="stApp"]')
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"),
-]
+pytestmark = [pytest.mark.e2e, NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
@@ -43,83 +33,15 @@ def server(tmp_path_factory):
     backbone = write_tiny_backbone(tmp / "bert")
     root = tmp / "checkpoints"
     root.mkdir()
-    port = free_port()
-    log = tmp / "streamlit.log"
-    env = {**os.environ, "EEL_CHECKPOINTS": str(root), "PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://localhost:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start; log:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with streamlit_server(root, tmp / "streamlit.log", start_timeout=90,
+                          extra_args=("--server.fileWatcherType", "none")) as url:
         yield url, root, backbone
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
-def settle(pg, timeout: float = 90.0):
-    """The app has rendered and no script run is in progress (a while without the running indicator)."""
-    pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout * 1000)
-    deadline = time.time() + timeout
-    quiet = 0
-    while time.time() < deadline:
-        running = pg.evaluate("""() => !!document.querySelector('[data-testid="stStatusWidget"]')
-                                 || !!document.querySelector('[data-testid="stSkeleton"]')""")
-        quiet = 0 if running else quiet + 1
-        if quiet >= 4:
-            return
-        time.sleep(0.25)
-    raise AssertionError("the app kept running")
-
-
-def screenshot(pg, name: str):
-    """The whole page (Streamlit scrolls inside its main container: grow the viewport to fit it)."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    height = pg.evaluate("""() => { const m = document.querySelector('[data-testid="stMain"]');
-                                    return m ? m.scrollHeight : 900 }""")
-    pg.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 7000)})
-    time.sleep(1.0)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-    pg.set_viewport_size({"width": 1400, "height": 900})
-
-
-def no_error_box(pg):
-    boxes = pg.locator(ERROR_BOX)
-    assert boxes.count() == 0, boxes.first.inner_text()
+def page(module_page):
+    """One page through the whole module: the Playground test opens the run the Train test made."""
+    return module_page
 
 
 def set_number(pg, label: str, value):
