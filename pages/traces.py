@@ -1,7 +1,7 @@
 """Traces: the samples under one exit rule, filtered; one sample's layer-by-layer story."""
 import streamlit as st
 
-from core import appstate as A, views as V
+from core import appstate as A, explain as X, views as V
 from core.plain import md
 
 A.require_app()
@@ -129,17 +129,22 @@ m[1].metric("Full model says", run.cache.label_names[int(run.argmax[pos, -1])],
 m[2].metric(f"{V.strategy_title(rule)} exits at", f"layer {row['exit layer']}")
 m[3].metric("and predicts", row["prediction"], "right" if row["right"] else "wrong",
             delta_color="normal" if row["right"] else "inverse", delta_arrow="off")
+why = X.explain(run.cache, pos, rule, params)
+st.text(f"Why {V.strategy_title(rule)} exits at layer {why.exit_layer}: {why.sentence}")
 if row["overthinking"]:
-    st.warning(f"Overthinking: exit {row['first right layer']} was already right, the last exit is wrong.")
+    k = int(row["first right layer"])
+    st.warning(f"Overthinking: exit {k} was already right (label probability "
+               f"{run.cache.probs[pos, k - 1, run.cache.labels[pos]]:.3f}), the last exit is wrong.")
 
 marker_settings = {**{s: explore.get(s, run.default_params(s)) for s in strategies}, rule: params}
 exits = V.sample_exits(run, pos, marker_settings)
-st.plotly_chart(V.sample_figure(run, pos, exits), key="sample-figure", config={"displaylogo": False})
+st.plotly_chart(X.add_markers(V.sample_figure(run, pos, exits), why), key="sample-figure",
+                config={"displaylogo": False})
 st.caption("Top: each exit's class probabilities (✓ marks the label). Middle: what the rules read at each "
            "layer: normalized **entropy** (low = sure), **max-prob**, **vote share** (how many layers so far "
            "agree with the majority), mean **divergence** (KD) of this layer's distribution to the earlier ones"
            + (", and the **learned confidence** of the LTE head" if run.cache.confidence is not None else "")
-           + ". Bottom strip: the layer where each rule lets the sample out (green = right there, red = wrong); "
+           + ". The dashed line is the open rule's threshold, the green band its patience window. Bottom strip: the layer where each rule lets the sample out (green = right there, red = wrong); "
            "the rule picked above uses its knobs here, the others the knobs Explore last had (or their defaults).")
 st.dataframe(exits.drop(columns=["strategy"]), hide_index=True, key="sample-exits",
              column_config={"title": "rule", "setting": st.column_config.TextColumn(width="medium")})
