@@ -54,7 +54,7 @@ def explain(cache, pos: int, strategy: str, params: dict) -> Why:
         signal = {"entropy": "entropy", "maxprob": "maxprob", "lte": "learned"}.get(strategy,
                                                                                    params.get("signal", "entropy"))
         t = float(params["threshold"])
-        values = {"entropy": f.entropy, "maxprob": f.maxprob, "learned": f.conf}[signal][:, 0]
+        values = getattr(f, {"entropy": "entropy", "maxprob": "maxprob", "learned": "conf"}[signal])[:, 0]
         word = {"entropy": "normalized entropy", "maxprob": "max-prob", "learned": "learned confidence"}[signal]
         op, not_op = ("<", ">=") if signal == "entropy" else (">=", "<")
         sure = f.confident(signal, t)[:, 0]

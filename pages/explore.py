@@ -22,7 +22,8 @@ st.caption("One tab per exit rule. The open tab is the rule whose numbers, histo
            "below; the chart marks every drawn rule at its current knobs. Click a point of the chart, "
            "or a row of the goal table, to load that setting. Each rule opens at its best setting "
            f"for at least {V.START_SPEEDUP:g}x layer speed-up on this run.")
-tabs = st.tabs([A.TAB_LABELS[s] for s in strategies], key="strategy", on_change="rerun", bind="query-params")
+tabs = st.tabs([A.TAB_LABELS[s] for s in strategies], key="strategy", on_change="rerun", bind="query-params",
+               default=A.TAB_LABELS["entropy"] if "entropy" in strategies else None)  # a rule newcomers know
 settings, focus = {}, None
 for s, tab in zip(strategies, tabs):
     with tab:

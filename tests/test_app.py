@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import metrics as M, views as V
+from core import knob_scale as KS, metrics as M, views as V
 from core.metrics import OperatingPoint
 from core.runs import DEFAULT_ROOT
 from core.strategies import apply
@@ -112,12 +112,13 @@ def test_unknown_run_in_the_link_falls_back_with_a_warning(root):
 def test_moving_a_control_changes_the_score(root):
     at = open_page("pages/explore.py", run="synth-joint", strategy="Entropy")
     before = (metric(at, "Accuracy"), metric(at, "Mean exit layer"))
-    at.slider(key="entropy.threshold").set_value(0.02).run()
+    run = V.load_run(Path(root) / "synth-joint")
+    low = KS.stops_for(run.cache, "entropy", "threshold", {}, 0.0, 1.0)[2]  # the knob moves by quantile stops
+    at.select_slider(key="entropy.threshold").set_value(low).run()
     assert not at.exception
     after = (metric(at, "Accuracy"), metric(at, "Mean exit layer"))
     assert after != before
-    run = V.load_run(Path(root) / "synth-joint")
-    ev = run.evaluate("entropy", {"threshold": 0.02})
+    ev = run.evaluate("entropy", {"threshold": low})
     assert metric(at, "Accuracy") == f"{ev['score']:.4f}"
     assert metric(at, "Layer speed-up") == f"{ev['layer_speedup']:.2f}x"
     assert metric(at, "Saved fraction") == f"{ev['saved_fraction']:.1%}"
@@ -146,7 +147,7 @@ def test_query_parameters_restore_the_explore_view(root):
     at = open_page("pages/explore.py", **params)
     assert at.selectbox(key="run").value == "synth-pair3"
     assert at.slider(key="pcee.patience").value == 3
-    assert at.slider(key="pcee.threshold").value == pytest.approx(0.2)
+    assert at.select_slider(key="pcee.threshold").value == pytest.approx(0.2)
     assert at.selectbox(key="pcee.signal").value == "maxprob"
     assert at.radio(key="x").value == "saved_fraction"
     assert at.slider(key="target").value == pytest.approx(2.5)
@@ -400,3 +401,11 @@ def test_home_figure_shows_the_runs_starting_entropy_rule(root):
     want = np.bincount(exits, minlength=run.L + 1)[1:] / run.cache.N * 100
     assert np.allclose(bars.y, want) and f"{t:.2f}" in bars.name
     assert "saving at least a third" in V.home_rule_text(run)
+
+
+def test_explore_opens_on_the_entropy_rule_with_a_quantile_knob(root):
+    at = open_page("pages/explore.py", run="synth-joint")
+    assert any(h.value == V.strategy_title("entropy") for h in at.subheader)
+    knob = at.select_slider(key="entropy.threshold")
+    run = V.load_run(Path(root) / "synth-joint")
+    assert len(knob.options) >= 50 and knob.value == pytest.approx(run.default_params("entropy")["threshold"])
