@@ -2,6 +2,8 @@
 
     python bench/bench_train_step.py                  # minilm-l6, batch of 32 default sentences
     python bench/bench_train_step.py --rounds 5 --steps 8 --variants joint leebert:clo_v2
+    python bench/bench_train_step.py --threads 1 --variants joint leebert:clo_v2 leebert:clo_v2:second_order \
+        leebert:blo leebert:blo:second_order --json step_cost.json     # the second-order Ω gradient's cost
 
 Every variant trains its own copy of the model on the same batch of the first 32 Rotten Tomatoes
 training sentences (B2 of BLO/CLO is the same batch too), through the trainer's real step function
@@ -36,8 +38,10 @@ DEFAULT_VARIANTS = ["joint", "leebert:clo_v2", "leebert:clo_v1", "leebert:slo", 
 def build(variant: str, args, task, accelerator):
     from core.model import ModelConfig, MultiExitModel
 
-    method, _, optimizer = variant.partition(":")
+    method, _, rest = variant.partition(":")
+    optimizer, _, omega_grad = rest.partition(":")
     cfg = resolve_config({"method": method, "optimizer": optimizer or None, "backbone": args.backbone,
+                          "omega_grad": omega_grad or "first_order",
                           "batch_size": args.batch_size, "cycle": args.cycle, "out": "bench-scratch"})
     torch.manual_seed(0)
     model = MultiExitModel(ModelConfig(backbone=cfg["backbone"], num_labels=len(task.label_names),
@@ -74,7 +78,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 makes the CPU-time column robust to other load)")
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
-                    help="method or method:optimizer, e.g. joint leebert:clo_v2")
+                    help="method, method:optimizer or method:optimizer:omega_grad, e.g. joint leebert:clo_v2 "
+                         "leebert:blo:second_order")
+    ap.add_argument("--json", default=None, help="also write the table as JSON to this file")
     args = ap.parse_args(argv)
     if args.steps % args.cycle:
         print(f"note: --steps {args.steps} is not a multiple of the cycle {args.cycle}; "
@@ -118,6 +124,17 @@ def main(argv=None) -> int:
         verdict = "met" if r["cpu_min"] <= 1.25 else "NOT met"
         print(f"\nleebert+clo_v2 / joint: " + ", ".join(f"{c} {r[c]:.3f}" for c in cols)
               + f"  (goal <= 1.25: {verdict}; on a shared CPU trust the best-round CPU ratio)")
+    if args.json:
+        import platform
+
+        from core.io import atomic_write_json
+
+        atomic_write_json(args.json, {
+            "command": "python bench/bench_train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "backbone": args.backbone, "batch_size": args.batch_size, "device": str(dev),
+            "threads": torch.get_num_threads(), "rounds": args.rounds, "steps": args.steps, "cycle": args.cycle,
+            "machine": platform.machine(), "ms_per_step": {k: {c: round(v[c] * 1e3, 2) for c in cols}
+                                                         for k, v in stats.items()}})
     return 0
 
 

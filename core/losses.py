@@ -5,6 +5,7 @@ Shapes: `logits` [B, L, K] (batch, exits counted from 1 in names but from 0 in i
 
     exit_ce            per-exit cross entropy                                   -> [L]
     joint_loss         sum_m w_m CE_m / sum_m w_m, w_m = m or 1 (PCEE-BERT Eq. 1) -> (scalar, [L])
+    summed_loss        sum_m w_m CE_m, unnormalized (ALT even steps, BADGE Eq. 8 with w_m = 1)
     last_exit_loss     CE of exit L (2ST stage 1, ALT odd steps; BADGE Eq. 5, 7)
     intermediate_loss  sum_{m<L} CE_m (2ST stage 2; BADGE Eq. 6)
     self_distill_loss  sum_{m<L} KL(p_L || p_m), p_L detached (FastBERT)
@@ -61,6 +62,15 @@ def joint_loss(logits, labels, weights: str | torch.Tensor = "linear"):
     return (w * ce).sum() / w.sum(), ce
 
 
+def summed_loss(logits, labels, weights: str | torch.Tensor = "uniform"):
+    """(sum_m w_m CE_m, CE [L]): ALT's even steps, BADGE App. A.3.2 Eq. 8 (w_m = 1). Eq. 8 is a sum, not a
+    mean: with L exits an even step's gradient is about L times an odd (CE_L only) step's, as the paper
+    has it; the mean would weigh the odd steps L times more in Adam's moments and under clipping."""
+    ce = exit_ce(logits, labels)                                               # [L]
+    w = layer_weights(ce.shape[0], weights, device=ce.device) if isinstance(weights, str) else weights.to(ce)
+    return (w * ce).sum(), ce
+
+
 def last_exit_loss(logits, labels):
     """(CE_L, CE [L] detached): 2ST stage 1 and ALT odd steps (BADGE Eq. 5, 7)."""
     return exit_ce(logits[:, -1:], labels)[0], exit_ce(logits.detach(), labels)
@@ -84,13 +94,17 @@ def self_distill_loss(logits, temperature: float = 1.0):
     return kl.mean(0).sum() * temperature ** 2
 
 
-def kd_matrix(logits, temperature: float = 1.0) -> torch.Tensor:
+def kd_matrix(logits, temperature: float = 1.0, teacher_logits=None, detach_teacher: bool = True) -> torch.Tensor:
     """[L, L]: entry (m, t) = L_KD(p_t, p_m) of LeeBERT Eq. 2-3, the batch mean of
     -τ² Σ_k [p_t^{1/τ}]_k log [p_m^{1/τ}]_k. For p = softmax(z), p^{1/τ} renormalized is softmax(z/τ).
-    The teacher side is detached: exit m learns from t, gradients reach only the student."""
+    Choice (LeeBERT leaves it open): the teacher side is detached, so exit m learns from t and gradients
+    reach only the student. `teacher_logits` (default: `logits`) supplies the teachers' logits;
+    `detach_teacher=False` keeps the teachers' gradient (the derivative of the loss's value, which the
+    second-order Ω gradient needs of L_B2)."""
     _check(logits)
     z = logits.float() / temperature
-    pt = F.softmax(z.detach(), dim=-1)                                          # [B, L(t), K]
+    zt = z if teacher_logits is None else teacher_logits.float() / temperature
+    pt = F.softmax(zt.detach() if detach_teacher else zt, dim=-1)               # [B, L(t), K]
     logs = F.log_softmax(z, dim=-1)                                             # [B, L(m), K]
     return -(temperature ** 2) * torch.einsum("btk,bmk->mt", pt, logs) / logits.shape[0]
 
@@ -116,15 +130,16 @@ def term_names(num_exits: int) -> list[str]:
     return ["ce"] + [f"kd:{t}" for t in range(1, num_exits + 1)]
 
 
-def leebert_terms(logits, labels, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def leebert_terms(logits, labels, mask: torch.Tensor, temperature: float = 1.0,
+                  teacher_logits=None, detach_teacher: bool = True) -> torch.Tensor:
     """[L, 1 + L] loss terms of LeeBERT Eq. 5 before weighting: column 0 holds CE_m; column 1 + t
     holds L_KD(p_t, p_m) / (M |T(m)|) (Eq. 4's normalization) where t ∈ T(m), else 0. `mask` is
-    `term_mask(L, teachers)`."""
+    `term_mask(L, teachers)`; `teacher_logits` and `detach_teacher` as in `kd_matrix`."""
     num_exits = logits.shape[1]
     ce = exit_ce(logits, labels)                                                # [L]
     kd_mask = mask[:, 1:]
     n_teachers = kd_mask.sum(1, keepdim=True).clamp(min=1)                      # |T(m)|, [L, 1]
-    kd = kd_matrix(logits, temperature) / (num_exits * n_teachers)              # [L, L]
+    kd = kd_matrix(logits, temperature, teacher_logits, detach_teacher) / (num_exits * n_teachers)              # [L, L]
     kd = torch.where(kd_mask, kd, torch.zeros_like(kd))
     return torch.cat([ce[:, None], kd], dim=1)
 
@@ -137,8 +152,8 @@ def leebert_loss(terms: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 # ---- diversity -----------------------------------------------------------------------------------
 def diversity_loss(logits, labels, lam: float = 0.2, weights: str = "uniform"):
     """(loss, CE [L]) of Sun et al. Eq. 14: Σ_i CE(x_i, y) − λ Σ_{i≥2} min_{j<i} CE(x_i, x_j), where
-    CE(x_i, x_j) = −Σ_k x_j(k) log x_i(k) takes the earlier exit's distribution x_j as a fixed (detached)
-    target and the min is per sample. `weights="linear"` is their Eq. 24 with α_i = i, β_i = λ."""
+    CE(x_i, x_j) = −Σ_k x_j(k) log x_i(k) and the min is per sample. Choice (the paper leaves it open):
+    the earlier exit's distribution x_j is a fixed (detached) target, so only the later exit is pushed. `weights="linear"` is their Eq. 24 with α_i = i, β_i = λ."""
     ce_bl = exit_ce_per_sample(logits, labels)                                  # [B, L]
     ce = ce_bl.mean(0)
     num_exits = logits.shape[1]

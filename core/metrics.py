@@ -1,7 +1,7 @@
 """What a strategy costs and earns on a cache: task scores, speed-ups, sweeps, Pareto fronts and
 operating points.
 
-Speed-up is reported three ways, each under its own name (DESIGN.md "Measuring"):
+Speed-up is reported three ways, each under its own name (README.md, "Exit rules"):
     layer_speedup     L / mean exit layer
     saved_fraction    1 - mean exit layer / L   (what PCEE-BERT Eq. 4 calls "speed-up")
     wallclock_speedup full-model batch-1 latency / expected latency at the exits, from `layer_ms`

@@ -24,8 +24,12 @@ from core.calibrate import calibrate
 from core.health import assess
 from core.strategies import apply
 from core.io import atomic_write_bytes, atomic_write_text, read_json
+from core.omega_drift import compare_to_drift
 from core.runs import DEFAULT_ROOT, list_runs, read_config, read_metrics, read_status
 
+DRIFT_HOLDS, DRIFT_FAILS = 0.5, 0.25  # ‖Ω − drift‖ / ‖Ω − start‖: above: differs; below: the drift explains Ω
+STEP_COST_FILE = "step_cost.json"      # bench/bench_train_step.py --json, kept in a run folder
+GRAD_SIZE_FILE = "omega_grad_size.json"  # bench/bench_omega_second_order.py --json, kept in a run folder
 SAVINGS = (0.25, 0.50, 0.75)            # PCEE-BERT Table 2: matched saved-layer fractions
 LOW_SPEEDUP, MID_SPEEDUP = 1.3, 2.0     # Sun et al. Fig. 5b (< 1.4x); LeeBERT Table 1 (about 2x)
 STRATEGY_ORDER = ["budget", "entropy", "maxprob", "patience", "pcee", "dge", "voting", "lte"]
@@ -55,6 +59,8 @@ def variant_of(config: dict) -> str:
         weights = config.get("weights") or "learned"
         parts.append(config.get("teachers", "lae"))
         parts.append(config.get("optimizer") or "clo_v2" if weights == "learned" else weights)
+        if config.get("omega_grad") == "second_order":
+            parts.append("2nd-order")
     if config.get("lte"):
         parts.append("lte")
     if config.get("exit_kind", "linear") != "linear":
@@ -409,6 +415,88 @@ def omega_section(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def _budget_note(runs: list[Run]) -> str:
+    """How the task's runs count epochs (core.train --budget); configs without the key used `epochs`."""
+    rules = sorted({r.config.get("budget") or "epochs" for r in runs})
+    if rules == ["epochs"]:
+        return "budget rule `epochs`: BLO/CLO LeeBERT epochs pass over half the rows, D1"
+    if rules == ["theta_steps"]:
+        return "budget rule `theta_steps`: every method takes the same number of model steps per epoch"
+    return "budget rules " + " and ".join(f"`{x}`" for x in rules) + " (`epochs`: BLO/CLO LeeBERT epochs pass " \
+        "over half the rows; `theta_steps`: the same model steps for every method)"
+
+
+def _drift_verdict(ratios: list[float]) -> str:
+    r = np.array(ratios)
+    if (r >= DRIFT_HOLDS).mean() >= 0.75:
+        word = "**holds**"
+    elif (r < DRIFT_FAILS).mean() >= 0.75:
+        word = "**does not hold**"
+    else:
+        word = "**partly**"
+    return (f"{word}: ‖Ω − drift‖ / ‖Ω − start‖ = {' / '.join(f'{x:.2f}' for x in r)} over {len(r)} run(s) "
+            f"(holds when at least 3 runs in 4 reach {DRIFT_HOLDS}; does not hold when at least 3 in 4 stay below "
+            f"{DRIFT_FAILS}, i.e. the drift explains over three quarters of Ω's movement)")
+
+
+def omega_drift_section(runs: list[Run]) -> str:
+    """The claim "learned Ω differs from the drift a data-free update gives" (core.omega_drift), per run,
+    with a verdict for first-order (the paper's) and second-order (DARTS) Ω gradients, and the measured
+    step cost of the second-order gradient where a run folder holds bench/bench_train_step.py's JSON."""
+    rows, ratios, cost, size = [], defaultdict(list), [], []
+    for r in runs:
+        cmp_ = compare_to_drift([m for m in read_metrics(r.path) if m.get("kind") == "omega"], r.config)
+        if cmp_ is None:
+            continue
+        order = r.config.get("omega_grad") or "first_order"
+        ratios[order].append(cmp_["ratio"])
+        rows.append([f"`{r.name}`", r.variant, cmp_["steps"], f"{cmp_['moved']:.4f}", f"{cmp_['off_drift']:.4f}",
+                     f"{cmp_['ratio']:.2f}", f"{cmp_['ce_spread']:.4f} / {cmp_['drift_ce_spread']:.4f}"])
+        if (r.path / STEP_COST_FILE).exists():
+            cost.append(read_json(r.path / STEP_COST_FILE))
+        if (r.path / GRAD_SIZE_FILE).exists():
+            size.append(read_json(r.path / GRAD_SIZE_FILE))
+    if not rows:
+        return ""
+    lines = ["Ω's gradient moves weight toward each exit's smallest term, and Eq. 4 makes the distillation terms "
+             "far smaller than CE, whatever the data. The data-free drift replays each run's own Ω updates (Adam, "
+             "its λ2, its steps, CLO's plain / cross-level gradient scale) on constant terms, CE 1 and every "
+             "distillation term 0 (`core.omega_drift`). A run's Ω that lands where the drift lands has learned "
+             "its update schedule, not the task. Norms are Frobenius norms of the whole matrix; one number per "
+             "run from a deterministic replay, so no uncertainty is attached (the seed runs show the spread).", "",
+             table(["run", "variant", "Ω steps", "‖Ω − start‖", "‖Ω − drift‖", "ratio",
+                    "own-CE spread over exits (run / drift)"], rows), ""]
+    for order, label in (("first_order", "first-order Ω gradient (the paper's SLO / BLO / CLO)"),
+                         ("second_order", "second-order Ω gradient (DARTS Eq. 7-8, `--omega-grad second_order`)")):
+        if ratios.get(order):
+            lines.append(f"- Claim \"learned Ω differs from the drift a data-free update gives\", {label}: "
+                         + _drift_verdict(ratios[order]))
+    for g in size:
+        def pm(mean, sd, fmt):
+            return format(mean, fmt) + ("" if sd is None else " ± " + format(sd, ".2g"))
+        grows = [[f"{x['scale']:g}", pm(x["rel_mean"], x["rel_sd"], ".3g"), pm(x["cos_mean"], x["cos_sd"], ".4f")]
+                 for x in g.get("rows", [])]
+        lines += ["", "How much the second-order term changes Ω's gradient on the real model "
+                  f"(`{g.get('command', 'bench/bench_omega_second_order.py')}`; pretrained {g.get('backbone')} with "
+                  f"fresh exits, uniform Ω, mean ± s.d. over {g.get('pairs')} (B1, B2) pairs of {g.get('batch_size')} "
+                  f"rows; ξ = scale × the learning rates λ1 = {g.get('lr')}, head_lr = {g.get('head_lr')}; scale 1 is "
+                  "what `--omega-grad second_order` uses):", "",
+                  table(["scale of ξ", "‖∇Ω 2nd − ∇Ω 1st‖ / ‖∇Ω 1st‖", "cosine"], grows)]
+    for c in cost:
+        ms = c.get("ms_per_step", {})
+        base = ms.get("joint")
+        if not base:
+            continue
+        crow = [[k, f"{v['cpu_min']:.0f}", f"{v['cpu_min'] / base['cpu_min']:.2f}x", f"{v['wall']:.0f}"]
+                for k, v in ms.items()]
+        lines += ["", f"Measured step cost (`{c.get('command', 'bench/bench_train_step.py')}`; {c.get('device')}, "
+                  f"{c.get('threads')} thread(s), batch {c.get('batch_size')}, best of {c.get('rounds')} rounds of "
+                  f"{c.get('steps')} steps; CPU time, which other load on the machine does not inflate as it does "
+                  "wall time; one measurement, no uncertainty):", "",
+                  table(["variant", "CPU ms / step (best round)", "vs joint", "wall ms / step (median)"], crow)]
+    return "\n".join(lines)
+
+
 def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
     runs, problems = load_runs(root)
     fig_dir = out / "figures"
@@ -436,10 +524,13 @@ def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
                   f"metric {c.metric}, backbone `{c.meta.get('backbone', '?')}`. Training budgets used: "
                   + "; ".join(sorted({f"{r.config.get('max_train') or 'all'} training rows x "
                                       f"{r.config.get('epochs')} epoch(s)" for r in task_runs}))
-                  + " (BLO/CLO LeeBERT epochs pass over half the rows). The exact command of every run is in "
-                  "its config.json.", ""]
+                  + f" ({_budget_note(task_runs)}). The exact command of every run is in its config.json.", ""]
         parts += ["### Every exit's score by training method (BADGE Table 1 form)", "",
                   per_exit_section(task_runs, task, fig_dir, figures), ""]
+        if any(r.config.get("method") == "alternating" for r in task_runs):
+            parts += ["ALT (`alternating`) trains CE of the last exit on odd steps and Σ_m CE_m on even steps: the "
+                      "sum of BADGE App. A.3.2 Eq. 8, not the mean, so an even step weighs about L times an odd one "
+                      "in Adam's moments and under clipping, as the paper has it.", ""]
         parts += ["### Strategies at matched savings (PCEE-BERT Table 2 form)", "", matched_savings_section(ref), ""]
         parts += ["### Calibrated operating points (risk control on held-out samples)", "", calibrated_section(ref), ""]
         figures[f"{task}_curves.png"] = _curves_figure(ref)
@@ -452,6 +543,9 @@ def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
         omega_runs = [r for r in task_runs if r.omega]
         if omega_runs:
             parts += ["### Learned loss weights Ω at the end of training (LeeBERT)", "", omega_section(omega_runs), ""]
+            drift_text = omega_drift_section(omega_runs)
+            if drift_text:
+                parts += ["### What learned Ω learns: Ω against its data-free drift", "", drift_text, ""]
         parts += ["### The papers' claims here", "", claims_section(task_runs), ""]
     if not runs:
         parts.append("No runs yet: train some with `python -m core.train`.")

@@ -170,14 +170,23 @@ def _patience(f: ExitFeatures, *, patience: int) -> RuleResult:
     return run_length(same) >= patience, None, None
 
 
+PCEE_SPANS = ("all_passed", "confident_run")
+
+
 def _pcee(f: ExitFeatures, *, patience: int, threshold: float, signal: str = "entropy",
-          ensemble: bool = False) -> RuleResult:
-    # PCEE-BERT Eq. 2-3: pct_m = pct_{m-1} + 1 if layer m is confident else 0; exit when pct_m >= patience
+          ensemble: bool = False, ensemble_span: str = "all_passed") -> RuleResult:
+    # PCEE-BERT Eq. 2-3: pct_m = pct_{m-1} + 1 if layer m is confident else 0; exit when pct_m >= patience.
+    # Choice (the paper leaves it open): max-prob and learned confidence count as confident at >= the
+    # threshold (entropy at <), as `ExitFeatures.confident` has it.
     run = run_length(f.confident(signal, threshold))
     fire = run >= patience
     if not ensemble:
         return fire, None, None
-    # §4.6.3 cross-layer ensemble: average p over the confident run that triggered the exit, i.e. the
+    if ensemble_span == "all_passed":
+        # §4.6.3 cross-layer ensemble "across layers that the forward pass has gone through already":
+        # the mean of p_1..p_m at layer m (layers 1..L when the rule never fires); argmax of the sum
+        return fire, (csum := np.cumsum(f.planes, axis=1)).argmax(0), csum[:, -1].argmax(0)
+    # variant `confident_run`: average p over the confident run that triggered the exit, i.e. the
     # last `patience` layers up to m. Without an exit, the confident run ending at L (if any), else p_L.
     csum = np.zeros((f.K, f.L + 1, f.N), dtype=np.float64)
     np.cumsum(f.planes, axis=1, out=csum[:, 1:])
@@ -248,7 +257,10 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
         "patience": Param(int, 2, 1, None, help="consecutive confident layers"),
         "threshold": Param(default=0.3, help="confidence threshold (entropy: <, others: >=)", **_THRESHOLD),
         "signal": Param(str, "entropy", choices=("entropy", "maxprob", "learned")),
-        "ensemble": Param(bool, False, help="predict the mean of p over the confident run"),
+        "ensemble": Param(bool, False, help="predict the mean of p over layers, not layer m's own p"),
+        "ensemble_span": Param(str, "all_passed", choices=PCEE_SPANS,
+                               help="layers the ensemble averages: all_passed = 1..m (PCEE-BERT §4.6.3), "
+                                    "confident_run = the last `patience` confident layers (a variant)"),
     }, title="PCEE patient & confident", source="PCEE-BERT"),
     Strategy("dge", _dge, {
         "patience": Param(int, 2, 1, None, help="earlier layers that must agree"),

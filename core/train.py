@@ -12,13 +12,22 @@ Methods (each a plan of stages; see `plan_stages`):
     joint         Σ_m w_m CE_m / Σ_m w_m, w_m = m (PABEE; PCEE-BERT Eq. 1) or uniform (`--weights`)
     two_stage     2ST (DeeBERT, FastBERT; BADGE A.3.1): backbone + last exit on CE_L, then the
                   backbone and last exit frozen and exits 1..L-1 trained on their CE
-    alternating   ALT (BERxiT; BADGE A.3.2): odd steps CE_L, even steps the joint loss (Eq. 8: uniform)
+    alternating   ALT (BERxiT; BADGE A.3.2): odd steps CE_L (Eq. 7), even steps Σ_m CE_m (Eq. 8: the
+                  sum, not the mean, so both kinds of step weigh as the paper has them)
     self_distill  FastBERT: stage 1 as 2ST; stage 2 exits 1..L-1 learn KL(p_L || p_m), backbone frozen
     leebert       LeeBERT Eq. 5: CE + mutual distillation (LAE/LLE) weighted by Ω (core.omega), Ω
                   learned by slo | blo | clo_v1 | clo_v2, or fixed uniform / random weights
     badge         joint training with BADGE block-wise bypasses (ModelConfig.bypass = True)
     diversity     Sun et al. Eq. 14: Σ CE_i − λ Σ_{i≥2} min_{j<i} CE(x_i, x_j)
 `--lte` adds learned-exit heads to any method, trained with their exits (BCE vs. "exit is correct").
+
+Budget (`--budget`): `theta_steps` (the default) makes `--epochs` mean the same number of model (Θ)
+steps for every method: an epoch is ceil(rows / batch) steps. LeeBERT's BLO / CLO take Θ steps on D1,
+half the rows (§4.4), so their epoch cycles D1 twice (reshuffled) instead of passing over it once.
+`epochs` is the rule before it existed (an epoch = one pass over the rows Θ trains on, so BLO / CLO took
+half the steps); a run's config.json written before the option existed repeats with that rule.
+`--omega-grad second_order` (BLO, CLO) gives Ω the DARTS hypergradient through one virtual Θ step
+(core.omega); `first_order` (default) is the paper's.
 
 The run folder (core.runs): config.json (every effective option, the exact command, a canonical
 command, the ModelConfig under "model", derived facts under "derived"; a run's config.json works as
@@ -66,11 +75,14 @@ import torch
 
 from core import losses as LS
 from core.io import append_jsonl, atomic_write_json, read_json
-from core.omega import OPTIMIZERS, WEIGHTS as OMEGA_WEIGHTS, Omega, OmegaOptimizer, split_d1_d2, uses_split
+from core.omega import (OMEGA_GRADS, OPTIMIZERS, WEIGHTS as OMEGA_WEIGHTS, Omega, OmegaOptimizer, split_d1_d2,
+                        uses_split)
 from core.runs import (CACHE_FILE, CONFIG_FILE, JOB_FILE, METRICS_FILE, WEIGHTS_FILE, add_warnings, check_run_name,
                        holds_run, staging_folder, swap_in, write_status)
 
 METHODS = ("joint", "two_stage", "alternating", "self_distill", "leebert", "badge", "diversity")
+BUDGETS = ("theta_steps", "epochs")
+OLD_BUDGET = "epochs"  # the rule of run configs written before `budget` existed
 TWO_STAGE = ("two_stage", "self_distill")
 JOINT_LIKE = ("joint", "alternating", "badge", "diversity")
 
@@ -90,7 +102,11 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("text_pair_column", str, None, "second text column (pair tasks)"),
     ("label_column", str, None, "label column of user files"),
     ("metric", str, None, "task metric override: accuracy | acc_f1 | mcc | macro_f1 (default: the task's)"),
-    ("epochs", int, 3, "training epochs (per stage for two_stage / self_distill)"),
+    ("epochs", int, 3, "training epochs (per stage for two_stage / self_distill); with --budget theta_steps "
+     "an epoch is ceil(rows / batch size) model steps for every method"),
+    ("budget", str, "theta_steps", "what --epochs counts: theta_steps (the same number of model steps for every "
+     "method; LeeBERT BLO / CLO, which step the model on half the rows (D1), cycle D1 twice per epoch) or "
+     "epochs (passes over the rows the model trains on: BLO / CLO then take half the steps of joint)"),
     ("stage2_epochs", int, None, "epochs of stage 2 (two_stage, self_distill); default = --epochs"),
     ("batch_size", int, 32, "training batch size"),
     ("eval_batch_size", int, 64, "dev-set batch size"),
@@ -101,10 +117,15 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("warmup_ratio", float, 0.1, "linear warm-up fraction of each stage's steps (BADGE: 10%)"),
     ("max_grad_norm", float, 1.0, "gradient clipping of the model parameters (0 = off)"),
     ("temperature", float, 2.0, "LeeBERT distillation temperature τ (Eq. 2)"),
-    ("teachers", str, "lae", "LeeBERT teachers T(m): lae (all other exits) or lle (later exits)"),
+    ("teachers", str, "lae", "LeeBERT teachers T(m): lae (all other exits) or lle (later exits); a choice the "
+     "paper leaves open: the teacher side of each distillation term is detached (only the student learns)"),
     ("weights", str, None, "loss weights: joint-like methods linear|uniform; leebert learned|uniform|random"),
     ("cycle", int, 4, "CLO-v2 cross-level cycle length C (LeeBERT Table 3)"),
-    ("lambda_div", float, 0.2, "diversity loss λ (Sun et al. Eq. 14)"),
+    ("omega_grad", str, "first_order", "Ω's gradient on B2 for BLO / CLO: first_order (the paper) or second_order "
+     "(DARTS Eq. 7-8 hypergradient through one virtual model step; about 3x a joint step's cost on "
+     "cross-level steps)"),
+    ("lambda_div", float, 0.2, "diversity loss λ (Sun et al. Eq. 14); a choice the paper leaves open: the "
+     "earlier exit's distribution is detached, so only the later exit is pushed away from it"),
     ("exit_kind", str, "linear", "exit classifier: linear | mlp | mha"),
     ("exit_dim", int, 0, "mlp hidden / mha width (0 = default)"),
     ("pooling", str, "mean", "what exits read: mean | cls"),
@@ -204,6 +225,10 @@ def resolve_config(config: dict) -> dict:
         bad(f"latency_samples must be >= 0, got {cfg['latency_samples']!r}")
     if cfg["teachers"] not in LS.TEACHERS:
         bad(f"unknown teachers {cfg['teachers']!r}; valid: {', '.join(LS.TEACHERS)}")
+    if cfg["budget"] not in BUDGETS:
+        bad(f"unknown budget {cfg['budget']!r}; valid: {', '.join(BUDGETS)}")
+    if cfg["omega_grad"] not in OMEGA_GRADS:
+        bad(f"unknown omega_grad {cfg['omega_grad']!r}; valid: {', '.join(OMEGA_GRADS)}")
 
     # method-dependent defaults and checks
     if m == "leebert":
@@ -217,7 +242,12 @@ def resolve_config(config: dict) -> dict:
         elif cfg["optimizer"]:
             notes.append(f"optimizer {cfg['optimizer']} unused: Ω is fixed ({cfg['weights']} weights)")
             cfg["optimizer"] = None
+        if cfg["omega_grad"] == "second_order" and cfg["optimizer"] not in ("blo", "clo_v1", "clo_v2"):
+            bad(f"--omega-grad second_order needs learned Ω with --optimizer blo, clo_v1 or clo_v2 "
+                f"(got weights {cfg['weights']}, optimizer {cfg['optimizer']})")
     else:
+        if cfg["omega_grad"] == "second_order":
+            bad(f"--omega-grad second_order is for --method leebert (BLO / CLO), not {m}")
         if m in JOINT_LIKE:
             default = "uniform" if m in ("alternating", "diversity") else "linear"
             cfg["weights"] = cfg["weights"] or default
@@ -297,6 +327,8 @@ def parse_cli(argv: list[str]) -> dict:
         if not isinstance(data, dict):
             raise ValueError(f"--config {path}: expected a JSON object of options")
         cfg.update(normalize_keys(data, f"--config {path}"))
+        if "derived" in data and "budget" not in data:
+            cfg["budget"] = OLD_BUDGET  # a run's config.json from before --budget: repeat it as it ran
         cfg["config_file"] = str(p)
     cfg.update(args)
     cfg["command"] = shlex.join(["python", "-m", "core.train", *argv])
@@ -387,7 +419,7 @@ def stage_parameters(model, trainable: str) -> tuple[list, list]:
 def active_exits(loss: str, step_in_stage: int, L: int) -> tuple[str, list[int]]:
     """(effective loss, 0-based exits trained by it) for one step; ALT alternates by step parity."""
     if loss == "alternating":
-        loss = "last" if step_in_stage % 2 == 1 else "joint"
+        loss = "last" if step_in_stage % 2 == 1 else "joint_sum"
     if loss == "last":
         return loss, [L - 1]
     if loss in ("intermediate", "self_distill"):
@@ -399,6 +431,8 @@ def method_loss(loss: str, logits, labels, cfg: dict):
     """(scalar loss, per-exit CE [L]) of a non-LeeBERT step."""
     if loss == "joint":
         return LS.joint_loss(logits, labels, cfg["weights"] or "linear")
+    if loss == "joint_sum":
+        return LS.summed_loss(logits, labels, cfg["weights"] or "uniform")
     if loss == "last":
         return LS.last_exit_loss(logits, labels)
     if loss == "intermediate":
@@ -449,6 +483,8 @@ class Trainer:
             raise ValueError(f"--method {cfg['method']} needs a backbone with at least 2 layers (got {self.L})")
         if cfg["method"] == "leebert":
             self.omega = Omega(self.L, cfg["teachers"], cfg["weights"], seed=cfg["seed"]).to(accelerator.device)
+        if cfg.get("omega_grad") == "second_order" and accelerator.num_processes > 1:
+            raise ValueError("--omega-grad second_order runs on one process; launch it without several processes")
         self.total_steps = sum(s.epochs * self.steps_per_epoch(s) for s in self.stages)
 
     # -- callbacks --
@@ -460,10 +496,14 @@ class Trainer:
             fn(self, **info)
 
     # -- sizes --
+    def splits_rows(self, stage: Stage) -> bool:
+        """Whether Θ trains on D1 only in this stage (LeeBERT BLO / CLO)."""
+        return stage.loss == "leebert" and uses_split(self.cfg["optimizer"])
+
     def epoch_rows(self, stage: Stage) -> int:
         n = len(self.rows)
-        if stage.loss == "leebert" and uses_split(self.cfg["optimizer"]):
-            return (n + 1) // 2  # Θ steps on D1 only
+        if self.splits_rows(stage) and self.cfg["budget"] == OLD_BUDGET:
+            return (n + 1) // 2  # one pass over D1; under theta_steps D1 is cycled to n rows' steps
         return n
 
     def steps_per_epoch(self, stage: Stage) -> int:
@@ -517,7 +557,7 @@ class Trainer:
         exit_params = {m: [p for part in head_parts for p in part[m].parameters() if p.requires_grad]
                        for m in range(L)}
 
-        def update_theta(loss, active=None):
+        def update_theta(loss, active=None, before_step=None):
             acc.backward(loss)
             if active is not None:
                 # exits outside this step's loss still receive zero gradients (through the stacked
@@ -525,6 +565,8 @@ class Trainer:
                 for m in set(range(L)) - set(active):
                     for p in exit_params[m]:
                         p.grad = None
+            if before_step is not None:  # e.g. the second-order Ω gradient, which needs ∇Θ L_B1
+                before_step()
             if cfg["max_grad_norm"] > 0:
                 acc.clip_grad_norm_(clip_params, cfg["max_grad_norm"])
             opt.step()
@@ -533,8 +575,11 @@ class Trainer:
 
         if stage.loss == "leebert":
             reduce = (lambda g: acc.reduce(g, reduction="mean")) if acc.num_processes > 1 else None
+            def theta():  # (parameter, ξ = its group's learning rate at this step)
+                return [(p, g["lr"]) for g in opt.param_groups for p in g["params"] if p.requires_grad]
             self.omega_opt = OmegaOptimizer(cfg["optimizer"], self.omega, lr=cfg["omega_lr"],
-                                            theta_lr=cfg["lr"], cycle=cfg["cycle"], reduce_grad=reduce)
+                                            theta_lr=cfg["lr"], cycle=cfg["cycle"], reduce_grad=reduce,
+                                            omega_grad=cfg.get("omega_grad", "first_order"), theta=theta)
 
         def step(batch, step_in_stage: int, next_b2=None) -> dict:
             labels = batch["labels"]
@@ -570,9 +615,12 @@ class Trainer:
             self.epoch += 1
             key = (self.stage_index, ep)
             next_b2 = None
-            if stage.loss == "leebert" and uses_split(cfg["optimizer"]):
+            if self.splits_rows(stage):
                 d1, d2 = split_d1_d2(n, seed=cfg["seed"], epoch=self.epoch)
-                train_dl = self.loader(d1, shuffle_key=(*key, 1))
+                if cfg["budget"] == OLD_BUDGET:
+                    train_dl = self.loader(d1, shuffle_key=(*key, 1))  # one pass over D1
+                else:
+                    train_dl = self._d1_batches(d1, key, self.steps_per_epoch(stage))
                 next_b2 = self._cycler(d2, key)
             else:
                 train_dl = self.loader(np.arange(n), shuffle_key=(*key, 1))
@@ -587,6 +635,18 @@ class Trainer:
                 self.last = rec
                 self.trigger("on_step_end", record=rec)
             self.trigger("on_epoch_end", stage=stage, epoch=self.epoch)
+
+    def _d1_batches(self, d1: np.ndarray, key: tuple, steps: int):
+        """`steps` batches from D1: passes over it, the first shuffled as one epoch's single pass was
+        (so `--budget epochs` is unchanged), later passes reshuffled."""
+        done, p = 0, 0
+        while done < steps:
+            for batch in self.loader(d1, shuffle_key=(*key, 1) if p == 0 else (*key, 1, p)):
+                if done >= steps:
+                    return
+                done += 1
+                yield batch
+            p += 1
 
     def _cycler(self, d2: np.ndarray, key: tuple):
         """Endless B2 batches from D2, reshuffled on each pass."""
@@ -604,10 +664,10 @@ class Trainer:
     def _leebert_step(self, batch, step_in_stage, mask, update_theta, next_b2) -> dict:
         cfg, model = self.cfg, self.model
 
-        def forward(b, grad):
+        def forward(b, grad, teacher=None, detach_teacher=True):
             with torch.set_grad_enabled(grad):
                 out = model(**model_inputs(b))
-                terms = LS.leebert_terms(out.logits, b["labels"], mask, cfg["temperature"])
+                terms = LS.leebert_terms(out.logits, b["labels"], mask, cfg["temperature"], teacher, detach_teacher)
                 extra = None
                 if grad and out.confidence is not None:
                     extra = LS.lte_loss(out.confidence, out.logits, b["labels"])

@@ -50,8 +50,8 @@ SECTIONS = {
     "model": ("backbone", "exit_kind", "exit_dim", "pooling", "dropout", "bypass", "bypass_dim",
               "bypass_act", "lte", "max_length"),
     "method": ("method", "optimizer", "weights", "teachers", "temperature", "omega_lr", "cycle",
-               "lambda_div", "stage2_epochs"),
-    "training": ("epochs", "batch_size", "lr", "head_lr", "weight_decay", "warmup_ratio", "max_grad_norm",
+               "omega_grad", "lambda_div", "stage2_epochs"),
+    "training": ("epochs", "budget", "batch_size", "lr", "head_lr", "weight_decay", "warmup_ratio", "max_grad_norm",
                  "seed", "eval_batch_size"),
     "output": ("latency_samples", "save_weights", "fp16_weights", "eval_every_epoch", "log_every"),
 }
@@ -65,7 +65,7 @@ LABELS = {
     "lte": "Learned-exit heads (LTE)", "max_length": "Max tokens", "method": "Method",
     "optimizer": "Ω optimizer", "weights": "Loss weights", "teachers": "Teachers T(m)",
     "temperature": "Distillation temperature τ", "omega_lr": "Ω learning rate λ2",
-    "cycle": "CLO-v2 cycle C", "lambda_div": "Diversity λ", "stage2_epochs": "Stage-2 epochs",
+    "cycle": "CLO-v2 cycle C", "omega_grad": "Ω gradient", "budget": "Budget rule", "lambda_div": "Diversity λ", "stage2_epochs": "Stage-2 epochs",
     "epochs": "Epochs", "batch_size": "Batch size", "lr": "Backbone learning rate λ1",
     "head_lr": "Head learning rate", "weight_decay": "Weight decay", "warmup_ratio": "Warm-up fraction",
     "max_grad_norm": "Gradient clipping", "seed": "Seed", "eval_batch_size": "Dev batch size",
@@ -96,10 +96,10 @@ def _choices() -> dict[str, tuple]:
     from core import losses as LS
     from core.data import METRICS
     from core.model import ACTIVATIONS, EXIT_KINDS, POOLINGS
-    from core.omega import OPTIMIZERS
-    from core.train import METHODS
+    from core.omega import OMEGA_GRADS, OPTIMIZERS
+    from core.train import BUDGETS, METHODS
 
-    return {"method": METHODS, "optimizer": OPTIMIZERS, "teachers": tuple(LS.TEACHERS),
+    return {"method": METHODS, "optimizer": OPTIMIZERS, "omega_grad": OMEGA_GRADS, "budget": BUDGETS, "teachers": tuple(LS.TEACHERS),
             "exit_kind": EXIT_KINDS, "pooling": POOLINGS, "bypass_act": tuple(ACTIVATIONS),
             "metric": METRICS}
 
@@ -167,6 +167,7 @@ def relevant(name: str, values: dict) -> bool:
         "teachers": leebert, "temperature": leebert,
         "omega_lr": learned,
         "cycle": learned and (values.get("optimizer") or "clo_v2") == "clo_v2",
+        "omega_grad": learned and (values.get("optimizer") or "clo_v2") != "slo",
         "lambda_div": method == "diversity",
         "stage2_epochs": method in TWO_STAGE,
         "bypass": method != "badge",

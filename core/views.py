@@ -38,10 +38,14 @@ EXPLAIN = {
     "entropy": "Stop as soon as the exit is sure enough: normalized entropy H(p)/log K below the threshold.",
     "maxprob": "Stop as soon as the top class probability reaches the threshold.",
     "patience": "PABEE: stop when the prediction has not changed for `patience` consecutive layers.",
-    "pcee": "PCEE-BERT: stop after `patience` consecutive layers that are all confident under the signal.",
+    "pcee": "PCEE-BERT: stop after `patience` consecutive layers that are all confident under the signal. "
+            "Choices the paper leaves open: max-prob and learned confidence count at >= the threshold; "
+            "the ensemble averages layers 1..m (§4.6.3), or only the confident run (`confident_run` variant).",
     "dge": "BADGE's divergence-guided exit: stop when this layer's distribution is close (divergence below "
            "the threshold) to at least `patience` earlier layers.",
-    "voting": "Sun et al.: each layer votes its class; stop when the majority's votes / l^k reach delta.",
+    "voting": "Sun et al.: each layer votes its class; stop when the majority's vote count / l^k reaches "
+              "delta (a count scaled by l^k, not a share). Choice the paper leaves open: a tie goes to the "
+              "class the latest of the tied layers predicted.",
     "lte": "Learned exit (BERxiT): a small head predicts whether this layer is right; stop when its "
            "confidence reaches the threshold.",
     "oracle": "Stops at the first layer that is right. It reads the labels, so it is a ceiling, not a method.",
@@ -56,6 +60,7 @@ PARAM_LABELS = {
     ("pcee", "threshold"): "Confidence threshold",
     ("pcee", "signal"): "Confidence signal",
     ("pcee", "ensemble"): "Ensemble",
+    ("pcee", "ensemble_span"): "Ensemble over",
     ("dge", "patience"): "Patience (agreeing earlier layers)",
     ("dge", "threshold"): "Divergence threshold",
     ("dge", "measure"): "Divergence measure",

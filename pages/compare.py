@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import appstate as A, trust_views as TV, views as V
+from core import appstate as A, omega_view as OV, trust_views as TV, views as V
 from core.plain import md
 
 A.require_app()
@@ -98,4 +98,12 @@ else:
     for k, (r, recs) in enumerate(with_omega):
         with cols[k % len(cols)]:
             st.plotly_chart(V.omega_figure(recs[-1], r.name), key=f"omega-{r.name}",
+                            config={"displayModeBar": False})
+    st.caption("Ω over training steps: each exit's own-CE weight (solid) against the data-free drift (dashed), "
+               "the same Ω updates fed constant terms (CE 1, distillation 0) and no data. Solid lines on "
+               "their dashed twins mean Ω moved by its update schedule, not by what the data says.")
+    cols = st.columns(min(len(with_omega), 2))
+    for k, (r, recs) in enumerate(with_omega):
+        with cols[k % len(cols)]:
+            st.plotly_chart(OV.omega_steps_figure(recs, OV.config_of(r.path), r.name), key=f"omega-steps-{r.name}",
                             config={"displayModeBar": False})

@@ -10,6 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import appstate as A
+from core import omega_view as OV
 from core import train_form as F
 from core import views as V
 from core.data import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
@@ -353,6 +354,10 @@ def live_panel(job) -> None:
                             config={"displayModeBar": False})
         st.caption("Row m of Ω weighs exit m's own cross-entropy (ce) and its distillation from each teacher "
                    "exit t (kd:t); each row sums to 1. LeeBERT learns Ω with its Ω optimizer (CLO-v2 by default).")
+        st.plotly_chart(OV.omega_steps_figure(data.omega, OV.config_of(job.folder)), key="live-omega-drift",
+                        config={"displayModeBar": False})
+        st.caption("Each exit's own-CE weight (solid) against the data-free drift (dashed): the same Ω updates "
+                   "fed constant terms (CE 1, distillation 0) and no data.")
 
 
 jobs_panel()

@@ -64,11 +64,12 @@ def exit_one(strategy, p, *, label=None, conf=None, **params):
                          max(row) >= t if signal == "maxprob" else conf[m - 1] >= t)
             cnt = cnt + 1 if confident else 0
             fire = cnt >= params["patience"]
+            run_only = params.get("ensemble_span", "all_passed") == "confident_run"
             if fire and params.get("ensemble"):
-                window = p[m - params["patience"]: m]
+                window = p[m - params["patience"]: m] if run_only else p[:m]
                 return m, _argmax([sum(r[k] for r in window) for k in range(K)])
             if m == L and params.get("ensemble") and not fire:
-                window = p[L - max(cnt, 1): L]
+                window = p[L - max(cnt, 1): L] if run_only else p[:L]
                 return L, _argmax([sum(r[k] for r in window) for k in range(K)])
         elif strategy == "dge":
             c = sum(1 for i in range(1, m) if _div(params.get("measure", "kd"), row, p[i - 1]) < params["threshold"])

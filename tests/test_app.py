@@ -361,6 +361,7 @@ def test_compare_tables_and_omega(root):
     omega = V.omega_records(run.path)
     assert omega and np.asarray(omega[-1]["omega"]).shape == (6, 6)
     assert not any("None of these runs learned" in c.value for c in at.caption)
+    assert any("data-free drift" in c.value for c in at.caption)  # Ω over steps, against the drift
 
 
 

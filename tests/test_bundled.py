@@ -58,3 +58,40 @@ def test_report_omega_table_is_each_runs_last_snapshot():
         assert np.allclose(om.sum(1), 1.0, atol=1e-4)
         row = next(line for line in text.splitlines() if line.startswith(f"| `{r.name}` |"))
         assert " / ".join(f"{x:.3f}" for x in om[:, 0]) in row
+
+
+def test_report_omega_drift_claim_matches_each_runs_replay():
+    from core.omega_drift import compare_to_drift
+
+    runs = [r for r in report.load_runs(DEFAULT_ROOT)[0] if r.omega and r.task == "rotten_tomatoes"]
+    if not runs:
+        pytest.skip("no bundled LeeBERT run")
+    text = report.omega_drift_section(runs)
+    assert 'Claim "learned Ω differs from the drift a data-free update gives"' in text
+    for r in runs:
+        got = compare_to_drift([m for m in read_metrics(r.path) if m["kind"] == "omega"], r.config)
+        if got is None:
+            assert f"| `{r.name}` |" not in text  # fixed Ω: nothing to compare
+            continue
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{r.name}` |"))
+        assert f"| {got['ratio']:.2f} |" in row
+
+
+@pytest.mark.parametrize("folder", RUNS, ids=[p.name for p in RUNS])
+def test_bundled_config_repeats_its_run_under_its_budget_rule(folder):
+    """`python -m core.train --config <run>/config.json` resolves to the settings the run was made with;
+    configs from before `--budget` repeat under the old rule, whose step count the run recorded."""
+    import math
+
+    from core.train import DEFAULTS, parse_cli, resolve_config
+
+    stored = read_config(folder)
+    again = resolve_config({k: v for k, v in parse_cli(["--config", str(folder / "config.json")]).items()
+                            if k not in ("command", "config_file")})
+    assert {k: again[k] for k in DEFAULTS if k in stored} == {k: stored[k] for k in DEFAULTS if k in stored}
+    assert again["budget"] == stored.get("budget", "epochs")
+    assert again["omega_grad"] == stored.get("omega_grad", "first_order")
+    d = stored["derived"]
+    if stored["method"] == "leebert" and stored.get("optimizer") in ("blo", "clo_v1", "clo_v2"):
+        rows = d["n_train"] if again["budget"] == "theta_steps" else (d["n_train"] + 1) // 2
+        assert d["total_steps"] == stored["epochs"] * math.ceil(rows / stored["batch_size"])

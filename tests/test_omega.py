@@ -70,9 +70,11 @@ class Harness:
                                   optimizer_cls=torch.optim.SGD)
         self.calls = {"grad": 0, "nograd": 0}
 
-    def forward(self, b, grad):
+    def forward(self, b, grad, teacher=None, detach_teacher=True):
         self.calls["grad" if grad else "nograd"] += 1
-        return terms_of(self.model, b, self.mask), None, None
+        x, y = b
+        logits = self.model(x)
+        return LS.leebert_terms(logits, y, self.mask, TAU, teacher, detach_teacher), None, logits
 
     def update_theta(self, loss):
         sgd_theta_step(self.model, loss)
@@ -242,3 +244,126 @@ def test_bad_optimizer_names():
         OmegaOptimizer(None, Omega(3))
     with pytest.raises(ValueError, match="cycle"):
         OmegaOptimizer("clo_v2", Omega(3), cycle=0)
+
+
+# ---- second-order Ω gradient (DARTS Eq. 7-8) ------------------------------------------------------
+XI = 0.5  # a large virtual step, so the second-order term is far from negligible on the toy
+
+
+def terms64(model, b, mask, teacher=None, detach_teacher=True):
+    """LeeBERT Eq. 5 terms in float64 (core.losses computes in float32), so that the brute-force
+    derivative below is accurate to ~1e-8; teachers detached, or the given `teacher` logits."""
+    x, y = b
+    z = model(x.double())                                                       # [B, L, K]
+    logp = torch.log_softmax(z, -1)
+    ce = -logp.gather(-1, y[:, None, None].expand(-1, L, 1)).squeeze(-1).mean(0)
+    zt = z if teacher is None else teacher
+    pt = torch.softmax((zt.detach() if detach_teacher else zt) / TAU, -1)
+    kd = -(TAU ** 2) * torch.einsum("btk,bmk->mt", pt, torch.log_softmax(z / TAU, -1)) / z.shape[0]
+    kd_mask = mask[:, 1:]
+    kd = torch.where(kd_mask, kd / (L * kd_mask.sum(1, keepdim=True)), torch.zeros_like(kd))
+    return torch.cat([ce[:, None], kd], 1)
+
+
+def unrolled_b2_loss(model, mask, logits: torch.Tensor) -> torch.Tensor:
+    """f(z) = L_B2(Θ − ξ ∇Θ L_B1(Θ, W(z)), W(z)) with W the masked row softmax, by plain SGD."""
+    w = torch.softmax(logits.masked_fill(~mask, float("-inf")), -1)
+    m = copy.deepcopy(model)
+    grads = torch.autograd.grad((w * terms64(m, B1, mask)).sum(), list(m.parameters()))
+    with torch.no_grad():
+        for p, g in zip(m.parameters(), grads):
+            p -= XI * g
+        return float((w * terms64(m, B2, mask)).sum())
+
+
+def test_darts_second_order_matches_a_brute_force_derivative():
+    from core.omega import darts_b2_target
+
+    model = Toy().double()
+    om = Omega(L, "lae", "learned")
+    with torch.no_grad():
+        om.logits.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
+    mask, z0 = om.mask, om.logits.detach().double().clone()
+    # brute force: central differences of f over every existing logit
+    h, brute = 1e-5, torch.zeros_like(z0)
+    for i, j in zip(*torch.nonzero(mask, as_tuple=True)):
+        e = torch.zeros_like(z0); e[i, j] = h
+        brute[i, j] = (unrolled_b2_loss(model, mask, z0 + e) - unrolled_b2_loss(model, mask, z0 - e)) / (2 * h)
+    # the function under test, as the optimizer calls it: grads of L_B1 in place, then the target
+    w = om.weights().detach().double()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss1 = (w * terms64(model, B1, mask)).sum()
+    loss1.backward()
+    g_before = [p.grad.clone() for p in model.parameters()]
+    fwd = lambda b, grad, **kw: (terms64(model, b, mask, **kw), None, None)  # noqa: E731
+    with torch.no_grad():
+        teacher = model(B1[0].double())
+    target = darts_b2_target(fwd, B1, B2, [(p, XI) for p in model.parameters()], w, teacher=teacher)
+    # without fixed teachers the difference quotient differentiates the KD teachers too, which the
+    # training gradient detaches: measurably off
+    loose = darts_b2_target(fwd, B1, B2, [(p, XI) for p in model.parameters()], w)
+    got = omega_grad(om, target.float()).double()
+    first = omega_grad(om, darts_first_order(model, mask, w).float()).double()
+    err, err_first = (got - brute).abs().max(), (first - brute).abs().max()
+    assert err < 2e-4 * brute.abs().max(), (err, brute.abs().max())
+    assert err_first > 20 * err, "the toy must be one where the second-order term matters"
+    assert (omega_grad(om, loose.float()).double() - brute).abs().max() > 5 * err
+    # Θ and its gradients are left exactly as they were
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), g_before))
+
+
+def darts_first_order(model, mask, w):
+    """terms_B2 at the virtual step Θ* (the direct term alone: what dropping Eq. 7's second term gives)."""
+    m = copy.deepcopy(model)
+    grads = torch.autograd.grad((w * terms64(m, B1, mask)).sum(), list(m.parameters()))
+    with torch.no_grad():
+        for p, g in zip(m.parameters(), grads):
+            p -= XI * g
+        return terms64(m, B2, mask)
+
+
+def test_second_order_blo_step_theta_as_first_order_omega_by_the_hypergradient():
+    from core.omega import darts_b2_target
+
+    first, second = Harness("blo"), Harness("blo")
+    second.opt = OmegaOptimizer("blo", second.omega, lr=LR_OMEGA, theta_lr=LR_THETA,
+                                optimizer_cls=torch.optim.SGD, omega_grad="second_order",
+                                theta=lambda: [(p, LR_THETA) for p in second.model.parameters()])
+    m0, z0 = snapshot(second)
+
+    def update_theta(loss, before_step=None):  # SGD on Θ, with the hook between backward and step
+        second.model.zero_grad()
+        loss.backward()
+        if before_step is not None:
+            before_step()
+        with torch.no_grad():
+            for p in second.model.parameters():
+                p -= LR_THETA * p.grad
+    second.opt.step(1, B1, forward=second.forward, update_theta=update_theta, next_b2=lambda: B2)
+    first.step(1)
+    assert_theta_equal(second.model, first.model)            # Θ's own step does not change
+    # Ω stepped by the hypergradient computed at the pre-step Θ
+    om0 = Omega(L); om0.logits.data.copy_(z0)
+    m_ref = copy.deepcopy(m0)
+    loss = (om0.weights().detach() * terms_of(m_ref, B1, om0.mask)).sum()
+    loss.backward()
+    with torch.no_grad():
+        teacher = m_ref(B1[0])
+    fwd = lambda b, grad, **kw: (LS.leebert_terms(m_ref(b[0]), b[1], om0.mask, TAU, **{  # noqa: E731
+        "teacher_logits": kw.get("teacher"), "detach_teacher": kw.get("detach_teacher", True)}), None, None)
+    target = darts_b2_target(fwd, B1, B2, [(p, LR_THETA) for p in m_ref.parameters()], om0.weights().detach(),
+                             teacher=teacher)
+    torch.testing.assert_close(second.omega.logits.detach(), z0 - LR_OMEGA * omega_grad(om0, target))
+    assert not torch.allclose(second.omega.logits, first.omega.logits)
+    # one forward+backward on B1, one on B2 at Θ*, two forwards on B1 at Θ ± e u
+    assert second.calls == {"grad": 2, "nograd": 2}
+
+
+def test_second_order_needs_a_bilevel_optimizer_and_theta():
+    with pytest.raises(ValueError, match="bi-level optimizer"):
+        OmegaOptimizer("slo", Omega(3), omega_grad="second_order", theta=lambda: [])
+    with pytest.raises(ValueError, match="needs theta"):
+        OmegaOptimizer("blo", Omega(3), omega_grad="second_order")
+    with pytest.raises(ValueError, match="unknown omega_grad"):
+        OmegaOptimizer("blo", Omega(3), omega_grad="third_order")

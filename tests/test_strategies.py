@@ -78,12 +78,34 @@ def test_pcee_entropy():
 def test_pcee_maxprob_and_ensemble():
     # B with max-prob >= .5: confident F,T,T -> pct 0,1,2 -> patience 2 fires at layer 3
     assert run("pcee", B, patience=2, threshold=0.5, signal="maxprob") == (3, 0)   # argmax q3 = 0
-    # ensemble: mean of q2, q3 = [.3125, .40625, .28125] -> class 1
+    # ensemble of layers 1..3 (§4.6.3): mean of q1, q2, q3 = [.2917, .4167, .2917] -> class 1
     assert run("pcee", B, patience=2, threshold=0.5, signal="maxprob", ensemble=True) == (3, 1)
-    # patience 3 never fires; without ensemble layer L's argmax (0), with ensemble the confident run
-    # ending at L (q2, q3) -> class 1
+    # variant: mean of the confident run q2, q3 = [.3125, .40625, .28125] -> class 1
+    assert run("pcee", B, patience=2, threshold=0.5, signal="maxprob", ensemble=True,
+               ensemble_span="confident_run") == (3, 1)
+    # patience 3 never fires; without ensemble layer L's argmax (0), with ensemble layers 1..L -> class 1
     assert run("pcee", B, patience=3, threshold=0.5, signal="maxprob") == (3, 0)
     assert run("pcee", B, patience=3, threshold=0.5, signal="maxprob", ensemble=True) == (3, 1)
+    assert run("pcee", B, patience=3, threshold=0.5, signal="maxprob", ensemble=True,
+               ensemble_span="confident_run") == (3, 1)
+
+
+# The example (K = 2, L = 6): p1..p3 = [.15, .85], p4 = p5 = [.95, .05], p6 = [.4, .6].
+C = np.array([[[.15, .85]] * 3 + [[.95, .05]] * 2 + [[.4, .6]]])
+
+
+def test_pcee_ensemble_is_over_every_passed_layer_pcee_bert_4_6_3():
+    # max-prob >= .9: confident F,F,F,T,T,F -> pct 0,0,0,1,2,0 -> patience 2 fires at layer 5
+    assert run("pcee", C, patience=2, threshold=0.9, signal="maxprob") == (5, 0)
+    # §4.6.3: layers 1..5: (3 x .15 + 2 x .95) / 5 = .47 -> [.47, .53] -> class 1
+    assert run("pcee", C, patience=2, threshold=0.9, signal="maxprob", ensemble=True) == (5, 1)
+    # the confident-run variant averages layers 4-5 only: [.95, .05] -> class 0
+    assert run("pcee", C, patience=2, threshold=0.9, signal="maxprob", ensemble=True,
+               ensemble_span="confident_run") == (5, 0)
+    # decide on the 5-layer prefix says the same as apply
+    assert S.decide("pcee", C[0, :5], patience=2, threshold=0.9, signal="maxprob", ensemble=True) == (True, 1)
+    # at layer 4 it does not fire; its ensemble there would be [.35, .65] -> class 1 (p4 alone: class 0)
+    assert S.decide("pcee", C[0, :4], patience=2, threshold=0.9, signal="maxprob", ensemble=True) == (False, 1)
 
 
 def test_pcee_learned():
@@ -189,6 +211,7 @@ def test_single_layer_everything_exits_at_one():
     (lambda: S.apply("oracle", A, labels=np.array([0, 1])), "labels must have shape [1]"),
     (lambda: S.apply("lte", A, confidence=np.zeros((1, 3))), "confidence must have shape [1, 4]"),
     (lambda: S.apply("pcee", A, ensemble="yes"), "must be True or False"),
+    (lambda: S.apply("pcee", A, ensemble_span="last"), "must be one of all_passed, confident_run"),
 ])
 def test_errors_name_the_fault(call, message):
     with pytest.raises(ValueError) as err:
@@ -251,6 +274,9 @@ EQUIVALENCE_CASES = [
     ("pcee", {"patience": 2, "threshold": 0.4, "signal": "learned"}),
     ("pcee", {"patience": 2, "threshold": 0.6, "ensemble": True}),
     ("pcee", {"patience": 3, "threshold": 0.7, "signal": "maxprob", "ensemble": True}),
+    ("pcee", {"patience": 2, "threshold": 0.6, "ensemble": True, "ensemble_span": "confident_run"}),
+    ("pcee", {"patience": 3, "threshold": 0.7, "signal": "maxprob", "ensemble": True,
+              "ensemble_span": "confident_run"}),
     ("dge", {"patience": 1, "threshold": 0.5}), ("dge", {"patience": 2, "threshold": 0.9, "measure": "kl"}),
     ("dge", {"patience": 2, "threshold": 0.05, "measure": "js"}),
     ("voting", {"k": 0.0, "delta": 2}), ("voting", {"k": 0.5, "delta": 1.3}), ("voting", {"k": 0.75, "delta": 1.1}),

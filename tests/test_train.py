@@ -155,6 +155,49 @@ def test_alternating_odd_steps_last_exit_even_steps_joint(tiny, tmp_path):
     assert run_steps(tr, 0, steps=3) == [{"backbone", "exit3"}, ALL, {"backbone", "exit3"}]
 
 
+def test_alternating_even_steps_sum_the_exits_ce_badge_eq8(tiny, tmp_path):
+    tr = build(tiny, tmp_path, "alternating")
+    recs = []
+    tr.add_callback("on_step_end", lambda t, record: recs.append(record))
+    tr.run_stage(tr.stages[0], max_steps=2)
+    odd, even = recs
+    assert (odd["objective"], even["objective"]) == ("last", "joint_sum")
+    assert odd["loss"] == pytest.approx(odd["exit_losses"][-1], rel=1e-6)        # Eq. 7: CE_L
+    assert even["loss"] == pytest.approx(sum(even["exit_losses"]), rel=1e-6)     # Eq. 8: Σ_m CE_m, not the mean
+
+
+@pytest.mark.parametrize("optimizer", ["blo", "clo_v2"])
+def test_leebert_second_order_omega_trains_everything(tiny, tmp_path, optimizer):
+    tr = build(tiny, tmp_path, "leebert", optimizer=optimizer, cycle=2, omega_grad="second_order")
+    assert tr.omega_opt is None or tr.omega_opt.omega_grad == "second_order"
+    assert run_steps(tr, steps=2) == [ALL | {"omega"}] * 2
+    assert tr.omega_opt.omega_grad == "second_order"
+
+
+def test_budget_rule_gives_every_method_the_same_theta_steps(tiny, tmp_path):
+    joint = build(tiny, tmp_path, "joint", epochs=2)
+    lee = build(tiny, tmp_path, "leebert", epochs=2)                          # clo_v2: Θ on D1
+    old = build(tiny, tmp_path, "leebert", epochs=2, budget="epochs")
+    slo = build(tiny, tmp_path, "leebert", epochs=2, optimizer="slo", budget="epochs")
+    assert joint.total_steps == lee.total_steps == slo.total_steps == 2 * 5   # ceil(40 / 8) per epoch
+    assert old.total_steps == 2 * 3                                           # one pass over D1's 20 rows
+    run_steps(lee, steps=lee.total_steps)                                     # D1 cycled: the steps exist
+
+
+def test_old_run_configs_repeat_with_the_old_budget_rule(tmp_path):
+    old = {"method": "leebert", "epochs": 2, "out": "checkpoints/x", "derived": {"total_steps": 126}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    assert resolve_config(parse_cli(["--config", str(path)]))["budget"] == "epochs"
+    assert "--budget epochs" in command_line(resolve_config(parse_cli(["--config", str(path)])))
+    new = {**old, "budget": "theta_steps"}
+    path.write_text(json.dumps(new))
+    assert resolve_config(parse_cli(["--config", str(path)]))["budget"] == "theta_steps"
+    plain = tmp_path / "mine.json"                                            # not a run's config: the default
+    plain.write_text(json.dumps({"method": "leebert", "out": "checkpoints/x"}))
+    assert resolve_config(parse_cli(["--config", str(plain)]))["budget"] == "theta_steps"
+
+
 def test_badge_trains_bypasses(tiny, tmp_path):
     tr = build(tiny, tmp_path, "badge")
     assert tr.cfg["bypass"] is True and tr.raw.bypasses is not None
@@ -189,9 +232,10 @@ def test_run_folder_contents_and_reproducibility(tiny, tmp_path):
     folder = train(cfg)
     status = read_status(folder)
     assert status["state"] == "done" and status["progress"] == 1.0
-    assert status["step"] == status["total_steps"] == 2 * 3  # 2 epochs x ceil(20 D1 rows / 8)
+    # --budget theta_steps: 2 epochs x ceil(40 rows / 8), D1's 20 rows cycled (joint's step count)
+    assert status["step"] == status["total_steps"] == 2 * 5
     conf = read_config(folder)
-    assert conf["derived"]["total_steps"] == 6 and conf["derived"]["n_train"] == 40
+    assert conf["derived"]["total_steps"] == 10 and conf["derived"]["n_train"] == 40
     assert conf["command"].startswith("python -m core.train")
     assert conf["model"]["lte"] is True and conf["model"]["num_labels"] == 2
     assert conf["optimizer"] == "clo_v2" and conf["cycle"] == 4 and conf["teachers"] == "lae"
@@ -251,7 +295,11 @@ def test_bad_option_values_name_the_option(tiny, tmp_path):
                        ({"weights": "learned"}, "not valid for joint"), ({"lr": -1.0}, "lr"),
                        ({"method": "leebert", "optimizer": "adam"}, "unknown optimizer"),
                        ({"teachers": "all"}, "teachers"), ({"out": str(tmp_path / "bad name")}, "run name"),
-                       ({"method": "badge", "bypass": False}, "bypass")]:
+                       ({"method": "badge", "bypass": False}, "bypass"),
+                       ({"budget": "rows"}, "unknown budget"), ({"omega_grad": "exact"}, "unknown omega_grad"),
+                       ({"omega_grad": "second_order"}, "for --method leebert"),
+                       ({"method": "leebert", "optimizer": "slo", "omega_grad": "second_order"}, "blo, clo_v1"),
+                       ({"method": "leebert", "weights": "uniform", "omega_grad": "second_order"}, "learned Ω")]:
         with pytest.raises(ValueError, match=match):
             resolve_config({**base_config(tiny, tmp_path / "x"), **bad})
     with pytest.raises(ValueError, match="unknown option 'epoch'"):

@@ -308,12 +308,14 @@ def test_page_starts_a_tiny_leebert_job_that_shows_up_on_explore(root, backbone)
     assert any("done" in b for b in badges(at)), badges(at)
     status = read_status(root / "tiny")
     assert status["state"] == "done" and (root / "tiny" / WEIGHTS_FILE).is_file()
-    # the live panel: losses, per-exit dev scores, Ω heatmap and Ω lines
+    # the live panel: losses, per-exit dev scores, Ω heatmap, Ω lines and Ω against its data-free drift
     charts = at.get("plotly_chart")
-    assert len(charts) == 4, len(charts)
+    assert len(charts) == 5, len(charts)
     figs = [json.loads(c.proto.spec) for c in charts]
     heat = next(f for f in figs if f["data"][0]["type"] == "heatmap")
     assert heat["data"][0]["x"] == ["ce", "kd:1", "kd:2"] and len(heat["data"][0]["y"]) == 2
+    drift = [t for f in figs for t in f["data"] if t.get("legendgroup") == "drift"]
+    assert len(drift) == 2  # one data-free drift line per exit
     # the run is in the run picker of every page, without restarting anything
     assert "tiny" in at.sidebar.selectbox(key="run").options
     at.switch_page("pages/explore.py").run()

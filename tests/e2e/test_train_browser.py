@@ -216,7 +216,7 @@ def test_train_a_tiny_leebert_run_and_watch_it(server, page):
     settle(page)
     final = omega_state(page)
     assert final["omega"] != first_om, "Ω changed during training"
-    assert final["charts"] == 4, final  # losses, dev scores, Ω heatmap, Ω lines
+    assert final["charts"] == 5, final  # losses, dev scores, Ω heatmap, Ω lines, Ω against its data-free drift
     no_error_box(page)
     screenshot(page, "train-done")
 
