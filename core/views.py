@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 
 from core import metrics as M
 from core.cache import ExitCache
+from core.history import distinct_colors
 from core.plain import plot_text
 from core.runs import CACHE_FILE, DEFAULT_ROOT, METRICS_FILE, list_runs, read_config, read_metrics, read_status
 from core.strategies import STRATEGIES, apply_features, features
@@ -866,7 +867,7 @@ def run_summary(run: RunData) -> dict:
 def per_exit_figure(runs: list[RunData]) -> go.Figure:
     fig = go.Figure()
     for k, r in enumerate(runs):
-        color = RUN_COLORS[k % len(RUN_COLORS)]
+        color = distinct_colors(len(runs))[k]  # apart for 30 runs
         layers = np.arange(1, r.L + 1)
         best = int(r.per_exit.argmax())
         fig.add_trace(go.Scatter(x=layers, y=r.per_exit, mode="lines+markers", name=r.name,
@@ -889,7 +890,7 @@ def strategy_across_runs_figure(runs: list[RunData], strategy: str, x: str = "la
         if df.empty or df[x].isna().all():
             continue
         env = _own_front(df, x)
-        color = RUN_COLORS[k % len(RUN_COLORS)]
+        color = distinct_colors(len(runs))[k]  # apart for 30 runs
         fig.add_trace(go.Scatter(x=df[x], y=df["score"], mode="markers", legendgroup=r.name, showlegend=False,
                                  marker=dict(size=6, color=color, opacity=0.3), hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=env[x], y=env["score"], mode="lines+markers", name=r.name,

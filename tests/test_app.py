@@ -410,3 +410,18 @@ def test_explore_opens_on_the_entropy_rule_with_a_quantile_knob(root):
     knob = at.select_slider(key="entropy.threshold")
     run = V.load_run(Path(root) / "synth-joint")
     assert len(knob.options) >= 50 and knob.value == pytest.approx(run.default_params("entropy")["threshold"])
+
+
+def test_compare_history_hparams_grid_and_filter(root):
+    at = open_page("pages/compare.py", **{"c.runs": ["synth-joint", "synth-leebert", "synth-pair3"],
+                                          "c.curve": "exit 2 loss", "c.target": "1.5"})
+    summary = at.dataframe[0].value.set_index("run")
+    assert "optimizer" in summary.columns and "lr" in summary.columns
+    grid = next(d.value for d in at.dataframe if "full model" in d.value.columns).set_index("run")
+    run = V.load_run(Path(root) / "synth-joint")
+    best = M.best_at(run.sweeps(), 1.5).set_index("strategy")
+    assert grid.loc["synth-joint", "Entropy"] == pytest.approx(best.loc["entropy", "score"])
+    assert len(at.get("plotly_chart")) >= 4
+    at.text_input(key="c.filter").set_value("badge").run()
+    assert any(t.value == "1 of 3 picked runs match the filter." for t in at.text)
+    assert at.dataframe[0].value["run"].tolist() == ["synth-pair3"]
