@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from core import appstate as A, trust_views as TV, views as V
+from core import appstate as A, explore_extras as XE, trust_views as TV, views as V
 
 A.require_app()
 from core.strategies import STRATEGIES
@@ -212,14 +212,36 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
 h, e = st.columns([1, 1])
 with h:
     st.markdown("**Where the samples exit**")
-    st.plotly_chart(V.exit_histogram(ev["exit_layer"], right, run.L), key="exit-histogram",
-                    config={"displayModeBar": False})
+    picked = st.altair_chart(XE.brushable_histogram(ev["exit_layer"], right, run.L), key="exit-histogram",
+                             on_select="rerun", selection_mode=XE.BRUSH)
     st.caption(f"{V.strategy_title(focus)} at the current knobs: samples per exit layer, "
-               "split into right and wrong at the exit.")
+               "split into right and wrong at the exit. Drag across layers to pick them, then open them in Traces.")
+    span = XE.brushed_layers(picked, run.L)
+    if span:
+        n_in = int(((ev["exit_layer"] >= span[0]) & (ev["exit_layer"] <= span[1])).sum())
+
+        def _to_traces(lo=span[0], hi=span[1]):
+            st.session_state["t.layers"] = (lo, hi)
+            st.session_state["t.rule"] = focus
+            for name, value in settings[focus].items():
+                st.session_state[f"t.{focus}.{name}"] = value
+
+        if st.button(f"Open the {n_in} samples exiting at layers {span[0]}-{span[1]} in Traces", key="to-traces",
+                     on_click=_to_traces, icon=":material/filter_alt:"):
+            st.switch_page("pages/traces.py")
 with e:
     st.markdown("**Export this operating point**")
     op = V.operating_point(run, ev)
     st.download_button("Download JSON", op.to_json(), file_name=f"{run.name}-{focus}.json",
                        mime="application/json", icon=":material/download:", key="export")
     st.code(op.to_json(), language="json", height=300)
-    st.caption("The address bar holds the run and every knob: copy it to share this exact view.")
+    st.markdown("**Export the sweeps**")
+    d1, d2 = st.columns(2)
+    d1.download_button("Every swept setting (CSV)", XE.sweeps_csv(run.sweeps()), file_name=f"{run.name}-sweeps.csv",
+                       mime="text/csv", icon=":material/download:", key="sweeps-csv")
+    d2.download_button("Pareto frontier (CSV)", XE.frontier_csv(run.sweeps(), x), file_name=f"{run.name}-frontier.csv",
+                       mime="text/csv", icon=":material/download:", key="frontier-csv")
+    st.markdown("**Link to this view**")
+    st.code(XE.share_link(st.context.url, {k: st.query_params.get_all(k) for k in st.query_params}),
+            language=None, wrap_lines=True)
+    st.caption("The link holds the run and every knob; the copy button at its right copies it.")
