@@ -228,7 +228,7 @@ with h:
 
         if st.button(f"Open the {n_in} samples exiting at layers {span[0]}-{span[1]} in Traces", key="to-traces",
                      on_click=_to_traces, icon=":material/filter_alt:"):
-            st.switch_page("pages/traces.py")
+            st.switch_page("pages/traces.py", query_params={"run": run.name})
 with e:
     st.markdown("**Export this operating point**")
     op = V.operating_point(run, ev)
