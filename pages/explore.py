@@ -5,6 +5,7 @@ import json
 import streamlit as st
 
 from core import appstate as A, explore_extras as XE, trust_views as TV, views as V
+from core.narrow import legend_below
 
 A.require_app()
 from core.strategies import STRATEGIES
@@ -100,7 +101,7 @@ elif kind == "latency" and x == "wallclock_speedup":
     target_x = V.full_latency_ms(run) / target
 elif kind == "speed-up" and x == "saved_fraction":
     target_x = 1 - 1 / target
-fig = V.tradeoff_figure(run, drawn, current, x=x, target_x=target_x, best=best, focus=focus)
+fig = legend_below(V.tradeoff_figure(run, drawn, current, x=x, target_x=target_x, best=best, focus=focus), gap=-0.3)
 
 
 def _load_clicked_point(key):

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from core import appstate as A, explain as X, views as V
+from core.narrow import legend_below
 from core.plain import md
 
 A.require_app()
@@ -138,7 +139,7 @@ if row["overthinking"]:
 
 marker_settings = {**{s: explore.get(s, run.default_params(s)) for s in strategies}, rule: params}
 exits = V.sample_exits(run, pos, marker_settings)
-st.plotly_chart(X.add_markers(V.sample_figure(run, pos, exits), why), key="sample-figure",
+st.plotly_chart(legend_below(X.add_markers(V.sample_figure(run, pos, exits), why), gap=-0.06), key="sample-figure",
                 config={"displaylogo": False})
 st.caption("Top: each exit's class probabilities (✓ marks the label). Middle: what the rules read at each "
            "layer: normalized **entropy** (low = sure), **max-prob**, **vote share** (how many layers so far "
