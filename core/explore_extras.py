@@ -1,4 +1,4 @@
-"""Explore's extras: the exit histogram as a brushable altair chart (its interval selection filters
+"""Explore's extras: the exit histogram as a brushable Vega-Lite (altair's grammar) chart (its interval selection filters
 Traces), CSV exports of the sweeps and of the Pareto frontier, and the shareable link of the view.
 Torch-free, no streamlit.
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from urllib.parse import urlencode
 
-import altair as alt
 import numpy as np
 import pandas as pd
 
@@ -31,17 +30,27 @@ def exit_counts(exit_layer: np.ndarray, right: np.ndarray, L: int) -> pd.DataFra
                          "samples": np.concatenate([n_right, n_wrong]).astype(int)})
 
 
-def brushable_histogram(exit_layer: np.ndarray, right: np.ndarray, L: int) -> alt.Chart:
-    """Stacked bars per exit layer (right / wrong at the exit); drag across layers to select them."""
-    brush = alt.selection_interval(encodings=["x"], name=BRUSH)
-    return alt.Chart(exit_counts(exit_layer, right, L)).mark_bar(size=max(8, min(48, 280 // L))).encode(
-        x=alt.X("exit layer:Q", scale=alt.Scale(domain=[0.5, L + 0.5], nice=False),
-                axis=alt.Axis(values=list(range(1, L + 1)), format="d", title="Exit layer")),
-        y=alt.Y("samples:Q", stack="zero", title="Samples"),
-        color=alt.Color("outcome:N", scale=alt.Scale(domain=["right", "wrong"], range=["#16a34a", "#dc2626"]),
-                        legend=alt.Legend(orient="top", title=None)),
-        tooltip=["exit layer:Q", "outcome:N", "samples:Q"],
-    ).add_params(brush).properties(height=260)
+def brushable_histogram(exit_layer: np.ndarray, right: np.ndarray, L: int) -> tuple[pd.DataFrame, dict]:
+    """(data, Vega-Lite spec) for `st.vega_lite_chart`: stacked bars per exit layer (right / wrong at the
+    exit); drag across layers to select them. The spec is what `alt.Chart(...).mark_bar().add_params(
+    alt.selection_interval(encodings=["x"]))` writes, given as a dict: building it through altair costs
+    about 60 ms of schema validation on every rerun."""
+    spec = {
+        "mark": {"type": "bar", "size": max(8, min(48, 280 // L))},
+        "params": [{"name": BRUSH, "select": {"type": "interval", "encodings": ["x"]}}],
+        "encoding": {
+            "x": {"field": "exit layer", "type": "quantitative", "title": "Exit layer",
+                  "scale": {"domain": [0.5, L + 0.5], "nice": False},
+                  "axis": {"values": list(range(1, L + 1)), "format": "d"}},
+            "y": {"field": "samples", "type": "quantitative", "stack": "zero", "title": "Samples"},
+            "color": {"field": "outcome", "type": "nominal", "legend": {"orient": "top", "title": None},
+                      "scale": {"domain": ["right", "wrong"], "range": ["#16a34a", "#dc2626"]}},
+            "tooltip": [{"field": "exit layer", "type": "quantitative"}, {"field": "outcome", "type": "nominal"},
+                        {"field": "samples", "type": "quantitative"}],
+        },
+        "height": 260,
+    }
+    return exit_counts(exit_layer, right, L), spec
 
 
 def brushed_layers(selection, L: int) -> tuple[int, int] | None:

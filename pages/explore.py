@@ -213,8 +213,8 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
 h, e = st.columns([1, 1])
 with h:
     st.markdown("**Where the samples exit**")
-    picked = st.altair_chart(XE.brushable_histogram(ev["exit_layer"], right, run.L), key="exit-histogram",
-                             on_select="rerun", selection_mode=XE.BRUSH)
+    counts, spec = XE.brushable_histogram(ev["exit_layer"], right, run.L)
+    picked = st.vega_lite_chart(counts, spec, key="exit-histogram", on_select="rerun", selection_mode=XE.BRUSH)
     st.caption(f"{V.strategy_title(focus)} at the current knobs: samples per exit layer, "
                "split into right and wrong at the exit. Drag across layers to pick them, then open them in Traces.")
     span = XE.brushed_layers(picked, run.L)
@@ -238,9 +238,9 @@ with e:
     st.code(op.to_json(), language="json", height=300)
     st.markdown("**Export the sweeps**")
     d1, d2 = st.columns(2)
-    d1.download_button("Every swept setting (CSV)", XE.sweeps_csv(run.sweeps()), file_name=f"{run.name}-sweeps.csv",
+    d1.download_button("Every swept setting (CSV)", lambda: XE.sweeps_csv(run.sweeps()), file_name=f"{run.name}-sweeps.csv",
                        mime="text/csv", icon=":material/download:", key="sweeps-csv")
-    d2.download_button("Pareto frontier (CSV)", XE.frontier_csv(run.sweeps(), x), file_name=f"{run.name}-frontier.csv",
+    d2.download_button("Pareto frontier (CSV)", lambda: XE.frontier_csv(run.sweeps(), x), file_name=f"{run.name}-frontier.csv",
                        mime="text/csv", icon=":material/download:", key="frontier-csv")
     st.markdown("**Link to this view**")
     st.code(XE.share_link(st.context.url, {k: st.query_params.get_all(k) for k in st.query_params}),

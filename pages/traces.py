@@ -130,6 +130,15 @@ m[1].metric("Full model says", run.cache.label_names[int(run.argmax[pos, -1])],
 m[2].metric(f"{V.strategy_title(rule)} exits at", f"layer {row['exit layer']}")
 m[3].metric("and predicts", row["prediction"], "right" if row["right"] else "wrong",
             delta_color="normal" if row["right"] else "inverse", delta_arrow="off")
+def _to_playground(texts=parts):
+    st.session_state["pg.text"] = texts[0]
+    if len(texts) == 2:
+        st.session_state["pg.text_pair"] = texts[1]
+
+
+if parts and st.button("Open in Playground: edit this text and rerun it through the model", key="t.playground",
+                       on_click=_to_playground, icon=":material/edit:"):
+    st.switch_page("pages/playground.py", query_params={"run": run.name})
 why = X.explain(run.cache, pos, rule, params)
 st.text(f"Why {V.strategy_title(rule)} exits at layer {why.exit_layer}: {why.sentence}")
 if row["overthinking"]:

@@ -425,3 +425,11 @@ def test_compare_history_hparams_grid_and_filter(root):
     at.text_input(key="c.filter").set_value("badge").run()
     assert any(t.value == "1 of 3 picked runs match the filter." for t in at.text)
     assert at.dataframe[0].value["run"].tolist() == ["synth-pair3"]
+
+
+def test_traces_hands_the_sample_text_to_the_playground(root):
+    at = open_page("pages/traces.py", run="synth-joint", sample="4")
+    assert any(t.value.startswith("Why Entropy exits at layer") for t in at.text)
+    at.button(key="t.playground").click().run()
+    run = V.load_run(Path(root) / "synth-joint")
+    assert at.session_state["pg.text"] == run.raw_text(4)[0]

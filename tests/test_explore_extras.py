@@ -13,7 +13,8 @@ def test_counts_and_brush():
     exits, right = np.array([1, 2, 2, 6, 6, 6]), np.array([True, True, False, False, True, True])
     c = exit_counts(exits, right, 6)
     assert c["samples"].sum() == 6 and c.query("`exit layer` == 6 and outcome == 'right'")["samples"].item() == 2
-    spec = brushable_histogram(exits, right, 6).to_dict()
+    data, spec = brushable_histogram(exits, right, 6)
+    assert data.equals(c)
     assert spec["params"][0]["select"]["type"] == "interval"
     assert brushed_layers({"selection": {"layers": {"exit layer": [1.7, 3.2]}}}, 6) == (2, 3)
     assert brushed_layers({"selection": {"layers": {}}}, 6) is None
