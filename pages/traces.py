@@ -57,8 +57,11 @@ st.caption(f"**{len(view)}** of {N} samples match. In the whole run {int(table['
            "Click a row or a point to open the sample below.")
 
 
+by_row = {int(r): p for p, r in zip(table.index, table["row"])}  # one sample id everywhere: the dev row id
+
+
 def _open(pos: int):
-    st.session_state["sample"] = int(pos)
+    st.session_state["sample"] = int(table.at[int(pos), "row"])
     A.bump_selection()  # fresh table and chart: no stale highlight of the clicked row or point
 
 
@@ -81,8 +84,12 @@ t_col, s_col = st.columns([7, 4])
 st.divider()
 head, pick = st.columns([4, 1])
 with pick:
-    pos = st.number_input("Sample (position)", min_value=0, max_value=N - 1, value=None, step=1, key="sample",
-                          bind="query-params", placeholder="click a row")
+    row_id = st.number_input("Dev row", min_value=0, max_value=max(by_row), value=None, step=1, key="sample",
+                             bind="query-params", placeholder="click a row",
+                             help="The sample's row in the dev set: the 'row' column of the table")
+pos = None if row_id is None else by_row.get(int(row_id))
+if row_id is not None and pos is None:
+    st.warning(f"No sample has dev row {int(row_id)}; showing the first match of the filters.")
 if pos is None and not view.empty:
     pos = int(view.index[0])
 
@@ -118,7 +125,7 @@ if pos is None:
 pos = int(pos)
 row = table.loc[pos]
 with head:
-    st.subheader(f"Sample {pos} (dev row {row['row']})")
+    st.subheader(f"Sample {row['row']} (dev row)")
 parts = run.raw_text(pos)
 for label, part in zip(["A", "B"] if len(parts) == 2 else [""], parts):
     st.markdown(f"> {'**' + label + '** ' if label else ''}{md(part)}")  # the text as plain text

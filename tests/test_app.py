@@ -433,3 +433,24 @@ def test_traces_hands_the_sample_text_to_the_playground(root):
     at.button(key="t.playground").click().run()
     run = V.load_run(Path(root) / "synth-joint")
     assert at.session_state["pg.text"] == run.raw_text(4)[0]
+
+
+BUNDLED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "rotten_tomatoes-joint" / "cache.npz"
+
+
+@pytest.mark.skipif(not BUNDLED_RUN.exists(), reason=f"no bundled run at {BUNDLED_RUN.parent}")
+def test_traces_names_a_sample_by_its_dev_row_everywhere():
+    run = V.load_run(BUNDLED_RUN.parent)
+    row_id, pos = run.row_ids()[4], 4
+    assert row_id != pos  # the bundled dev subset skips rows: a position is not a row id
+    at = AppTest.from_file(APP, default_timeout=60)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EEL_CHECKPOINTS", str(BUNDLED_RUN.parents[1]))
+        at.query_params["run"] = run.name
+        at.run()
+        at.switch_page("pages/traces.py")
+        at.query_params["run"], at.query_params["sample"] = run.name, str(row_id)
+        at.run()
+    assert not at.exception
+    assert any(h.value == f"Sample {row_id} (dev row)" for h in at.subheader)
+    assert at.number_input(key="sample").value == row_id
