@@ -165,3 +165,21 @@ st.caption("Top: each exit's class probabilities (✓ marks the label). Middle: 
            "the rule picked above uses its knobs here, the others the knobs Explore last had (or their defaults).")
 st.dataframe(exits.drop(columns=["strategy"]), hide_index=True, key="sample-exits",
              column_config={"title": "rule", "setting": st.column_config.TextColumn(width="medium")})
+
+# ---- pin a sample, compare it side by side with the open one ----------------------------------------------
+pinned = st.session_state.get("t.pinned")
+p1, p2 = st.columns([1, 3])
+p1.button("Pin this sample", key="t.pin", icon=":material/push_pin:",
+          on_click=lambda r=int(row["row"]): st.session_state.__setitem__("t.pinned", r),
+          help="Keep it on screen: open another sample to see both side by side")
+if pinned is not None and by_row.get(int(pinned)) not in (None, pos):
+    p2.button("Unpin", key="t.unpin", on_click=lambda: st.session_state.pop("t.pinned", None))
+    st.subheader(f"Sample {row['row']} beside pinned sample {int(pinned)}")
+    for col, p in zip(st.columns(2), (pos, by_row[int(pinned)])):
+        with col:
+            st.text(f"Dev row {int(table.at[p, 'row'])}: " + " | ".join(run.raw_text(p)))
+            w = X.explain(run.cache, p, rule, params)
+            st.text(w.sentence)
+            side = legend_below(X.add_markers(V.sample_figure(run, p, V.sample_exits(run, p, marker_settings)), w),
+                                gap=-0.06)
+            st.plotly_chart(side, key=f"pinned-figure-{p}", config={"displayModeBar": False})

@@ -454,3 +454,15 @@ def test_traces_names_a_sample_by_its_dev_row_everywhere():
     assert not at.exception
     assert any(h.value == f"Sample {row_id} (dev row)" for h in at.subheader)
     assert at.number_input(key="sample").value == row_id
+
+
+def test_traces_pins_a_sample_beside_the_open_one(root):
+    at = open_page("pages/traces.py", run="synth-joint", sample="4")
+    at.button(key="t.pin").click().run()
+    at.number_input(key="sample").set_value(9).run()
+    assert not at.exception
+    assert any(h.value == "Sample 9 beside pinned sample 4" for h in at.subheader)
+    texts = [t.value for t in at.text]
+    assert any(t.startswith("Dev row 9: ") for t in texts) and any(t.startswith("Dev row 4: ") for t in texts)
+    at.button(key="t.unpin").click().run()
+    assert not any("beside pinned" in h.value for h in at.subheader)

@@ -93,3 +93,17 @@ def test_every_page_at_390_px(browser, app_server, path, name):  # noqa: F811
     got = narrow_shot(browser, app_server, path, name)
     assert got["page"] <= 400, got          # nothing makes the page scroll sideways
     assert all(h >= 150 for h in got["plots"]), got  # no squashed figure
+
+
+def test_traces_pins_a_second_sample(app_server, page):
+    open_app(page, app_server, "/traces?run=synth-joint&sample=3")
+    page.get_by_role("button", name="Pin this sample", exact=True).click()
+    settle(page)
+    box = page.locator('[data-testid="stNumberInput"] input').first
+    box.fill("7")
+    box.press("Enter")
+    page.wait_for_selector("h3:has-text('Sample 7 beside pinned sample 3')", timeout=30000)
+    settle(page)
+    assert page.locator('[data-testid="stText"]', has_text="Dev row 3: ").count() == 1
+    no_error_box(page)
+    screenshot(page, "traces-pinned")
