@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import health, views as V
+from core import health, knob_scale as KS, views as V
 from core.plain import md
 from core.strategies import STRATEGIES, RegistryField
 
@@ -173,7 +173,14 @@ def draw_controls(run: V.RunData, strategy: str, *, prefix: str = "", columns=No
             if fixed != st.session_state[key]:
                 st.session_state[key] = fixed
         with col:
-            if c.widget == "slider":
+            stops = KS.run_stops(run, c, st.session_state, prefix) if c.widget == "slider" else None
+            if stops:  # quantile scale: each step moves about the same share of samples
+                now = float(st.session_state.get(key, c.default))
+                stops = KS.with_value(KS.with_value(stops, now), KS.url_value(st.query_params.get(key), c))
+                v = st.select_slider(c.label, stops, now,
+                                     format_func=lambda x: f"{x:.4g}", key=key,
+                                     help=(c.help + " " if c.help else "") + KS.HELP, bind="query-params")
+            elif c.widget == "slider":
                 v = st.slider(c.label, c.low, c.high, c.default, c.step, format=c.fmt, key=key,
                               help=c.help or None, bind="query-params")
             elif c.widget == "select":

@@ -2,7 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from core import appstate as A, trust_views as TV, views as V
+from core import appstate as A, compare_tables as CT, history as H, history_figures as HF, trust_views as TV, views as V
+from core.runs import read_metrics
 from core.plain import md
 
 A.require_app()
@@ -21,6 +22,13 @@ for name in picked:
     if isinstance(loaded[name], str):
         st.error(f"Run **{md(name)}** cannot be shown: {md(loaded[name])}")
 runs = [loaded[n] for n in picked if isinstance(loaded[n], V.RunData)]
+configs = {r.name: V.config_of(r.path) for r in runs}
+words = st.text_input("Filter the picked runs", key="c.filter", bind="query-params",
+                      placeholder="words in the name, task, method or optimizer, e.g. leebert slo")
+if words:
+    shown = [r for r in runs if H.matches(words, [r.name, *H.hparams(configs[r.name]).values(), r.meta.get("task")])]
+    st.text(f"{len(shown)} of {len(runs)} picked runs match the filter.")
+    runs = shown
 for r in runs:
     A.health_warnings(r, name=True)
 if not runs:
@@ -35,6 +43,7 @@ st.caption("The score of each exit classifier used alone (a star marks each run'
            "so an early exit can be both faster and better.")
 
 summary = pd.DataFrame([V.run_summary(r) for r in runs])
+summary = summary.merge(CT.hparams_table(runs, configs).drop(columns=["task", "method", "seed"]), on="run")
 st.dataframe(summary, hide_index=True, key="summary", column_config={
     "S-avg": st.column_config.NumberColumn(format="%.4f", help="Mean score over all exits (BADGE, Table 1)"),
     "S-best": st.column_config.NumberColumn(format="%.4f", help="Score of the best single exit"),
@@ -84,6 +93,41 @@ st.caption("Each run's best score at each speed-up for this rule (its swept sett
            "points are all settings).")
 if lacking:
     st.caption(f"Not available in {md(', '.join(lacking))} (needs learned confidences).")
+
+# ---- every run x every rule at one target ---------------------------------------------------------------
+st.subheader("Every run and every rule at one speed-up")
+at_least = st.slider("At least this layer speed-up", 1.0, float(max(r.L for r in runs)), 1.5, 0.05,
+                     format="%.2fx", key="c.target", bind="query-params")
+grid = CT.rules_at_target(runs, at_least, A.TAB_LABELS)
+st.dataframe(grid, hide_index=True, key="rules-grid", column_config={
+    c: st.column_config.NumberColumn(format="%.4f") for c in grid.columns if c not in ("run", "method")})
+st.caption("Each cell: the rule's best dev score among its swept settings that reach the speed-up (empty: none "
+           "does). Point scores without an interval: Explore's goal table gives each one's 95% interval.")
+
+# ---- training history -----------------------------------------------------------------------------------
+st.subheader("Training history")
+records = {r.name: read_metrics(r.path) for r in runs}
+train = {n: H.train_history(recs) for n, recs in records.items()}
+dev = {n: H.dev_history(recs) for n, recs in records.items()}
+max_exits = max((len([c for c in d.columns if c.startswith("exit ")]) for d in train.values()), default=0)
+curves = (["loss"] + [f"exit {m} loss" for m in range(1, max_exits + 1)]
+          + ["dev: last exit", "dev: best exit"] + [f"dev: exit {m}" for m in range(1, max_exits + 1)])
+h1, h2 = st.columns([3, 2])
+curve = h1.selectbox("Curve", curves, key="c.curve", bind="query-params",
+                     help="Training loss (all exits together, or one exit's own loss) over steps, or a dev score "
+                          "at each evaluation")
+weight = h2.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="c.smooth", bind="query-params",
+                   help="Exponential moving average, debiased as TensorBoard does; the raw curve stays faint")
+if curve.startswith("dev: "):
+    col = curve[5:]
+    st.plotly_chart(HF.history_figure(dev, col, markers=True, y_title=f"dev score, {col}"), key="hist-dev",
+                    config={"displaylogo": False})
+else:
+    col = "loss" if curve == "loss" else curve[:-5]
+    st.plotly_chart(HF.history_figure(train, col, smoothing=weight, y_title=curve), key="hist-train",
+                    config={"displaylogo": False})
+st.caption("From each run's metrics.jsonl. Dev scores are single evaluations on the dev set, without an "
+           "interval; Ω over steps (for runs that learned it) is below.")
 
 # ---- learned loss weights ------------------------------------------------------------------------------
 st.subheader("Learned loss weights Ω")

@@ -4,7 +4,8 @@ import json
 
 import streamlit as st
 
-from core import appstate as A, export as E, playground_io as PI, trust_views as TV, views as V
+from core import appstate as A, explore_extras as XE, export as E, playground_io as PI, trust_views as TV, views as V
+from core.narrow import legend_below
 
 A.require_app()
 from core.strategies import STRATEGIES
@@ -22,7 +23,8 @@ st.caption("One tab per exit rule. The open tab is the rule whose numbers, histo
            "below; the chart marks every drawn rule at its current knobs. Click a point of the chart, "
            "or a row of the goal table, to load that setting. Each rule opens at its best setting "
            f"for at least {V.START_SPEEDUP:g}x layer speed-up on this run.")
-tabs = st.tabs([A.TAB_LABELS[s] for s in strategies], key="strategy", on_change="rerun", bind="query-params")
+tabs = st.tabs([A.TAB_LABELS[s] for s in strategies], key="strategy", on_change="rerun", bind="query-params",
+               default=A.TAB_LABELS["entropy"] if "entropy" in strategies else None)  # a rule newcomers know
 settings, focus = {}, None
 for s, tab in zip(strategies, tabs):
     with tab:
@@ -98,7 +100,7 @@ elif kind == "latency" and x == "wallclock_speedup":
     target_x = V.full_latency_ms(run) / target
 elif kind == "speed-up" and x == "saved_fraction":
     target_x = 1 - 1 / target
-fig = V.tradeoff_figure(run, drawn, current, x=x, target_x=target_x, best=best, focus=focus)
+fig = legend_below(V.tradeoff_figure(run, drawn, current, x=x, target_x=target_x, best=best, focus=focus), gap=-0.3)
 
 
 def _load_clicked_point(key):
@@ -209,10 +211,23 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
 h, e = st.columns([1, 1])
 with h:
     st.markdown("**Where the samples exit**")
-    st.plotly_chart(V.exit_histogram(ev["exit_layer"], right, run.L), key="exit-histogram",
-                    config={"displayModeBar": False})
+    counts, spec = XE.brushable_histogram(ev["exit_layer"], right, run.L)
+    picked = st.vega_lite_chart(counts, spec, key="exit-histogram", on_select="rerun", selection_mode=XE.BRUSH)
     st.caption(f"{V.strategy_title(focus)} at the current knobs: samples per exit layer, "
-               "split into right and wrong at the exit.")
+               "split into right and wrong at the exit. Drag across layers to pick them, then open them in Traces.")
+    span = XE.brushed_layers(picked, run.L)
+    if span:
+        n_in = int(((ev["exit_layer"] >= span[0]) & (ev["exit_layer"] <= span[1])).sum())
+
+        def _to_traces(lo=span[0], hi=span[1]):
+            st.session_state["t.layers"] = (lo, hi)
+            st.session_state["t.rule"] = focus
+            for name, value in settings[focus].items():
+                st.session_state[f"t.{focus}.{name}"] = value
+
+        if st.button(f"Open the {n_in} samples exiting at layers {span[0]}-{span[1]} in Traces", key="to-traces",
+                     on_click=_to_traces, icon=":material/filter_alt:"):
+            st.switch_page("pages/traces.py", query_params={"run": run.name})
 with e:
     st.markdown("**Export this operating point**")
     point, point_name, predict_cmd, problem = E.app_export(
@@ -228,4 +243,13 @@ with e:
                "download; it names this run's folder and the sha256 of its weights:")
     st.code(predict_cmd, language="bash", wrap_lines=True)
     st.code(E.point_json(point), language="json", height=300)
-    st.caption("The address bar holds the run and every knob: copy it to share this exact view.")
+    st.markdown("**Export the sweeps**")
+    d1, d2 = st.columns(2)
+    d1.download_button("Every swept setting (CSV)", lambda: XE.sweeps_csv(run.sweeps()), file_name=f"{run.name}-sweeps.csv",
+                       mime="text/csv", icon=":material/download:", key="sweeps-csv")
+    d2.download_button("Pareto frontier (CSV)", lambda: XE.frontier_csv(run.sweeps(), x), file_name=f"{run.name}-frontier.csv",
+                       mime="text/csv", icon=":material/download:", key="frontier-csv")
+    st.markdown("**Link to this view**")
+    st.code(XE.share_link(st.context.url, {k: st.query_params.get_all(k) for k in st.query_params}),
+            language=None, wrap_lines=True)
+    st.caption("The link holds the run and every knob; the copy button at its right copies it.")

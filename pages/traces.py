@@ -1,7 +1,8 @@
 """Traces: the samples under one exit rule, filtered; one sample's layer-by-layer story."""
 import streamlit as st
 
-from core import appstate as A, views as V
+from core import appstate as A, explain as X, views as V
+from core.narrow import legend_below
 from core.plain import md
 
 A.require_app()
@@ -56,8 +57,11 @@ st.caption(f"**{len(view)}** of {N} samples match. In the whole run {int(table['
            "Click a row or a point to open the sample below.")
 
 
+by_row = {int(r): p for p, r in zip(table.index, table["row"])}  # one sample id everywhere: the dev row id
+
+
 def _open(pos: int):
-    st.session_state["sample"] = int(pos)
+    st.session_state["sample"] = int(table.at[int(pos), "row"])
     A.bump_selection()  # fresh table and chart: no stale highlight of the clicked row or point
 
 
@@ -80,8 +84,12 @@ t_col, s_col = st.columns([7, 4])
 st.divider()
 head, pick = st.columns([4, 1])
 with pick:
-    pos = st.number_input("Sample (position)", min_value=0, max_value=N - 1, value=None, step=1, key="sample",
-                          bind="query-params", placeholder="click a row")
+    row_id = st.number_input("Dev row", min_value=0, max_value=max(by_row), value=None, step=1, key="sample",
+                             bind="query-params", placeholder="click a row",
+                             help="The sample's row in the dev set: the 'row' column of the table")
+pos = None if row_id is None else by_row.get(int(row_id))
+if row_id is not None and pos is None:
+    st.warning(f"No sample has dev row {int(row_id)}; showing the first match of the filters.")
 if pos is None and not view.empty:
     pos = int(view.index[0])
 
@@ -117,7 +125,7 @@ if pos is None:
 pos = int(pos)
 row = table.loc[pos]
 with head:
-    st.subheader(f"Sample {pos} (dev row {row['row']})")
+    st.subheader(f"Sample {row['row']} (dev row)")
 parts = run.raw_text(pos)
 for label, part in zip(["A", "B"] if len(parts) == 2 else [""], parts):
     st.markdown(f"> {'**' + label + '** ' if label else ''}{md(part)}")  # the text as plain text
@@ -129,17 +137,49 @@ m[1].metric("Full model says", run.cache.label_names[int(run.argmax[pos, -1])],
 m[2].metric(f"{V.strategy_title(rule)} exits at", f"layer {row['exit layer']}")
 m[3].metric("and predicts", row["prediction"], "right" if row["right"] else "wrong",
             delta_color="normal" if row["right"] else "inverse", delta_arrow="off")
+def _to_playground(texts=parts):
+    st.session_state["pg.text"] = texts[0]
+    if len(texts) == 2:
+        st.session_state["pg.text_pair"] = texts[1]
+
+
+if parts and st.button("Open in Playground: edit this text and rerun it through the model", key="t.playground",
+                       on_click=_to_playground, icon=":material/edit:"):
+    st.switch_page("pages/playground.py", query_params={"run": run.name})
+why = X.explain(run.cache, pos, rule, params)
+st.text(f"Why {V.strategy_title(rule)} exits at layer {why.exit_layer}: {why.sentence}")
 if row["overthinking"]:
-    st.warning(f"Overthinking: exit {row['first right layer']} was already right, the last exit is wrong.")
+    k = int(row["first right layer"])
+    st.warning(f"Overthinking: exit {k} was already right (label probability "
+               f"{run.cache.probs[pos, k - 1, run.cache.labels[pos]]:.3f}), the last exit is wrong.")
 
 marker_settings = {**{s: explore.get(s, run.default_params(s)) for s in strategies}, rule: params}
 exits = V.sample_exits(run, pos, marker_settings)
-st.plotly_chart(V.sample_figure(run, pos, exits), key="sample-figure", config={"displaylogo": False})
+st.plotly_chart(legend_below(X.add_markers(V.sample_figure(run, pos, exits), why), gap=-0.06), key="sample-figure",
+                config={"displaylogo": False})
 st.caption("Top: each exit's class probabilities (✓ marks the label). Middle: what the rules read at each "
            "layer: normalized **entropy** (low = sure), **max-prob**, **vote share** (how many layers so far "
            "agree with the majority), mean **divergence** (KD) of this layer's distribution to the earlier ones"
            + (", and the **learned confidence** of the LTE head" if run.cache.confidence is not None else "")
-           + ". Bottom strip: the layer where each rule lets the sample out (green = right there, red = wrong); "
+           + ". The dashed line is the open rule's threshold, the green band its patience window. Bottom strip: the layer where each rule lets the sample out (green = right there, red = wrong); "
            "the rule picked above uses its knobs here, the others the knobs Explore last had (or their defaults).")
 st.dataframe(exits.drop(columns=["strategy"]), hide_index=True, key="sample-exits",
              column_config={"title": "rule", "setting": st.column_config.TextColumn(width="medium")})
+
+# ---- pin a sample, compare it side by side with the open one ----------------------------------------------
+pinned = st.session_state.get("t.pinned")
+p1, p2 = st.columns([1, 3])
+p1.button("Pin this sample", key="t.pin", icon=":material/push_pin:",
+          on_click=lambda r=int(row["row"]): st.session_state.__setitem__("t.pinned", r),
+          help="Keep it on screen: open another sample to see both side by side")
+if pinned is not None and by_row.get(int(pinned)) not in (None, pos):
+    p2.button("Unpin", key="t.unpin", on_click=lambda: st.session_state.pop("t.pinned", None))
+    st.subheader(f"Sample {row['row']} beside pinned sample {int(pinned)}")
+    for col, p in zip(st.columns(2), (pos, by_row[int(pinned)])):
+        with col:
+            st.text(f"Dev row {int(table.at[p, 'row'])}: " + " | ".join(run.raw_text(p)))
+            w = X.explain(run.cache, p, rule, params)
+            st.text(w.sentence)
+            side = legend_below(X.add_markers(V.sample_figure(run, p, V.sample_exits(run, p, marker_settings)), w),
+                                gap=-0.06)
+            st.plotly_chart(side, key=f"pinned-figure-{p}", config={"displayModeBar": False})

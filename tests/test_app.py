@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import metrics as M, views as V
+from core import knob_scale as KS, metrics as M, views as V
 from core.metrics import OperatingPoint
 from core.runs import DEFAULT_ROOT
 from core.strategies import apply
@@ -112,12 +112,13 @@ def test_unknown_run_in_the_link_falls_back_with_a_warning(root):
 def test_moving_a_control_changes_the_score(root):
     at = open_page("pages/explore.py", run="synth-joint", strategy="Entropy")
     before = (metric(at, "Accuracy"), metric(at, "Mean exit layer"))
-    at.slider(key="entropy.threshold").set_value(0.02).run()
+    run = V.load_run(Path(root) / "synth-joint")
+    low = KS.stops_for(run.cache, "entropy", "threshold", {}, 0.0, 1.0)[2]  # the knob moves by quantile stops
+    at.select_slider(key="entropy.threshold").set_value(low).run()
     assert not at.exception
     after = (metric(at, "Accuracy"), metric(at, "Mean exit layer"))
     assert after != before
-    run = V.load_run(Path(root) / "synth-joint")
-    ev = run.evaluate("entropy", {"threshold": 0.02})
+    ev = run.evaluate("entropy", {"threshold": low})
     assert metric(at, "Accuracy") == f"{ev['score']:.4f}"
     assert metric(at, "Layer speed-up") == f"{ev['layer_speedup']:.2f}x"
     assert metric(at, "Saved fraction") == f"{ev['saved_fraction']:.1%}"
@@ -146,7 +147,7 @@ def test_query_parameters_restore_the_explore_view(root):
     at = open_page("pages/explore.py", **params)
     assert at.selectbox(key="run").value == "synth-pair3"
     assert at.slider(key="pcee.patience").value == 3
-    assert at.slider(key="pcee.threshold").value == pytest.approx(0.2)
+    assert at.select_slider(key="pcee.threshold").value == pytest.approx(0.2)
     assert at.selectbox(key="pcee.signal").value == "maxprob"
     assert at.radio(key="x").value == "saved_fraction"
     assert at.slider(key="target").value == pytest.approx(2.5)
@@ -454,3 +455,67 @@ def test_a_rule_registered_in_one_place_appears_on_explore(tmp_path, monkeypatch
     assert metric(at, "Accuracy") == f"{run.evaluate('margin', params)['score']:.4f}"
     from core.app.figures import COLORS
     assert COLORS["margin"] == "#0d9488" and M.default_grid("margin", run.feats) == grid(run.feats)
+
+
+def test_explore_opens_on_the_entropy_rule_with_a_quantile_knob(root):
+    at = open_page("pages/explore.py", run="synth-joint")
+    assert any(h.value == V.strategy_title("entropy") for h in at.subheader)
+    knob = at.select_slider(key="entropy.threshold")
+    run = V.load_run(Path(root) / "synth-joint")
+    assert len(knob.options) >= 50 and knob.value == pytest.approx(run.default_params("entropy")["threshold"])
+
+
+def test_compare_history_hparams_grid_and_filter(root):
+    at = open_page("pages/compare.py", **{"c.runs": ["synth-joint", "synth-leebert", "synth-pair3"],
+                                          "c.curve": "exit 2 loss", "c.target": "1.5"})
+    summary = at.dataframe[0].value.set_index("run")
+    assert "optimizer" in summary.columns and "lr" in summary.columns
+    grid = next(d.value for d in at.dataframe if "full model" in d.value.columns).set_index("run")
+    run = V.load_run(Path(root) / "synth-joint")
+    best = M.best_at(run.sweeps(), 1.5).set_index("strategy")
+    assert grid.loc["synth-joint", "Entropy"] == pytest.approx(best.loc["entropy", "score"])
+    assert len(at.get("plotly_chart")) >= 4
+    at.text_input(key="c.filter").set_value("badge").run()
+    assert any(t.value == "1 of 3 picked runs match the filter." for t in at.text)
+    assert at.dataframe[0].value["run"].tolist() == ["synth-pair3"]
+
+
+def test_traces_hands_the_sample_text_to_the_playground(root):
+    at = open_page("pages/traces.py", run="synth-joint", sample="4")
+    assert any(t.value.startswith("Why Entropy exits at layer") for t in at.text)
+    at.button(key="t.playground").click().run()
+    run = V.load_run(Path(root) / "synth-joint")
+    assert at.session_state["pg.text"] == run.raw_text(4)[0]
+
+
+BUNDLED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "rotten_tomatoes-joint" / "cache.npz"
+
+
+@pytest.mark.skipif(not BUNDLED_RUN.exists(), reason=f"no bundled run at {BUNDLED_RUN.parent}")
+def test_traces_names_a_sample_by_its_dev_row_everywhere():
+    run = V.load_run(BUNDLED_RUN.parent)
+    row_id, pos = run.row_ids()[4], 4
+    assert row_id != pos  # the bundled dev subset skips rows: a position is not a row id
+    at = AppTest.from_file(APP, default_timeout=60)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EEL_CHECKPOINTS", str(BUNDLED_RUN.parents[1]))
+        at.query_params["run"] = run.name
+        at.run()
+        at.switch_page("pages/traces.py")
+        at.query_params["run"], at.query_params["sample"] = run.name, str(row_id)
+        at.run()
+    assert not at.exception
+    assert any(h.value == f"Sample {row_id} (dev row)" for h in at.subheader)
+    assert at.number_input(key="sample").value == row_id
+
+
+def test_traces_pins_a_sample_beside_the_open_one(root):
+    at = open_page("pages/traces.py", run="synth-joint", sample="4")
+    at.button(key="t.pin").click().run()
+    at.number_input(key="sample").set_value(9).run()
+    assert not at.exception
+    assert any(h.value == "Sample 9 beside pinned sample 4" for h in at.subheader)
+    texts = [t.value for t in at.text]
+    assert any(t.startswith("Dev row 9: ") for t in texts) and any(t.startswith("Dev row 4: ") for t in texts)
+    at.button(key="t.unpin").click().run()
+    assert not any("beside pinned" in h.value for h in at.subheader)

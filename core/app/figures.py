@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 
 from core import metrics as M
 from core.app.rundata import RunData, describe_params, home_threshold, metric_name, sample_signals, strategy_title
+from core.history import distinct_colors
 from core.omega_drift import drift_for_run
 from core.plain import plot_text
 from core.strategies import RegistryField
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from core.playground import PlaygroundResult
 
 COLORS = RegistryField("color")    # one colour per strategy (its registry entry), the same on every page
-RUN_COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#64748b"]
 
 
 AXES = {
@@ -329,7 +329,7 @@ def samples_scatter(df: pd.DataFrame, L: int, *, current: int | None = None, lim
 def per_exit_figure(runs: list[RunData]) -> go.Figure:
     fig = go.Figure()
     for k, r in enumerate(runs):
-        color = RUN_COLORS[k % len(RUN_COLORS)]
+        color = distinct_colors(len(runs))[k]  # apart for 30 runs
         layers = np.arange(1, r.L + 1)
         best = int(r.per_exit.argmax())
         fig.add_trace(go.Scatter(x=layers, y=r.per_exit, mode="lines+markers", name=r.name,
@@ -352,7 +352,7 @@ def strategy_across_runs_figure(runs: list[RunData], strategy: str, x: str = "la
         if df.empty or df[x].isna().all():
             continue
         env = _own_front(df, x)
-        color = RUN_COLORS[k % len(RUN_COLORS)]
+        color = distinct_colors(len(runs))[k]  # apart for 30 runs
         fig.add_trace(go.Scatter(x=df[x], y=df["score"], mode="markers", legendgroup=r.name, showlegend=False,
                                  marker=dict(size=6, color=color, opacity=0.3), hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=env[x], y=env["score"], mode="lines+markers", name=r.name,

@@ -1,0 +1,30 @@
+"""Tables of Compare across runs: every run x every rule at one speed-up target, and every run's
+optimizer and hyperparameters. Torch-free, no streamlit."""
+from __future__ import annotations
+
+import pandas as pd
+
+from core import metrics as M
+from core.history import hparams
+
+
+def rules_at_target(runs: list, target: float, titles: dict) -> pd.DataFrame:
+    """One row per run (its method first), one column per rule: the rule's best dev score among its swept
+    settings with layer speed-up >= `target` (empty where none gets there). Point scores: Explore's
+    goal table gives each one's 95% interval."""
+    rows = []
+    for r in runs:
+        best = M.best_at(r.sweeps(), target)
+        row = {"run": r.name, "method": r.meta.get("method"), "full model": float(r.per_exit[-1])}
+        for s, score in zip(best["strategy"], best["score"]):
+            row[titles.get(s, s)] = float(score)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    rule_cols = [titles.get(s, s) for s in dict.fromkeys(s for r in runs for s in r.strategies)]
+    return df.reindex(columns=["run", "method", "full model", *[c for c in rule_cols if c in df]])
+
+
+def hparams_table(runs: list, configs: dict) -> pd.DataFrame:
+    """One row per run: task, method, optimizer and the other hyperparameters from config.json."""
+    return pd.DataFrame([{"run": r.name, "task": r.meta.get("task"), **hparams(configs.get(r.name) or {})}
+                         for r in runs])

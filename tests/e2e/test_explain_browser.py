@@ -1,0 +1,109 @@
+"""Browser tests of issue 13: Traces says why (sentence + threshold on the chart), Explore opens on the
+entropy rule and its brushed histogram filters Traces, CSV export and link, Compare's training history,
+and every page at 390 px wide. Screenshots (desktop and narrow) land in test-output/screenshots/.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.test_browser import SHOTS, browser, no_error_box, open_app, page, screenshot, settle  # noqa: F401
+
+pytestmark = [pytest.mark.e2e]
+
+
+def narrow_shot(browser, base: str, path: str, name: str) -> dict:  # noqa: F811
+    """The page at 390 px wide (a phone): screenshot, and the widths that stick out of the screen."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    pg = ctx.new_page()
+    try:
+        open_app(pg, base, path)
+        no_error_box(pg)
+        height = pg.evaluate("""() => document.querySelector('[data-testid="stMain"]').scrollHeight""")
+        pg.set_viewport_size({"width": 390, "height": min(int(height) + 40, 9000)})
+        time.sleep(1.5)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
+        return pg.evaluate("""() => ({
+            wide: [...document.querySelectorAll('.js-plotly-plot .main-svg:first-child')]
+                    .map(s => s.getBoundingClientRect()).filter(r => r.right > 392).length,
+            plots: [...document.querySelectorAll('.js-plotly-plot')].map(p => p.getBoundingClientRect().height),
+            page: document.documentElement.scrollWidth})""")
+    finally:
+        ctx.close()
+
+
+def test_traces_says_why_and_draws_the_threshold(app_server, page):
+    open_app(page, app_server, "/traces?run=synth-joint&sample=3")
+    why = page.locator('[data-testid="stText"]', has_text="Why Entropy exits at layer").first.inner_text()
+    assert "normalized entropy" in why.lower() and ("<" in why or "never" in why)
+    shapes = page.evaluate("""() => { const gds = [...document.querySelectorAll('.js-plotly-plot')];
+        const gd = gds[gds.length - 1]; return (gd.layout.shapes || []).map(s => s.line && s.line.dash); }""")
+    assert "dash" in shapes  # the threshold line on the signals strip
+    no_error_box(page)
+    screenshot(page, "traces-why")
+
+
+def test_explore_opens_on_entropy_and_the_brush_filters_traces(app_server, page):
+    open_app(page, app_server, "/explore?run=synth-joint")
+    assert page.locator("h3", has_text="Entropy").count() >= 1
+    assert page.locator('[data-testid="stSlider"]', has_text="Entropy threshold").count() == 1
+    assert page.locator('[data-testid="stDownloadButton"]', has_text="Pareto frontier (CSV)").count() == 1
+    link = page.locator('[data-testid="stCode"]', has_text="run=synth-joint").first.inner_text()
+    assert "/explore?" in link
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first
+    chart.scroll_into_view_if_needed()
+    time.sleep(1.0)
+    box = chart.locator("canvas, svg").first.bounding_box()
+    y = box["y"] + box["height"] * 0.6
+    page.mouse.move(box["x"] + box["width"] * 0.15, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.55, y, steps=8)
+    page.mouse.up()
+    button = page.locator("button", has_text="in Traces")
+    button.wait_for(timeout=30000)
+    label = button.inner_text()
+    button.click()
+    page.wait_for_selector("h1:has-text('Traces')", timeout=30000)
+    settle(page)
+    no_error_box(page)
+    n = int(label.split("Open the ")[1].split(" ")[0])
+    caption = page.locator('[data-testid="stCaptionContainer"]', has_text="samples match").first.inner_text()
+    assert caption.startswith(f"{n} of "), (label, caption)
+    screenshot(page, "traces-from-brush")
+
+
+def test_compare_shows_training_history(app_server, page):
+    open_app(page, app_server, "/compare?c.runs=synth-joint&c.runs=synth-leebert&c.runs=synth-deep")
+    assert page.locator("h3", has_text="Training history").count() == 1
+    names = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .flatMap(gd => gd.data.map(t => t.name)).filter(Boolean)""")
+    assert {"synth-joint", "synth-leebert", "synth-deep"} <= set(names)
+    no_error_box(page)
+    screenshot(page, "compare-history")
+
+
+@pytest.mark.parametrize("path,name", [
+    ("/?run=synth-joint", "home"), ("/explore?run=synth-joint", "explore"),
+    ("/traces?run=synth-joint&sample=3", "traces"), ("/compare", "compare"), ("/playground", "playground"),
+    ("/train", "train"),
+])
+def test_every_page_at_390_px(browser, app_server, path, name):  # noqa: F811
+    got = narrow_shot(browser, app_server, path, name)
+    assert got["page"] <= 400, got          # nothing makes the page scroll sideways
+    assert all(h >= 150 for h in got["plots"]), got  # no squashed figure
+
+
+def test_traces_pins_a_second_sample(app_server, page):
+    open_app(page, app_server, "/traces?run=synth-joint&sample=3")
+    page.get_by_role("button", name="Pin this sample", exact=True).click()
+    settle(page)
+    box = page.locator('[data-testid="stNumberInput"] input').first
+    box.fill("7")
+    box.press("Enter")
+    page.wait_for_selector("h3:has-text('Sample 7 beside pinned sample 3')", timeout=30000)
+    settle(page)
+    assert page.locator('[data-testid="stText"]', has_text="Dev row 3: ").count() == 1
+    no_error_box(page)
+    screenshot(page, "traces-pinned")
