@@ -177,8 +177,7 @@ def draw_controls(run: V.RunData, strategy: str, *, prefix: str = "", columns=No
             if stops:  # quantile scale: each step moves about the same share of samples
                 now = float(st.session_state.get(key, c.default))
                 stops = KS.with_value(KS.with_value(stops, now), KS.url_value(st.query_params.get(key), c))
-                v = st.select_slider(c.label, stops, now,
-                                     format_func=lambda x: f"{x:.4g}", key=key,
+                v = st.select_slider(c.label, stops, now, format_func=KS.label_format(stops), key=key,
                                      help=(c.help + " " if c.help else "") + KS.HELP, bind="query-params")
             elif c.widget == "slider":
                 v = st.slider(c.label, c.low, c.high, c.default, c.step, format=c.fmt, key=key,

@@ -53,6 +53,15 @@ def with_value(stops: list[float], value: float) -> list[float]:
     return stops if value in stops else sorted([*stops, float(value)])
 
 
+def label_format(stops: list[float]):
+    """The shortest %g format (4 significant digits or more) that gives every stop its own label: the
+    slider and the address bar identify a stop by its label, so two stops shown as "1" would merge."""
+    for digits in range(4, 13):
+        if len({f"{x:.{digits}g}" for x in stops}) == len(stops):
+            break
+    return lambda x: f"{x:.{digits}g}"
+
+
 def url_value(text, control) -> float:
     """A knob value from the address bar made valid for `control` (its default when unreadable), so
     a shared link's exact value is one of the stops."""
@@ -66,9 +75,6 @@ def run_stops(run, control, state: dict, prefix: str = "") -> list[float] | None
         return None
     others = {c.name: state.get(prefix + c.key, c.default) for c in run.controls(control.strategy)
               if c.name != control.name}
-    memo = run.__dict__.setdefault("_knob_stops", {})
-    key = (control.strategy, control.name, tuple(sorted((k, str(v)) for k, v in others.items())))
-    if key not in memo:
-        memo[key] = stops_for(run.cache, control.strategy, control.name, others, control.low, control.high,
-                              feats=run.feats)
-    return memo[key]
+    key = ("knob-stops", control.strategy, control.name, tuple(sorted((k, str(v)) for k, v in others.items())))
+    return run.memo(key, lambda: stops_for(run.cache, control.strategy, control.name, others, control.low,
+                                           control.high, feats=run.feats), limit=64)

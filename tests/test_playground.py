@@ -17,7 +17,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core import views as V
+from core import knob_scale as KS, views as V
 from core import playground as P
 from core.model import MultiExitModel
 from core.runs import WEIGHTS_FILE
@@ -155,7 +155,13 @@ def test_page_prediction_and_exit_equal_the_engine(runs, monkeypatch):
     for strategy, key, value in [("budget", "pg.budget.layer", 1), ("maxprob", "pg.maxprob.threshold", 0.51),
                                  ("lte", "pg.lte.threshold", 0.4)]:
         at.selectbox(key="pg.strategy").select(strategy).run()
-        at.slider(key=key).set_value(value).run()
+        if strategy != "budget":  # thresholds are quantile-stop sliders: take the stop nearest `value`
+            run = V.load_run(runs / "single")
+            control = next(c for c in run.controls(strategy) if c.name == "threshold")
+            value = min(KS.run_stops(run, control, at.session_state, "pg."), key=lambda o: abs(o - value))
+            at.select_slider(key=key).set_value(value).run()
+        else:
+            at.slider(key=key).set_value(value).run()
         assert not at.exception, [e.value for e in at.exception]
         params = at.session_state["pg.result"]["params"]
         el, pred = apply(strategy, probs, confidence=conf, **params)
@@ -210,7 +216,7 @@ def test_page_opens_at_the_knobs_explore_had(runs, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     last = at.session_state[PI.EXPLORE_LAST]
     assert last["run"] == "single"
-    at.slider(key=f"{last['strategy']}.{next(iter(last['params']))}").set_value(
+    at.select_slider(key=f"{last['strategy']}.{next(iter(last['params']))}").set_value(  # a quantile-stop knob
         V.load_run(runs / "single").controls(last["strategy"])[0].high).run()   # move Explore's knob
     last = at.session_state[PI.EXPLORE_LAST]
     at.switch_page("pages/playground.py")
