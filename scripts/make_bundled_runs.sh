@@ -15,7 +15,7 @@ train() {  # train <run> <flags...>
   [[ -n "$only" && "$name" != *$only* ]] && return 0
   [[ -f "checkpoints/$name/cache.npz" ]] && { echo "skip $name (exists)"; return 0; }
   echo "== $name: $*"
-  python -m core.train "$@" --out "checkpoints/$name" > "/tmp/bundled-$name.log" 2>&1 \
+  python -m core.train "$@" --lr 3e-5 --out "checkpoints/$name" > "/tmp/bundled-$name.log" 2>&1 \
     && echo "   done: $(python -c "import json;print(json.load(open('checkpoints/$name/status.json'))['message'])")" \
     || echo "   FAILED (see /tmp/bundled-$name.log)"
 }
