@@ -68,7 +68,7 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
      "score (needs --val-fraction; 0 = run every epoch). Either way the best validation epoch's weights are kept"),
     ("batch_size", int, 32, "training batch size"),
     ("eval_batch_size", int, 64, "dev-set batch size"),
-    ("lr", float, 3e-5, "learning rate of the backbone (λ1 of LeeBERT)"),
+    ("lr", float, 1e-4, "learning rate of the backbone (λ1 of LeeBERT; grid in docs/TUNING.md)"),
     ("head_lr", float, 1e-3, "learning rate of exits, bypasses and LTE heads"),
     ("omega_lr", float, 1e-3, "learning rate of LeeBERT's Ω (λ2; LeeBERT Table 3, CoLA / RTE rows)"),
     ("weight_decay", float, 0.0, "AdamW weight decay (0 = Adam, as the papers)"),

@@ -37,7 +37,9 @@ command, the ModelConfig under "model", derived facts under "derived"; a run's c
 omega / eval records), model.safetensors (optional) and cache.npz (the dev-set ExitCache).
 
 Defaults and where they come from:
-    batch_size 32, lr 3e-5 (backbone)    the project's brief; within the papers' grids
+    batch_size 32                        the project's brief; within the papers' grids
+    lr 1e-4 (backbone)                   best validation S-avg of the grid {3e-5, 5e-5, 1e-4} x 3 epochs on
+                                         Rotten Tomatoes (docs/TUNING.md: 0.785 vs 0.766 / 0.759, +-0.016)
     head_lr 1e-3                         fresh exits / bypasses / LTE heads learn faster than the backbone
     epochs 3                             Sun et al. grid {3, 4, 5}; short CPU runs
     omega_lr 1e-3, cycle 4               LeeBERT Table 3, RTE row; CoLA (8.5k rows, Rotten Tomatoes' size)

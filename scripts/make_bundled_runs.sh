@@ -16,7 +16,7 @@ train() {  # train <run> <flags...>
   [[ -f "checkpoints/$name/cache.npz" ]] && { echo "skip $name (exists)"; return 0; }
   echo "== $name: $*"
   # --overwrite: a folder left by a failed attempt (no cache) is replaced once the new run has finished
-  python -m core.train "$@" --out "checkpoints/$name" --overwrite > "/tmp/bundled-$name.log" 2>&1 \
+  python -m core.train "$@" --lr 3e-5 --out "checkpoints/$name" --overwrite > "/tmp/bundled-$name.log" 2>&1 \
     && echo "   done: $(python -c "import json;print(json.load(open('checkpoints/$name/status.json'))['message'])")" \
     || echo "   FAILED (see /tmp/bundled-$name.log)"
 }

@@ -27,7 +27,7 @@ export TOKENIZERS_PARALLELISM=false
 [[ -n "${THREADS:-}" ]] && export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 only="${1:-}"
 ROOT="${ROOT:-checkpoints}"
-LR="${LR:-3e-5}"
+LR="${LR:-1e-4}"
 EPOCHS="${EPOCHS:-3}"
 SST2_ROWS="${SST2_ROWS:-20000}"
 PROTOCOL="--val-fraction 0.1 --patience 2 --lr $LR --split-version 2"
