@@ -8,7 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import appstate, views
+from core import views
+
+from core.app import appstate
 
 HERE = Path(__file__).resolve().parent
 

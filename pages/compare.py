@@ -2,7 +2,9 @@
 import pandas as pd
 import streamlit as st
 
-from core import appstate as A, compare_tables as CT, history as H, history_figures as HF, trust_views as TV, views as V
+from core import views as V
+
+from core.app import appstate as A, compare_tables as CT, history as H, history_figures as HF, trust_views as TV
 from core.runs import read_metrics
 from core.plain import md
 

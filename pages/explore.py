@@ -4,8 +4,10 @@ import json
 
 import streamlit as st
 
-from core import appstate as A, explore_extras as XE, export as E, playground_io as PI, trust_views as TV, views as V
-from core.narrow import legend_below
+from core import export as E, views as V
+
+from core.app import appstate as A, explore_extras as XE, playground_io as PI, trust_views as TV
+from core.app.narrow import legend_below
 
 A.require_app()
 from core.strategies import STRATEGIES

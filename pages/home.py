@@ -1,7 +1,9 @@
 """Home: early exiting in a few sentences and one figure, the runs available, where to go next."""
 import streamlit as st
 
-from core import appstate as A, views as V
+from core import views as V
+
+from core.app import appstate as A
 from core.plain import md
 from core.runs import run_warnings
 

@@ -7,9 +7,9 @@ import random
 
 import streamlit as st
 
-from core import appstate as A
+from core.app import appstate as A
 from core import playground as P
-from core import playground_io as PI
+from core.app import playground_io as PI
 from core import views as V
 from core.plain import md
 

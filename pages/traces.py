@@ -1,8 +1,10 @@
 """Traces: the samples under one exit rule, filtered; one sample's layer-by-layer story."""
 import streamlit as st
 
-from core import appstate as A, explain as X, views as V
-from core.narrow import legend_below
+from core import views as V
+
+from core.app import appstate as A, explain as X
+from core.app.narrow import legend_below
 from core.plain import md
 
 A.require_app()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import appstate as A
+from core.app import appstate as A
 from core import train_form as F
 from core import views as V
 from core.data import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import knob_scale as KS, metrics as M, views as V
+from core import metrics as M, views as V
+
+from core.app import knob_scale as KS
 from core.metrics import OperatingPoint
 from core.runs import DEFAULT_ROOT
 from core.strategies import apply
@@ -136,7 +138,7 @@ def test_every_strategy_tab_renders_and_reports(root):
 
 
 def V_tab(strategy: str) -> str:
-    from core.appstate import TAB_LABELS
+    from core.app.appstate import TAB_LABELS
 
     return TAB_LABELS[strategy]
 
@@ -190,7 +192,7 @@ def test_lose_at_most_goal_and_one_click_answer(root):
     op = M.pick(run.cache, max_drop=0.01)
     at.button(key="pick").click().run()
     assert not at.exception
-    from core.appstate import TAB_LABELS
+    from core.app.appstate import TAB_LABELS
     # the tab shows the answer's rule (the URL leaves out the default tab, entropy)
     assert at.session_state["strategy"] == TAB_LABELS[op.strategy]
     ev = run.evaluate(op.strategy, {c.name: at.session_state[c.key] for c in run.controls(op.strategy)})

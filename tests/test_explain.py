@@ -1,10 +1,10 @@
-"""core.explain: the why-sentence of Traces agrees with the engine's decision, with the numbers it read."""
+"""core.app.explain: the why-sentence of Traces agrees with the engine's decision, with the numbers it read."""
 import re
 
 import numpy as np
 import pytest
 
-from core.explain import explain
+from core.app.explain import explain
 from core.strategies import apply
 from tests.conftest import synthetic_cache
 

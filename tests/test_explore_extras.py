@@ -1,11 +1,11 @@
-"""core.explore_extras: the brushable histogram's data and selection, CSV exports, the share link."""
+"""core.app.explore_extras: the brushable histogram's data and selection, CSV exports, the share link."""
 import io
 
 import numpy as np
 import pandas as pd
 
 from core import metrics as M
-from core.explore_extras import brushable_histogram, brushed_layers, exit_counts, frontier_csv, share_link, sweeps_csv
+from core.app.explore_extras import brushable_histogram, brushed_layers, exit_counts, frontier_csv, share_link, sweeps_csv
 from tests.conftest import synthetic_cache
 
 

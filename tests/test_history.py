@@ -1,11 +1,11 @@
-"""core.history / history_figures / compare_tables: training history from a run's metrics.jsonl."""
+"""core.app.history / history_figures / compare_tables: training history from a run's metrics.jsonl."""
 import numpy as np
 import pytest
 
 from core import views as V
-from core.compare_tables import hparams_table, rules_at_target
-from core.history import dev_history, distinct_colors, hparams, matches, smooth, train_history
-from core.history_figures import history_figure
+from core.app.compare_tables import hparams_table, rules_at_target
+from core.app.history import dev_history, distinct_colors, hparams, matches, smooth, train_history
+from core.app.history_figures import history_figure
 from core.runs import read_metrics
 from tests.conftest import write_synthetic_run
 

@@ -1,7 +1,7 @@
-"""core.knob_scale: slider stops that move about the same number of exits per step."""
+"""core.app.knob_scale: slider stops that move about the same number of exits per step."""
 import numpy as np
 
-from core.knob_scale import quantile_stops, stops_for, with_value
+from core.app.knob_scale import quantile_stops, stops_for, with_value
 from core.strategies import apply
 from tests.conftest import synthetic_cache
 

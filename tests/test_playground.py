@@ -17,7 +17,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core import knob_scale as KS, views as V
+from core import views as V
+
+from core.app import knob_scale as KS
 from core import playground as P
 from core.model import MultiExitModel
 from core.runs import WEIGHTS_FILE
@@ -204,7 +206,7 @@ def test_dev_set_example_fills_the_box(runs, monkeypatch):
 
 # ---- hand-over from Explore, operating-point files, timing spread (issue 10) ----------------------------
 def test_page_opens_at_the_knobs_explore_had(runs, monkeypatch):
-    from core import playground_io as PI
+    from core.app import playground_io as PI
 
     monkeypatch.setenv("EEL_CHECKPOINTS", str(runs))
     at = AppTest.from_file(APP, default_timeout=90)
@@ -234,7 +236,7 @@ def test_page_opens_at_the_knobs_explore_had(runs, monkeypatch):
 
 
 def test_uploaded_point_is_checked_against_the_run(runs, tmp_path):
-    from core import playground_io as PI
+    from core.app import playground_io as PI
     from core.export import point_json, write_point
 
     data = write_point(runs / "single", "maxprob", {"threshold": 0.8}, tmp_path / "p.json")
@@ -251,7 +253,7 @@ def test_uploaded_point_is_checked_against_the_run(runs, tmp_path):
 
 
 def test_timing_summary_flags_a_speedup_above_l_over_m():
-    from core import playground_io as PI
+    from core.app import playground_io as PI
 
     t = PI.timing_summary([1.0, 1.1, 0.9, 1.0], [3.0, 3.2, 2.8, 3.1], L=2, exit_layer=1)
     assert t["speedup_median"] == pytest.approx(3.05) and t["ideal"] == 2.0

@@ -285,7 +285,7 @@ def _run(name, cache):
 
 
 def test_seed_groups_mean_sd_and_noise_verdicts():
-    from core import trust_views as TV
+    from core.app import trust_views as TV
 
     runs = [_run(n, synthetic_cache(400, 4, 2, seed=s, method=m))
             for n, s, m in [("t-joint", 0, "joint"), ("t-joint-seed1", 1, "joint"), ("t-joint-seed2", 2, "joint"),

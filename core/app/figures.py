@@ -16,11 +16,11 @@ from plotly.subplots import make_subplots
 
 from core import metrics as M
 from core.app.rundata import RunData, describe_params, home_threshold, metric_name, sample_signals, strategy_title
-from core.history import distinct_colors
+from core.app.history import distinct_colors
 from core.omega_drift import drift_for_run
 from core.plain import plot_text
 from core.strategies import RegistryField
-from core.trust_views import seed_groups
+from core.app.trust_views import seed_groups
 
 if TYPE_CHECKING:
     from core.playground import PlaygroundResult

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import health, knob_scale as KS, views as V
+from core import health, views as V
+
+from core.app import knob_scale as KS
 from core.plain import md
 from core.strategies import STRATEGIES, RegistryField
 

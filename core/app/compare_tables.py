@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from core import metrics as M
-from core.history import hparams
+from core.app.history import hparams
 
 
 def rules_at_target(runs: list, target: float, titles: dict) -> pd.DataFrame:
