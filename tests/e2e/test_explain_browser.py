@@ -8,12 +8,13 @@ import time
 
 import pytest
 
-from tests.e2e.test_browser import SHOTS, browser, no_error_box, open_app, page, screenshot, settle  # noqa: F401
+from tests.e2e.conftest import SHOTS, no_error_box, screenshot, settle  # noqa: F401 (browser / page fixtures too)
+from tests.e2e.test_browser import open_app
 
 pytestmark = [pytest.mark.e2e]
 
 
-def narrow_shot(browser, base: str, path: str, name: str) -> dict:  # noqa: F811
+def narrow_shot(browser, base: str, path: str, name: str) -> dict:
     """The page at 390 px wide (a phone): screenshot, and the widths that stick out of the screen."""
     ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
     pg = ctx.new_page()
@@ -89,7 +90,7 @@ def test_compare_shows_training_history(app_server, page):
     ("/traces?run=synth-joint&sample=3", "traces"), ("/compare", "compare"), ("/playground", "playground"),
     ("/train", "train"),
 ])
-def test_every_page_at_390_px(browser, app_server, path, name):  # noqa: F811
+def test_every_page_at_390_px(browser, app_server, path, name):
     got = narrow_shot(browser, app_server, path, name)
     assert got["page"] <= 400, got          # nothing makes the page scroll sideways
     assert all(h >= 150 for h in got["plots"]), got  # no squashed figure

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import BUNDLED, CHROMIUM, no_error_box, settle  # noqa: F401 (fixtures below)
-from tests.e2e.test_browser import browser, page  # noqa: F401
+from tests.e2e.conftest import CHROMIUM, no_error_box, settle  # browser / page fixtures come from there too
+from tests.e2e.test_browser import BUNDLED
 
 OUT = Path(__file__).resolve().parents[2] / "test-output" / "timings.json"
 
