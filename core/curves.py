@@ -165,6 +165,12 @@ def signal_events(sig, f: ExitFeatures, idx: np.ndarray | None = None) -> Events
     return Events(mm, nn, np.minimum(old, L - 1) + 1, old_pred, pred_at.ravel().take(flat), final, knobs, count)
 
 
+def exit_latency_ms(layer_ms, embed_ms=None) -> np.ndarray:
+    """[L + 1] batch-1 latency of stopping after m layers, m = 0..L: embed_ms + sum(layer_ms[:m]).
+    The last entry is the full model's latency. The one copy of this formula (core.metrics re-exports it)."""
+    return float(embed_ms or 0.0) + np.concatenate([[0.0], np.cumsum(layer_ms)])
+
+
 def _signal_curve(sig, f: ExitFeatures, labels, metric: str, cum_ms, embed_ms: float) -> Curve:
     L, N, K = f.L, f.N, f.K
     ev = signal_events(sig, f)
@@ -218,7 +224,7 @@ def rule_curves(cache, strategy: str, f: ExitFeatures, *, max_apply: int = 64, *
     if key in memo:
         return memo[key]
     labels = np.asarray(cache.labels)
-    cum_ms = None if cache.layer_ms is None else np.concatenate([[0.0], np.cumsum(cache.layer_ms)])
+    cum_ms = None if cache.layer_ms is None else exit_latency_ms(cache.layer_ms)   # embeddings added below
     embed_ms = float(cache.embed_ms or 0.0)
     curves = []
     for fx in fixed_choices(strategy, f, **fixed) if strategy not in ("budget", "patience", "oracle") else [fixed]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from core.curves import Curve, confusion_score, rule_curves, thin
+from core.curves import Curve, confusion_score, exit_latency_ms, rule_curves, thin
 from core.strategies import STRATEGIES, ExitFeatures, apply_features, features, fixed_choices
 
 # ---- task metrics -------------------------------------------------------------------------------
@@ -63,12 +63,6 @@ def efficiency(exit_layer, num_layers: int, layer_ms=None, embed_ms=None) -> dic
         out["expected_ms"] = expected
         out["wallclock_speedup"] = float(lat[-1]) / expected
     return out
-
-
-def exit_latency_ms(layer_ms, embed_ms=None) -> np.ndarray:
-    """[L + 1] batch-1 latency of stopping after m layers, m = 0..L: embed_ms + sum(layer_ms[:m]).
-    The last entry is the full model's latency."""
-    return float(embed_ms or 0.0) + np.concatenate([[0.0], np.cumsum(layer_ms)])
 
 
 def full_latency_ms(cache) -> float | None:

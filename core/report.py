@@ -236,10 +236,10 @@ def wallclock_section(run: Run) -> str:
     c = run.cache
     if c.layer_ms is None:
         return f"Run `{run.name}` has no measured per-layer latency.\n"
-    full_ms = (c.embed_ms or 0.0) + c.layer_ms.sum()
+    lat = M.exit_latency_ms(c.layer_ms, c.embed_ms)                  # [L + 1] stopping after m layers
     rows = []
     for m in range(1, c.L + 1):
-        est = full_ms / ((c.embed_ms or 0.0) + c.layer_ms[:m].sum())
+        est = lat[-1] / lat[m]
         rows.append([m, f"{c.L / m:.2f}x", f"{est:.2f}x"])
     text = (f"Run `{run.name}`, batch size 1. Layer speed-up of exiting everyone at layer m against the "
             f"wall-clock speed-up from the per-layer latencies measured when the run was made "
