@@ -23,11 +23,14 @@ start_rule = shared.get("focus") if shared.get("run") == run.name else "entropy"
 start_rule = start_rule if start_rule in strategies else strategies[0]
 controls_n = max(len(run.controls(s)) for s in strategies)
 cols = st.columns([2] + [2] * controls_n)
+if explore and "t.rule" not in st.session_state:  # first visit: the rule Explore had open, in the link too
+    st.session_state["t.rule"] = start_rule
+    A.write_url({"t.rule": A.TAB_LABELS[start_rule]})
+home_rule = "entropy" if "entropy" in strategies else strategies[0]
 with cols[0]:
-    rule = st.selectbox("Exit rule", strategies, index=strategies.index(start_rule), key="t.rule",
+    rule = st.selectbox("Exit rule", strategies, index=strategies.index(home_rule), key="t.rule",
                         format_func=A.TAB_LABELS.get, bind="query-params")
-for name, value in explore.get(rule, {}).items():   # first visit: the knobs Explore had
-    st.session_state.setdefault(f"t.{rule}.{name}", value)
+A.inherit_knobs(run, rule, explore.get(rule, {}), prefix="t.")  # first visit: Explore's knobs
 params = A.draw_controls(run, rule, prefix="t.", columns=cols[1:])
 ev = run.evaluate(rule, params)
 st.caption(f"{V.EXPLAIN[rule]}  At these knobs: {V.metric_name(run.metric)} **{ev['score']:.4f}** "

@@ -6,9 +6,9 @@
 # validation split from its training rows (--val-fraction 0.1) and keeps its best validation epoch with
 # early stopping (--patience 2); the dev set and the test split are never read for a choice.
 #
-# Settings: LR and EPOCHS come from the learning-rate grid (docs/TUNING.md; defaults = the CLI's). LeeBERT
-# with CLO-v2 trains on D1, half the training rows, per epoch (LeeBERT Alg. 2), so it gets twice the
-# epochs, as in make_bundled_runs.sh.
+# Settings: LR and EPOCHS come from the learning-rate grid (docs/TUNING.md; defaults = the CLI's). Under
+# the default --budget theta_steps an epoch is the same number of model steps for every method (LeeBERT's
+# CLO-v2 cycles D1, half the rows, twice), so LeeBERT gets the same --epochs as the others.
 # Length (estimated from measured step times, not run): 192 steps an epoch on Rotten Tomatoes
 # (6,144 rows after the validation split, batch 32) and 563 on SST-2 (18,000 rows); bundled runs took
 # 1.2 s a step (joint, badge), 1.3-1.4 (leebert clo_v2), 1.5 (diversity) on Rotten Tomatoes and 0.8-0.9 on
@@ -16,7 +16,7 @@
 # and 2.5-5.5 s with the machine shared. At 3 epochs: 12 x 576 steps x ~1.3 s = ~2.5 h for Rotten
 # Tomatoes, 4 x 1,689 steps x ~0.85 s = ~1.6 h for SST-2, plus evaluation: ~4-4.5 h on an idle machine.
 #
-# Usage: bash scripts/make_headline_runs.sh [run-name-filter]
+# Usage: bash scripts/make_headline_runs.sh [run-name-filter]   (a substring, or =NAME for one run)
 #   env: LR, EPOCHS, SST2_ROWS, ROOT (default checkpoints), THREADS (default: torch's own choice).
 # A finished run whose config.json already records split_version 2 is skipped (so a rerun resumes); an
 # older run of the same name is replaced (with --overwrite where core.train has it).
@@ -36,7 +36,8 @@ mkdir -p "$ROOT"
 started=$(date +%s)
 train() {  # train <run> <flags...>
   local name=$1; shift
-  [[ -n "$only" && "$name" != *$only* ]] && return 0
+  if [[ "$only" == =* ]]; then [[ "$name" != "${only#=}" ]] && return 0
+  elif [[ -n "$only" && "$name" != *"$only"* ]]; then return 0; fi
   if python -c "import json,sys; sys.exit(json.load(open('$ROOT/$name/config.json')).get('split_version') != 2)" 2>/dev/null \
      && grep -q '"state": "done"' "$ROOT/$name/status.json" 2>/dev/null; then
     echo "skip $name (already retrained)"; return 0
@@ -47,7 +48,7 @@ train() {  # train <run> <flags...>
     || echo "   FAILED (see /tmp/headline-$name.log)"
 }
 NW="--no-save-weights"
-LB="--method leebert --optimizer clo_v2 --epochs $((2 * EPOCHS))"
+LB="--method leebert --optimizer clo_v2 --epochs $EPOCHS"
 for seed in 0 1 2; do
   sfx=$([[ $seed == 0 ]] && echo "" || echo "-seed$seed")
   W=$([[ $seed == 0 ]] && echo "--fp16-weights" || echo "$NW")   # the default run keeps its weights

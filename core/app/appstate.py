@@ -193,6 +193,46 @@ def draw_controls(run: V.RunData, strategy: str, *, prefix: str = "", columns=No
     return params
 
 
+def url_text(run: V.RunData, control, value, state, prefix: str = "") -> str:
+    """How a bound widget spells `value` in the address bar (what it reads back from a link): the stop's
+    label on a quantile knob, a number without a trailing .0 on a slider, true/false on a toggle."""
+    if control.widget == "toggle":
+        return str(bool(value)).lower()
+    if control.widget == "select":
+        return str(value)
+    stops = KS.run_stops(run, control, state, prefix) if control.widget == "slider" else None
+    if stops:
+        return KS.label_format(KS.with_value(stops, float(value)))(float(value))
+    v = float(value)
+    return str(int(v)) if v == int(v) else str(v)
+
+
+def inherit_knobs(run: V.RunData, strategy: str, values: dict, *, prefix: str):
+    """Seed a page's knobs with `values` carried over from another page, and write them into the address
+    bar too: a bound widget only writes the URL when the user moves it, so without this a link copied
+    right after arriving would open at the defaults. Call before the widgets are drawn. Knobs already in
+    the URL, or already drawn in this session, are left alone."""
+    seeded = {}
+    for c in run.controls(strategy):
+        key = prefix + c.key
+        if c.name in values and key not in st.session_state:
+            st.session_state[key] = c.coerce(values[c.name])
+            if st.session_state[key] != c.default:
+                seeded[c] = st.session_state[key]
+    write_url({prefix + c.key: url_text(run, c, v, st.session_state, prefix) for c, v in seeded.items()})
+
+
+def write_url(values: dict[str, str]):
+    """Put values the address bar lacks into it (see inherit_knobs); a key already bound to a drawn widget
+    is skipped, as that widget keeps the URL itself."""
+    for key, text in values.items():
+        if key not in st.query_params:
+            try:
+                st.query_params[key] = text
+            except st.errors.StreamlitAPIException:
+                pass
+
+
 def bump_selection():
     st.session_state[SELECTION_GEN] = st.session_state.get(SELECTION_GEN, 0) + 1
 

@@ -108,3 +108,30 @@ def test_traces_pins_a_second_sample(app_server, page):
     assert page.locator('[data-testid="stText"]', has_text="Dev row 3: ").count() == 1
     no_error_box(page)
     screenshot(page, "traces-pinned")
+
+
+def test_a_traces_link_keeps_the_knobs_it_inherited_from_explore(browser, app_server, page):
+    """Knobs moved in Explore carry into Traces; Traces' own URL then reproduces that view in a new browser."""
+    open_app(page, app_server, "/explore?run=synth-joint&strategy=PCEE")
+    for knob in ("Patience", "Confidence threshold"):
+        page.locator('[data-testid="stSlider"]', has_text=knob).first.locator('input[type="range"]').first.focus()
+        for _ in range(2):
+            page.keyboard.press("ArrowRight")
+            settle(page)
+    page.get_by_role("link", name="traces").first.click()
+    page.wait_for_selector("h1:has-text('Traces')", timeout=30000)
+    settle(page)
+    no_error_box(page)
+    said = page.locator('[data-testid="stCaptionContainer"]', has_text="At these knobs").first.inner_text()
+    url = page.url
+    assert "t.rule=PCEE" in url and "t.pcee.threshold=" in url, url  # knobs at their defaults stay out
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        again = ctx.new_page()
+        again.goto(url)
+        settle(again)
+        again.wait_for_selector("h1:has-text('Traces')", timeout=30000)
+        settle(again)
+        assert again.locator('[data-testid="stCaptionContainer"]', has_text="At these knobs").first.inner_text() == said
+    finally:
+        ctx.close()
