@@ -553,7 +553,7 @@ def probs_figure(res: PlaygroundResult) -> go.Figure:
     """Layers x classes heatmap of the probabilities computed before the exit (layer 1 on top); the
     exit row is outlined. The layers after the exit never ran, so they have no row."""
     m, skipped = res.exit_layer, res.L - res.exit_layer
-    title = (f"Probabilities at each exit that ran: stopped at layer {m} of {res.L}"
+    title = (f"Probabilities at each exit that ran<br>stopped at layer {m} of {res.L}"
              + (f" (layers {m + 1}-{res.L} skipped)" if skipped > 1 else
                 f" (layer {res.L} skipped)" if skipped == 1 else " (no layer skipped)"))
     return heatmap(res.probs, res.label_names, exit_layer=m, label=res.label, title=title)
@@ -562,27 +562,34 @@ def probs_figure(res: PlaygroundResult) -> go.Figure:
 def full_figure(res: PlaygroundResult) -> go.Figure:
     """The same heatmap for the all-layers run: what every exit says, the skipped ones included."""
     return heatmap(res.full_probs, res.label_names, exit_layer=res.exit_layer, label=res.label,
-                   title=f"Every exit, from the all-layers run (the early exit stopped at layer {res.exit_layer})")
+                   title=f"Every exit, from the all-layers run<br>(the early exit stopped at layer {res.exit_layer})")
 
 
 def heatmap(probs: np.ndarray, label_names: list[str], *, exit_layer: int | None = None, label: str = "",
             title: str = "") -> go.Figure:
+    """Layers x classes probabilities, one number per cell. Everything sits inside the plot's own width
+    (the exit is named on its row's tick label, no colour bar when the cells carry their numbers), so
+    the cells keep their room on a 390 px phone."""
     p = np.asarray(probs)                                                   # [rows, K]
     m, k = p.shape
-    fig = go.Figure(go.Heatmap(
-        z=p, x=[plot_text(n) for n in label_names], y=[f"layer {i}" for i in range(1, m + 1)], zmin=0, zmax=1,
-        colorscale="Blues",
-        text=np.round(p, 3), texttemplate="%{text:.3f}" if m * k <= 400 else None,
-        hovertemplate="%{y}<br>%{x}: %{z:.4f}<extra></extra>", colorbar=dict(thickness=10, title="p")))
+    numbers = m * k <= 400
+    ticks = [f"layer {i}" for i in range(1, m + 1)]
     if exit_layer is not None and 1 <= exit_layer <= m:
-        r = exit_layer - 1
+        ticks[exit_layer - 1] = (f"<span style='color:#dc2626'><b>exit {exit_layer} → "
+                                 f"{plot_text(label)}</b></span>")
+    fig = go.Figure(go.Heatmap(
+        z=p, x=[plot_text(n) for n in label_names], y=list(range(1, m + 1)), zmin=0, zmax=1,
+        colorscale="Blues", showscale=not numbers,
+        text=np.round(p, 3), texttemplate="%{text:.3f}" if numbers else None,
+        hovertemplate="layer %{y}<br>%{x}: %{z:.4f}<extra></extra>", colorbar=dict(thickness=10, title="p")))
+    if exit_layer is not None and 1 <= exit_layer <= m:
+        r = exit_layer
         fig.add_shape(type="rect", x0=-0.5, x1=k - 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color="#dc2626", width=3))
-        fig.add_annotation(x=k - 0.5, y=r, xanchor="left", showarrow=False, xshift=8,
-                           text=f"<b>exit → {plot_text(label)}</b>", font=dict(color="#dc2626", size=13))
-    fig.update_layout(**layout(top=50, right=140, legend=False, white=True), height=max(210, 120 + 34 * m),
-                      title=dict(text=title, x=0, font=dict(size=14)))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(type="category")  # label names made of digits stay names (the shapes use positions)
+    fig.update_layout(**layout(top=84, legend=False, white=True), height=max(200, 100 + 40 * m),
+                      title=dict(text=title, x=0, y=1, yref="container", yanchor="top", pad=dict(t=18),
+                                 font=dict(size=14)))  # two title lines above the class names
+    fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=list(range(1, m + 1)), ticktext=ticks)
+    fig.update_xaxes(type="category", side="top")  # label names made of digits stay names (the shape uses positions)
     return fig
 
 
@@ -596,5 +603,4 @@ def timing_figure(res: PlaygroundResult) -> go.Figure:
     fig.update_layout(**layout(top=10, legend=False, white=True), height=150,
                       xaxis_title="ms (median, batch size 1)")
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(type="category")  # label names made of digits stay names (the shapes use positions)
     return fig

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.conftest import streamlit_server
-from tests.e2e.conftest import NEEDS_CHROMIUM, no_error_box, screenshot
+from tests.e2e.conftest import NEEDS_CHROMIUM, SHOTS, no_error_box, screenshot
 from tests.e2e.conftest import settle as _settle
 
 RUN = "tiny-leebert"
@@ -175,3 +175,43 @@ def test_playground_reads_a_typed_sentence(server, page):
     page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="stMetricValue"]'))
                                    .some(e => e.innerText.trim() === '1 / 2')""", timeout=30000)
     screenshot(page, "playground-budget")
+
+
+def test_playground_at_390_px(server, browser):
+    """A phone: the probability heatmap keeps its numbers apart and nothing scrolls sideways."""
+    url, root, _ = server
+    if not (root / RUN / "cache.npz").is_file():
+        pytest.skip("the training test did not produce the run")
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    page = ctx.new_page()
+    try:
+        page.goto(f"{url}/playground?run={RUN}")
+        settle(page)
+        page.wait_for_selector("h1:has-text('Playground')", timeout=60000)
+        box = page.get_by_label("Sentence", exact=True)
+        box.fill("the film was great and very funny")
+        box.press("Control+Enter")
+        settle(page)
+        page.wait_for_selector('[data-testid="stMetric"]', timeout=60000)
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30000)
+        got = page.evaluate("""() => {
+            const gd = document.querySelectorAll('.js-plotly-plot')[0];
+            const boxes = [...gd.querySelectorAll('.heatmap-label text')].map(t => t.getBoundingClientRect());
+            let overlaps = 0;
+            for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+                const a = boxes[i], b = boxes[j];
+                if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom) overlaps++;
+            }
+            const plot = gd.querySelector('.nsewdrag').getBoundingClientRect();
+            return {overlaps, cells: boxes.length, plot_width: plot.width, page: document.documentElement.scrollWidth};
+        }""")
+        assert got["cells"] >= 2 and got["overlaps"] == 0, got
+        assert got["page"] <= 400 and got["plot_width"] >= 150, got
+        no_error_box(page)
+        height = page.evaluate("""() => document.querySelector('[data-testid="stMain"]').scrollHeight""")
+        page.set_viewport_size({"width": 390, "height": min(int(height) + 40, 9000)})
+        time.sleep(1.0)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "playground-text-390.png"), full_page=True)
+    finally:
+        ctx.close()
