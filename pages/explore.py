@@ -116,7 +116,8 @@ def _load_clicked_point(key):
 curve_key = A.selection_key("curve")
 st.plotly_chart(fig, key=curve_key, on_select=lambda: _load_clicked_point(curve_key),
                 selection_mode="points", config={"displaylogo": False})
-st.caption("Each faint point is one swept setting of a rule, its line the best it can do; the wide yellow "
+st.caption("Each faint point is one swept setting of the open tab's rule; each rule's line is the best it can "
+           "do (its small points are settings too, clickable); the wide yellow "
            "band is the **Pareto frontier** over all rules (nothing beats it on both axes). The grey dashed "
            "line is the static **budgeted exit** (everyone stops at layer m), the star the **Oracle**, which "
            "peeks at the labels. Big circles are the current knobs (outlined: the open tab); diamonds the best "

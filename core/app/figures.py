@@ -82,14 +82,19 @@ def _hover(x: str) -> str:
             + AXIS_SHORT[x] + " %{x:.3f}<extra></extra>")
 
 
-def _static_traces(run: RunData, strategies: tuple[str, ...], x: str) -> list[dict]:
-    """The parts of the trade-off chart that only depend on the run, the axis and the rules drawn
-    (frontier, references, every swept point, each rule's envelope): built once per combination."""
+def _static_traces(run: RunData, strategies: tuple[str, ...], x: str, focus: str | None = None) -> list[dict]:
+    """The parts of the trade-off chart that only depend on the run, the axis, the rules drawn and the open
+    one (frontier, references, each rule's envelope, the open rule's every swept point): built once per
+    combination."""
     # many rule combinations seen: the older half is dropped rather than grow
-    return run.memo(("tradeoff", x, strategies), lambda: _build_static_traces(run, strategies, x), limit=48)
+    return run.memo(("tradeoff", x, strategies, focus), lambda: _build_static_traces(run, strategies, x, focus),
+                    limit=48)
 
 
-def _build_static_traces(run: RunData, strategies: tuple[str, ...], x: str) -> list[dict]:
+def _build_static_traces(run: RunData, strategies: tuple[str, ...], x: str, focus: str | None) -> list[dict]:
+    """Only the open rule (`focus`; every rule when None) gets its cloud of faint points, one per setting;
+    the others draw their envelope with small clickable points. Each point is styled one by one in the
+    browser, so a cloud per rule (hundreds of PCEE settings) made every redraw several times slower."""
     pts = run.sweeps()
     hover = _hover(x)
     data = []
@@ -117,11 +122,17 @@ def _build_static_traces(run: RunData, strategies: tuple[str, ...], x: str) -> l
             continue
         env = _own_front(df, x)
         color = COLORS.get(s, "#334155")
-        data.append(dict(type="scatter", x=df[x].to_numpy(dtype=float), y=df["score"].to_numpy(dtype=float), mode="markers",
-                         name=strategy_title(s), legendgroup=s, customdata=_custom(df), hovertemplate=hover,
-                         marker=dict(size=7, color=color, opacity=0.35)))
-        data.append(dict(type="scatter", x=env[x].to_numpy(dtype=float), y=env["score"].to_numpy(dtype=float), mode="lines",
-                         legendgroup=s, showlegend=False, hoverinfo="skip", line=dict(color=color, width=2)))
+        line = dict(color=color, width=2)
+        if focus is None or s == focus:
+            data.append(dict(type="scatter", x=df[x].to_numpy(dtype=float), y=df["score"].to_numpy(dtype=float),
+                             mode="markers", name=strategy_title(s), legendgroup=s, customdata=_custom(df),
+                             hovertemplate=hover, marker=dict(size=7, color=color, opacity=0.35)))
+            data.append(dict(type="scatter", x=env[x].to_numpy(dtype=float), y=env["score"].to_numpy(dtype=float),
+                             mode="lines", legendgroup=s, showlegend=False, hoverinfo="skip", line=line))
+        else:
+            data.append(dict(type="scatter", x=env[x].to_numpy(dtype=float), y=env["score"].to_numpy(dtype=float),
+                             mode="lines+markers", name=strategy_title(s), legendgroup=s, customdata=_custom(env),
+                             hovertemplate=hover, line=line, marker=dict(size=4, color=color)))
     return data
 
 
@@ -168,7 +179,7 @@ def tradeoff_figure(run: RunData, strategies: list[str], current: dict[str, dict
     pts = run.sweeps()
     if x not in pts or pts[x].isna().all():
         x = "layer_speedup"
-    data = list(_static_traces(run, tuple(sorted(strategies)), x))
+    data = list(_static_traces(run, tuple(sorted(strategies)), x, focus))
     shapes = [dict(type="line", xref="paper", x0=0, x1=1, y0=run.full_score, y1=run.full_score,
                    line=dict(color="#475569", dash="dot", width=1))]
     notes = [dict(xref="paper", x=1, y=run.full_score, yanchor="top", xanchor="right", showarrow=False,
