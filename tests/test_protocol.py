@@ -77,19 +77,21 @@ def test_old_run_config_resolves_to_the_old_split(tmp_path):
     assert eff["split_version"] == D.SPLIT_VERSION == 2
 
 
-def test_bundled_default_run_still_selects_its_training_rows():
-    """The default run's recorded config selects the same 4,000 rows it was trained on."""
+def test_bundled_default_run_never_read_the_test_split():
+    """The default run is trained under the protocol: split version 2, so its recorded config selects
+    training rows (and a validation part of them) that share nothing with the test split or the dev set."""
     conf = read_config("checkpoints/rotten_tomatoes-joint")
     if conf is None:
         pytest.skip("no bundled default run")
-    assert "split_version" not in conf
+    assert conf["split_version"] == 2 and conf["val_fraction"] > 0
     cfg = parse_cli(["--config", "checkpoints/rotten_tomatoes-joint/config.json"])
     task = D.load_task(conf["task"], max_train=conf["max_train"], seed=conf["seed"],
                        split_version=cfg["split_version"])
-    assert len(task.train) == conf["derived"]["n_train"] == 4000
-    new_rows = D.load_task(conf["task"], max_train=conf["max_train"], seed=conf["seed"])
-    assert task.train["row_id"].tolist() != new_rows.train["row_id"].tolist()
-    assert set(task.train["row_id"]) & set(D.load_test_split()["row_id"])  # it did see today's test rows
+    rows = set(task.train["row_id"])
+    assert not rows & set(D.load_test_split()["row_id"]) and not rows & set(task.dev["row_id"])
+    kept, val = D.validation_split(task.train, conf["val_fraction"])
+    derived = conf["derived"]
+    assert (len(kept), len(val)) == (derived["n_train"], derived["n_val"])
 
 
 def test_protocol_options_are_checked(tiny, tmp_path):  # noqa: F811
