@@ -108,3 +108,26 @@ def test_bundled_config_repeats_its_run_under_its_budget_rule(folder):
     if stored["method"] == "leebert" and stored.get("optimizer") in ("blo", "clo_v1", "clo_v2"):
         rows = d["n_train"] if again["budget"] == "theta_steps" else (d["n_train"] + 1) // 2
         assert d["total_steps"] == stored["epochs"] * math.ceil(rows / stored["batch_size"])
+
+
+def test_report_keeps_budgets_apart():
+    """Runs of the protocol and quick runs are never paired in one method row or one claim."""
+    from tests.conftest import synthetic_cache
+
+    def run(name, method, seed, val):
+        cache = synthetic_cache(n=120, num_layers=3, k=2, seed=seed)
+        config = {"method": method, "seed": seed, "val_fraction": val}
+        r = report.Run(name, Path(name), config, cache, report.variant_of(config), seed)
+        r.sweep = report.M.sweep_all(cache)
+        return r
+
+    runs = report.label_runs([run("a", "joint", 0, 0.1), run("b", "joint", 1, 0.1), run("c", "badge", 0, 0.1),
+                              run("d", "joint", 0, None), run("e", "badge", 0, None)])
+    assert [r.label for r in runs] == ["joint (protocol)", "joint (protocol)", "badge (protocol)",
+                                       "joint (quick)", "badge (quick)"]
+    text = report.claims_section(runs)
+    badge = [line for line in text.splitlines() if "BADGE bypasses" in line]
+    assert len(badge) == 2 and badge[0].startswith("- [protocol runs]") and badge[1].startswith("- [quick runs]")
+    assert "over 2 seeds" in badge[0] and "one seed" in badge[1]
+    alone = report.label_runs([run("a", "joint", 0, 0.1)])
+    assert alone[0].label == "joint" and "[protocol runs]" not in report.claims_section(alone)
