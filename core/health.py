@@ -18,6 +18,15 @@ Z = 2.0
 ADVICE = "Train it longer (more epochs) or on more training rows, then look again."
 
 
+def majority_score(metric: str, labels) -> float:
+    """The score of always answering the most common label: the chance line a run is held against
+    (here and in core.train's weak-budget warnings)."""
+    from core.metrics import score
+
+    labels = np.asarray(labels, dtype=int)
+    return float(score(metric, labels, np.full_like(labels, int(np.bincount(labels).argmax()))))
+
+
 def assess(cache, *, one_class_share: float = ONE_CLASS_SHARE, z: float = Z) -> list[str]:
     """Plain sentences naming what is wrong with a run whose exits learned nothing usable."""
     probs = np.asarray(cache.probs)
@@ -31,7 +40,7 @@ def assess(cache, *, one_class_share: float = ONE_CLASS_SHARE, z: float = Z) -> 
     top_share = counts.max(1) / N                                   # [L]
     acc = (pred == labels[:, None]).mean(0)                         # [L]
     label_counts = np.bincount(labels, minlength=K)
-    chance = label_counts.max() / N                                 # always the most common label
+    chance = majority_score("accuracy", labels)                     # always the most common label
     common = names[int(label_counts.argmax())]
     margin = z * np.sqrt(chance * (1 - chance) / N)
     if (top_share >= one_class_share).all():

@@ -685,11 +685,10 @@ def weak_budget_warnings(metric: str, labels: np.ndarray, scores, curve, *, curv
                          stopped_early: bool = False) -> list[str]:
     """Plain sentences for status.json `warnings`: exits near chance on the dev set (against always
     answering the most common class), and a validation (or dev) S-avg still rising at the last epoch."""
-    from core.metrics import score as task_score
+    from core.health import majority_score
 
     out = []
-    labels = np.asarray(labels, dtype=int)
-    chance = task_score(metric, labels, np.full_like(labels, int(np.bincount(labels).argmax())))
+    chance = majority_score(metric, labels)
     near = [m for m, s in enumerate(scores) if s <= chance + CHANCE_MARGIN]
     if near:
         which = ", ".join(f"{m + 1} ({scores[m]:.3f})" for m in near)
