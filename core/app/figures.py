@@ -213,7 +213,7 @@ def tradeoff_figure(run: RunData, strategies: list[str], current: dict[str, dict
                         line=dict(color="#0f172a" if big else "white", width=3 if big else 2)),
             hovertemplate=f"<b>{strategy_title(s)} (current)</b><br>{describe_params(ev['params'])}"
                           "<br>score %{y:.4f}<br>%{x:.3f}<extra></extra>"))
-    lay = dict(**layout(), height=460, clickmode="event+select", hovermode="closest", dragmode="zoom",
+    lay = dict(**layout(), height=520, clickmode="event+select", hovermode="closest", dragmode="zoom",
                   shapes=shapes, annotations=notes,
                   xaxis=dict(title=dict(text=AXES[x])),
                   yaxis=dict(title=dict(text=f"{metric_name(run.metric)} on the dev set")))
@@ -265,8 +265,9 @@ def sample_figure(run: RunData, i: int, exits: pd.DataFrame) -> go.Figure:
     heights = np.array([34 * c.K + 30, 230, 24 * n_ex + 30], dtype=float)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
                         row_heights=list(heights / heights.sum()),
-                        subplot_titles=("Class probabilities at each exit (✓ = label)",
-                                        "Signals the exit rules read", "Where each rule lets it out"))
+                        subplot_titles=("Probabilities (✓ = label)", "Signals the rules read",
+                                        "Where each rule exits"))  # short: a phone's plot is ~250 px wide
+    fig.update_annotations(x=0, xanchor="left", font=dict(size=13))  # titles start at the plot's left edge
     probs = c.probs[i].T                                             # [K, L]
     fig.add_trace(go.Heatmap(
         z=probs, x=layers, y=[plot_text(n) + (" ✓" if k == c.labels[i] else "") for k, n in enumerate(c.label_names)],
