@@ -9,12 +9,10 @@
 # Settings: LR and EPOCHS come from the learning-rate grid (docs/TUNING.md; defaults = the CLI's). Under
 # the default --budget theta_steps an epoch is the same number of model steps for every method (LeeBERT's
 # CLO-v2 cycles D1, half the rows, twice), so LeeBERT gets the same --epochs as the others.
-# Length (estimated from measured step times, not run): 192 steps an epoch on Rotten Tomatoes
-# (6,144 rows after the validation split, batch 32) and 563 on SST-2 (18,000 rows); bundled runs took
-# 1.2 s a step (joint, badge), 1.3-1.4 (leebert clo_v2), 1.5 (diversity) on Rotten Tomatoes and 0.8-0.9 on
-# SST-2 with the machine otherwise idle; this branch's grid measured 1.5-1.9 s a joint step on one thread
-# and 2.5-5.5 s with the machine shared. At 3 epochs: 12 x 576 steps x ~1.3 s = ~2.5 h for Rotten
-# Tomatoes, 4 x 1,689 steps x ~0.85 s = ~1.6 h for SST-2, plus evaluation: ~4-4.5 h on an idle machine.
+# Length (measured, 2026-12-02): the 11 Rotten Tomatoes runs took 14-28 minutes each (576 steps, 1.5-3
+# s a step on one thread while a second run shared the 2 cores), 3.6 hours summed, about 2 hours of wall
+# time as two streams (THREADS=1 each). SST-2 on 20,000 rows is 1,689 steps a run: about 35 minutes a
+# run at the same pace (estimated from 340 steps seen).
 #
 # Usage: bash scripts/make_headline_runs.sh [run-name-filter]   (a substring, or =NAME for one run)
 #   env: LR, EPOCHS, SST2_ROWS, ROOT (default checkpoints), THREADS (default: torch's own choice).
