@@ -149,10 +149,8 @@ def test_train_a_tiny_leebert_run_and_watch_it(server, page):
     assert (root / RUN / "model.safetensors").is_file()
 
 
-def test_playground_reads_a_typed_sentence(server, page):
-    url, root, _ = server
-    if not (root / RUN / "cache.npz").is_file():
-        pytest.skip("the training test did not produce the run")
+def read_a_sentence(page, url: str):
+    """Open the Playground on the trained run, type a sentence, run it, wait for the numbers."""
     page.goto(f"{url}/playground?run={RUN}")
     settle(page)
     page.wait_for_selector("h1:has-text('Playground')", timeout=60000)
@@ -161,6 +159,13 @@ def test_playground_reads_a_typed_sentence(server, page):
     box.press("Control+Enter")
     settle(page)
     page.wait_for_selector('[data-testid="stMetric"]', timeout=60000)
+
+
+def test_playground_reads_a_typed_sentence(server, page):
+    url, root, _ = server
+    if not (root / RUN / "cache.npz").is_file():
+        pytest.skip("the training test did not produce the run")
+    read_a_sentence(page, url)
     metrics = dict(zip(page.locator('[data-testid="stMetricLabel"]').all_inner_texts(),
                        page.locator('[data-testid="stMetricValue"]').all_inner_texts()))
     metrics = {k.strip(): v.strip() for k, v in metrics.items()}
@@ -185,14 +190,7 @@ def test_playground_at_390_px(server, browser):
     ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
     page = ctx.new_page()
     try:
-        page.goto(f"{url}/playground?run={RUN}")
-        settle(page)
-        page.wait_for_selector("h1:has-text('Playground')", timeout=60000)
-        box = page.get_by_label("Sentence", exact=True)
-        box.fill("the film was great and very funny")
-        box.press("Control+Enter")
-        settle(page)
-        page.wait_for_selector('[data-testid="stMetric"]', timeout=60000)
+        read_a_sentence(page, url)
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30000)
         got = page.evaluate("""() => {
             const gd = document.querySelectorAll('.js-plotly-plot')[0];
