@@ -224,9 +224,8 @@ with h:
 
         def _to_traces(lo=span[0], hi=span[1]):
             st.session_state["t.layers"] = (lo, hi)
-            st.session_state["t.rule"] = focus
-            for name, value in settings[focus].items():
-                st.session_state[f"t.{focus}.{name}"] = value
+            for key in ["t.rule", *(f"t.{focus}.{name}" for name in settings[focus])]:
+                st.session_state.pop(key, None)  # Traces then inherits this rule and knobs, URL included
 
         if st.button(f"Open the {n_in} samples exiting at layers {span[0]}-{span[1]} in Traces", key="to-traces",
                      on_click=_to_traces, icon=":material/filter_alt:"):

@@ -19,14 +19,13 @@ N, L = run.cache.N, run.L
 # ---- the exit rule (starts from what Explore had open) ----------------------------------------------
 shared = st.session_state.get(A.SETTINGS_KEY) or {}
 explore = shared.get("settings", {}) if shared.get("run") == run.name else {}
-start_rule = shared.get("focus") if shared.get("run") == run.name else "entropy"
-start_rule = start_rule if start_rule in strategies else strategies[0]
+home_rule = "entropy" if "entropy" in strategies else strategies[0]
+start_rule = shared.get("focus") if explore and shared.get("focus") in strategies else home_rule
 controls_n = max(len(run.controls(s)) for s in strategies)
 cols = st.columns([2] + [2] * controls_n)
 if explore and "t.rule" not in st.session_state:  # first visit: the rule Explore had open, in the link too
     st.session_state["t.rule"] = start_rule
     A.write_url({"t.rule": A.TAB_LABELS[start_rule]})
-home_rule = "entropy" if "entropy" in strategies else strategies[0]
 with cols[0]:
     rule = st.selectbox("Exit rule", strategies, index=strategies.index(home_rule), key="t.rule",
                         format_func=A.TAB_LABELS.get, bind="query-params")
