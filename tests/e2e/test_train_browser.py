@@ -96,9 +96,9 @@ def test_train_a_tiny_leebert_run_and_watch_it(server, page):
     set_text(page, "Backbone", backbone)
     choose(page, "Method", "leebert")
     set_number(page, "Epochs", 3)
-    set_number(page, "Max training rows", 64)
+    set_number(page, "Max training rows", 256)  # 192 steps: long enough for several live refreshes
     set_number(page, "Max dev rows", 32)
-    set_number(page, "Ω learning rate λ2", 0.05)   # so Ω visibly moves in a 48-step run
+    set_number(page, "Ω learning rate λ2", 0.05)   # so Ω visibly moves during the run
     open_expander(page, "Training hyperparameters")
     set_number(page, "Batch size", 4)
     open_expander(page, "Exits, bypasses and what the run writes")
@@ -107,7 +107,7 @@ def test_train_a_tiny_leebert_run_and_watch_it(server, page):
     set_text(page, "Run name", RUN)
     command = page.locator('[data-testid="stCode"]').first.inner_text()
     assert "--method leebert" in command and f"--out {root / RUN}" in command, command
-    assert "--omega-lr 0.05" in command and "--max-train 64" in command
+    assert "--omega-lr 0.05" in command and "--max-train 256" in command
     screenshot(page, "train-form")
 
     page.get_by_role("button", name="Start training").click()
