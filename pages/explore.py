@@ -7,7 +7,7 @@ import streamlit as st
 from core import export as E, views as V
 
 from core.app import appstate as A, explore_extras as XE, playground_io as PI, trust_views as TV
-from core.app.narrow import legend_below
+from core.app.narrow import fixed_frame, legend_html
 
 A.require_app()
 from core.strategies import STRATEGIES
@@ -102,7 +102,7 @@ elif kind == "latency" and x == "wallclock_speedup":
     target_x = V.full_latency_ms(run) / target
 elif kind == "speed-up" and x == "saved_fraction":
     target_x = 1 - 1 / target
-fig = legend_below(V.tradeoff_figure(run, drawn, current, x=x, target_x=target_x, best=best, focus=focus), gap=-0.3)
+fig = fixed_frame(V.tradeoff_figure(run, drawn, current, x=x, target_x=target_x, best=best, focus=focus))
 
 
 def _load_clicked_point(key):
@@ -116,6 +116,7 @@ def _load_clicked_point(key):
 curve_key = A.selection_key("curve")
 st.plotly_chart(fig, key=curve_key, on_select=lambda: _load_clicked_point(curve_key),
                 selection_mode="points", config={"displaylogo": False})
+st.html(legend_html(fig))
 st.caption("Each faint point is one swept setting of the open tab's rule; each rule's line is the best it can "
            "do (its small points are settings too, clickable); the wide yellow "
            "band is the **Pareto frontier** over all rules (nothing beats it on both axes). The grey dashed "

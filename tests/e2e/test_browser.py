@@ -190,6 +190,9 @@ def test_the_bundled_runs_in_a_browser(bundled_server, page):
     open_app(page, bundled_server, "/explore?run=rotten_tomatoes-joint&strategy=PCEE")
     no_error_box(page)
     assert page.locator('[data-testid="stMetricValue"]').count() >= 4
+    key = page.locator(".chart-key").inner_text()            # the chart's key, drawn outside Plotly
+    for name in ["Pareto frontier", "PCEE patient & confident", "Best at target", "95% interval"]:
+        assert name in key, key
     screenshot(page, "bundled-explore")
 
     open_app(page, bundled_server, "/traces?run=rotten_tomatoes-joint&sample=0")

@@ -81,7 +81,7 @@ def test_explore_slider_to_redrawn_chart(bundled_server, page):
     if thumb.count() == 0:
         thumb = page.locator('[data-testid="stSlider"] input[aria-label="Entropy threshold"]')
     times = []
-    for key in ["ArrowRight"] * 3 + ["ArrowLeft"] * 3:
+    for key in ["ArrowRight"] * 6 + ["ArrowLeft"] * 6:
         thumb.focus()
         before = page.evaluate("""() => { const gd = document.querySelectorAll('.js-plotly-plot')[0];
             const t = gd.data.find(t => t.name === 'Entropy: current'); return JSON.stringify(Array.from(t.x)); }""")
