@@ -4,7 +4,7 @@ import streamlit as st
 from core import views as V
 
 from core.app import appstate as A, explain as X
-from core.app.narrow import legend_below
+from core.app.narrow import key_outside, legend_html
 from core.plain import md
 
 A.require_app()
@@ -159,8 +159,9 @@ if row["overthinking"]:
 
 marker_settings = {**{s: explore.get(s, run.default_params(s)) for s in strategies}, rule: params}
 exits = V.sample_exits(run, pos, marker_settings)
-st.plotly_chart(legend_below(X.add_markers(V.sample_figure(run, pos, exits), why), gap=-0.06), key="sample-figure",
-                config={"displaylogo": False})
+sample_fig = key_outside(X.add_markers(V.sample_figure(run, pos, exits), why))
+st.plotly_chart(sample_fig, key="sample-figure", config={"displaylogo": False})
+st.html(legend_html(sample_fig))
 st.caption("Top: each exit's class probabilities (✓ marks the label). Middle: what the rules read at each "
            "layer: normalized **entropy** (low = sure), **max-prob**, **vote share** (how many layers so far "
            "agree with the majority), mean **divergence** (KD) of this layer's distribution to the earlier ones"
@@ -184,6 +185,6 @@ if pinned is not None and by_row.get(int(pinned)) not in (None, pos):
             st.text(f"Dev row {int(table.at[p, 'row'])}: " + " | ".join(run.raw_text(p)))
             w = X.explain(run.cache, p, rule, params)
             st.text(w.sentence)
-            side = legend_below(X.add_markers(V.sample_figure(run, p, V.sample_exits(run, p, marker_settings)), w),
-                                gap=-0.06)
+            side = key_outside(X.add_markers(V.sample_figure(run, p, V.sample_exits(run, p, marker_settings)), w))
             st.plotly_chart(side, key=f"pinned-figure-{p}", config={"displayModeBar": False})
+            st.html(legend_html(side))

@@ -1,13 +1,11 @@
-"""Figures that stay readable on a phone (390 px wide) and redraw fast: the legend moved from the right
-edge, where it takes a third of a narrow screen, to a row under the plot; tick labels given the margin
-they need.
-
-Two ways to put the legend under the plot:
-- `legend_below`: Plotly's own legend, with auto-sized margins. Plotly measures and redraws the legend
-  and recomputes the margins on every redraw.
-- `fixed_frame` + `legend_html`: fixed margins and the legend as a static HTML key the page draws under
-  the chart. For a chart that redraws while a slider moves (Explore's trade-off chart): measured in the
-  browser, Plotly's share of a redraw fell from about 125 ms to 65 ms (legend ~40 ms, margins ~20 ms).
+"""Figures that stay readable on a phone (390 px wide) and redraw fast: the legend is not Plotly's (at the
+right edge it takes a third of a narrow screen; under the plot it collided with the axis title and Plotly
+measured and redrew it, and recomputed the margins, on every redraw) but a wrapping HTML key the page
+draws under the chart (`legend_html`), and tick labels get the margin they need:
+- `key_outside`: no Plotly legend, margins still sized by Plotly (figures with user-named ticks).
+- `fixed_frame`: no Plotly legend and fixed margins, for a chart that redraws while a slider moves
+  (Explore's trade-off chart): measured in the browser, Plotly's share of a redraw fell from about
+  125 ms to 65-75 ms (legend ~40 ms, margin passes ~20 ms).
 """
 from __future__ import annotations
 
@@ -18,10 +16,9 @@ _SYMBOLS = {"circle": "●", "square": "■", "star": "★", "diamond": "◆", "
             "circle-open": "○", "triangle-up": "▲", "x": "✕", "cross": "✚"}
 
 
-def legend_below(fig, *, gap: float = -0.12):
-    """`fig` with a horizontal legend under the plot area and auto-sized axis margins; returns it."""
-    fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=gap, yanchor="top",
-                                  font=dict(size=11)))
+def key_outside(fig):
+    """`fig` without Plotly's legend (its margins stay automatic); draw `legend_html(fig)` under it. Returns it."""
+    fig.update_layout(showlegend=False)
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
     return fig
@@ -40,7 +37,7 @@ def legend_items(fig) -> list[tuple[str, str, str]]:
     """(glyph, CSS colour, name) of every trace the legend would list, in drawing order."""
     out = []
     for t in fig.data:
-        if t.showlegend is False or not t.name:
+        if t.showlegend is False or not t.name or t.type not in ("scatter", None):
             continue
         mode = t.mode or "lines"
         marker, line = t.marker, t.line
@@ -49,8 +46,10 @@ def legend_items(fig) -> list[tuple[str, str, str]]:
         elif "markers" in mode and marker is not None:
             glyph = _SYMBOLS.get(marker.symbol or "circle", "●")
             color = marker.color if isinstance(marker.color, str) else None
-            if glyph in "◇○" and marker.color is None:
+            if color is None and glyph in "◇○":        # an open marker: its outline
                 color = marker.line.color if marker.line is not None else None
+            if color is None and "lines" in mode and line is not None:
+                color = line.color                      # markers take their line's colour
         else:
             glyph = "┅" if line is not None and line.dash in ("dash", "dot", "dashdot") else "━"
             color = line.color if line is not None else None
