@@ -213,3 +213,29 @@ def test_playground_at_390_px(server, browser):
         page.screenshot(path=str(SHOTS / "playground-text-390.png"), full_page=True)
     finally:
         ctx.close()
+
+
+def test_traces_opens_a_sample_in_the_playground_to_edit_and_rerun(server, page):
+    """Traces' 'Open in Playground' carries the dev sentence over; edited, it runs through the real model."""
+    url, root, _ = server
+    if not (root / RUN / "cache.npz").is_file():
+        pytest.skip("the training test did not produce the run")
+    page.goto(f"{url}/traces?run={RUN}&sample=0")
+    settle(page)
+    page.wait_for_selector("h1:has-text('Traces')", timeout=60000)
+    quote = page.locator('[data-testid="stMarkdownContainer"] blockquote').first.inner_text().strip()
+    page.get_by_role("button", name="Open in Playground: edit this text and rerun it through the model").click()
+    page.wait_for_selector("h1:has-text('Playground')", timeout=60000)
+    settle(page)
+    box = page.get_by_label("Sentence", exact=True)
+    carried = box.input_value()
+    assert carried and carried.split()[:3] == quote.split()[:3], (carried, quote)
+    box.fill(carried + " and the ending was wonderful")
+    box.press("Control+Enter")
+    settle(page)
+    page.wait_for_selector('[data-testid="stMetric"]', timeout=60000)
+    values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+    assert any(v.strip() in ("negative", "positive") for v in values), values
+    assert "and the ending was wonderful" in page.get_by_label("Sentence", exact=True).input_value()
+    no_error_box(page)
+    screenshot(page, "playground-from-traces")
