@@ -5,6 +5,7 @@ import streamlit as st
 from core import views as V
 
 from core.app import appstate as A, compare_tables as CT, history as H, history_figures as HF, trust_views as TV
+from core.app.narrow import key_outside, legend_html
 from core.runs import read_metrics
 from core.plain import md
 
@@ -104,7 +105,9 @@ grid = CT.rules_at_target(runs, at_least, A.TAB_LABELS)
 st.dataframe(grid, hide_index=True, key="rules-grid", column_config={
     c: st.column_config.NumberColumn(format="%.4f") for c in grid.columns if c not in ("run", "method")})
 st.caption("Each cell: the rule's best dev score among its swept settings that reach the speed-up (empty: none "
-           "does). Point scores without an interval: Explore's goal table gives each one's 95% interval.")
+           "does). **± 95%**: how far one dev set of this size moves an accuracy like the full model's (binomial, "
+           "per run; empty for scores that are not accuracies), so two cells closer than that are not told apart. "
+           "Explore's goal table gives each setting its own paired bootstrap interval.")
 
 # ---- training history -----------------------------------------------------------------------------------
 st.subheader("Training history")
@@ -151,5 +154,6 @@ else:
     cols = st.columns(min(len(with_omega), 2))
     for k, (r, recs) in enumerate(with_omega):
         with cols[k % len(cols)]:
-            st.plotly_chart(V.omega_steps_figure(recs, V.config_of(r.path), r.name), key=f"omega-steps-{r.name}",
-                            config={"displayModeBar": False})
+            steps_fig = key_outside(V.omega_steps_figure(recs, V.config_of(r.path), r.name))
+            st.plotly_chart(steps_fig, key=f"omega-steps-{r.name}", config={"displayModeBar": False})
+            st.html(legend_html(steps_fig))  # under the plot: above it, Plotly's legend ran into the title

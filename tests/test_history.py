@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from core import views as V
-from core.app.compare_tables import hparams_table, rules_at_target
+from core.app.compare_tables import binomial_half_width, hparams_table, rules_at_target
 from core.app.history import dev_history, distinct_colors, hparams, matches, smooth, train_history
 from core.app.history_figures import history_figure
 from core.runs import read_metrics
@@ -47,6 +47,10 @@ def test_rules_table_and_figure(run):
     t = rules_at_target([run], 1.5, {"entropy": "Entropy"})
     assert t["run"].tolist() == [run.name] and "Entropy" in t
     assert t["Entropy"].iloc[0] <= 1.0
+    full, n = t["full model"].iloc[0], run.cache.N
+    assert run.metric == "accuracy"  # the binomial half-width at the full model's accuracy on N samples
+    assert t["± 95%"].iloc[0] == pytest.approx(1.96 * (full * (1 - full) / n) ** 0.5)
+    assert binomial_half_width(0.5, 100) == pytest.approx(0.098) and binomial_half_width(1.0, 100) == 0.0
     assert hparams_table([run], {run.name: {"optimizer": "adam"}})["optimizer"].tolist() == ["adam"]
     fig = history_figure({run.name: train_history(read_metrics(run.path))}, "exit 1", smoothing=0.6)
     assert len(fig.data) == 2 and fig.data[1].y[-1] > 0
