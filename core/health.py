@@ -29,6 +29,8 @@ def majority_score(metric: str, labels) -> float:
 
 def assess(cache, *, one_class_share: float = ONE_CLASS_SHARE, z: float = Z) -> list[str]:
     """Plain sentences naming what is wrong with a run whose exits learned nothing usable."""
+    from core.metrics import binomial_se
+
     probs = np.asarray(cache.probs)
     labels = np.asarray(cache.labels)
     names = list(cache.label_names)
@@ -42,7 +44,7 @@ def assess(cache, *, one_class_share: float = ONE_CLASS_SHARE, z: float = Z) -> 
     label_counts = np.bincount(labels, minlength=K)
     chance = majority_score("accuracy", labels)                     # always the most common label
     common = names[int(label_counts.argmax())]
-    margin = z * np.sqrt(chance * (1 - chance) / N)
+    margin = z * binomial_se(chance, N)
     if (top_share >= one_class_share).all():
         said = sorted({names[int(k)] for k in counts.argmax(1)})
         which = f"'{said[0]}'" if len(said) == 1 else "one class (" + ", ".join(f"'{s}'" for s in said) + ")"

@@ -288,6 +288,11 @@ class Interval:
         return f"{self.estimate:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 
 
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of a proportion `p` (an accuracy) measured on `n` samples: sqrt(p (1 - p) / n)."""
+    return float(np.sqrt(max(p * (1 - p), 0.0) / n))
+
+
 def bootstrap_scores(metric: str, labels, *preds, n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
     """[n_resamples, len(preds)] task scores of every prediction vector on the same bootstrap resamples
     of the dev samples (paired: one resample serves all predictions)."""

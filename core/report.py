@@ -397,7 +397,7 @@ def _method_claims(runs: list[Run], prefix: str) -> list[str]:
         noise, noise_kind = float(np.std(joint, ddof=1)), f"s.d. of joint's S-avg over {len(joint)} seeds"
     elif joint:  # one seed: fall back to the dev set's sampling noise of an accuracy-like score
         p = float(np.mean(joint))
-        noise, noise_kind = math.sqrt(p * (1 - p) / n_dev), f"one seed: binomial s.e. on N = {n_dev} dev samples"
+        noise, noise_kind = M.binomial_se(p, n_dev), f"one seed: binomial s.e. on N = {n_dev} dev samples"
     for label, key in (("LeeBERT (lae, clo_v2) raises S-avg over joint training", "leebert lae clo_v2"),
                        ("BADGE bypasses raise S-avg over joint training", "badge")):
         if joint and savg.get(key):

@@ -2,8 +2,6 @@
 optimizer and hyperparameters. Torch-free, no streamlit."""
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from core import metrics as M
@@ -32,7 +30,7 @@ def rules_at_target(runs: list, target: float, titles: dict) -> pd.DataFrame:
 
 def binomial_half_width(p: float, n: int, z: float = 1.96) -> float:
     """Half-width of the normal-approximation interval of an accuracy `p` measured on `n` samples."""
-    return z * math.sqrt(max(p * (1 - p), 0.0) / n)
+    return z * M.binomial_se(p, n)
 
 
 def hparams_table(runs: list, configs: dict) -> pd.DataFrame:
