@@ -2,22 +2,20 @@
 
 Builds the navigation and the shared sidebar (which run, kept in ?run=); each page is a short script
 in pages/ that reads widgets, calls core.views and draws. Run folders come from $EEL_CHECKPOINTS,
-default core.runs.DEFAULT_ROOT (checkpoints/).
+default core.runs.folders.DEFAULT_ROOT (checkpoints/).
 """
 from pathlib import Path
 
 import streamlit as st
 
-from core import views
-
-from core.app import appstate
+from core.app import appstate, rundata
 
 HERE = Path(__file__).resolve().parent
 
 # the favicon ships with the app (an emoji or icon name would be fetched from a CDN, which fails offline)
 st.set_page_config(page_title="Early-Exit Lab", page_icon=str(HERE / "assets" / "favicon.png"), layout="wide")
 
-infos = views.scan_runs(views.checkpoint_root())
+infos = rundata.scan_runs(rundata.checkpoint_root())
 nav = {
     "Early-Exit Lab": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
     "Analyze": [

@@ -22,17 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import metrics as M
-from core.cache import ExitCache
-from core.model import MultiExitModel
-from core.predictor import EarlyExitPredictor
+from core.engine import metrics
+from core.engine.cache import ExitCache
+from core.models.multi_exit import MultiExitModel
+from core.serving.predictor import EarlyExitPredictor
 
 DEFAULT_RUN = Path(__file__).resolve().parent.parent / "checkpoints" / "rotten_tomatoes-joint"
 
 
 def entropy_near(cache, target: float) -> dict:
     """The entropy setting of the default sweep whose layer speed-up is nearest `target`."""
-    sw = M.sweep(cache, "entropy")
+    sw = metrics.sweep(cache, "entropy")
     row = sw.iloc[int(np.argmin(np.abs(sw["layer_speedup"].to_numpy() - target)))]
     return {"threshold": float(row["threshold"]), "dev_layer_speedup": float(row["layer_speedup"]),
             "dev_score": float(row["score"])}

@@ -3,7 +3,7 @@
 For every exit layer m of the backbone (default minilm-l6, L = 6) this times, on a few dozen real
 sentences, the plain full model (embed, L layers, last exit: `full_latency_ms`) and the early-exit
 predictor forced out at m (`predict(strategy="budget", layer=m).latency_ms`: embed, m layers, m exits,
-m softmaxes, m calls of core.strategies). Both are model latencies from token ids; tokenization, the
+m softmaxes, m calls of core.engine.strategies). Both are model latencies from token ids; tokenization, the
 same fixed cost either way, is timed apart and folded in only in the last column (end to end).
 The Hugging Face encoder's own forward (from token ids, no exit) runs alongside as a reference.
 
@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.model import ModelConfig, MultiExitModel  # noqa: E402
-from core.predictor import EarlyExitPredictor  # noqa: E402
+from core.models.multi_exit import ModelConfig, MultiExitModel  # noqa: E402
+from core.serving.predictor import EarlyExitPredictor  # noqa: E402
 
 GOAL = 0.85
 SENTENCES = [
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
                      "ideal": round(ideal, 3), "ratio": round(measured / ideal, 3), "end_to_end_ratio": round(e2e, 3)})
     ok = worst >= GOAL
     if args.json:
-        from core.io import atomic_write_json
+        from core.runs.io import atomic_write_json
         command = "python -m bench.bench_early_exit " + " ".join(argv if argv is not None else sys.argv[1:])
         atomic_write_json(args.json, {"command": command.strip(), "threads": args.threads,
                                       "full_ms": round(lat["full"], 3), "tokenize_ms": round(tok, 3), "rows": rows})

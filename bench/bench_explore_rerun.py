@@ -21,19 +21,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core import views as V  # noqa: E402
-from core.runs import DEFAULT_ROOT  # noqa: E402
+from core.app import rundata
+from core.runs.folders import DEFAULT_ROOT  # noqa: E402
 
 GOAL_MS = 300.0
 
 
-def largest_run(root: Path) -> V.RunInfo | None:
+def largest_run(root: Path) -> rundata.RunInfo | None:
     best, size = None, -1
-    for info in V.scan_runs(root):
+    for info in rundata.scan_runs(root):
         if not info.has_cache:
             continue
         try:
-            run = V.load_run(info.path)
+            run = rundata.load_run(info.path)
         except ValueError:
             continue
         n = run.cache.N * run.L * run.cache.K
@@ -48,18 +48,18 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
 
-    root = V.checkpoint_root() if os.environ.get(V.ROOT_ENV) else DEFAULT_ROOT
-    info = next((i for i in V.scan_runs(root) if i.name == args.run), None) if args.run else largest_run(root)
+    root = rundata.checkpoint_root() if os.environ.get(rundata.ROOT_ENV) else DEFAULT_ROOT
+    info = next((i for i in rundata.scan_runs(root) if i.name == args.run), None) if args.run else largest_run(root)
     note = ""
     if info is None:
         from tests.conftest import write_synthetic_run
 
         tmp = Path(tempfile.mkdtemp(prefix="eel-bench-"))
         write_synthetic_run(tmp / "synthetic-large", n=2000, num_layers=12, k=3, seed=0, lte=True)
-        root, info = tmp, V.scan_runs(tmp)[0]
+        root, info = tmp, rundata.scan_runs(tmp)[0]
         note = " (no bundled run found: synthetic stand-in)"
-    os.environ[V.ROOT_ENV] = str(root)
-    run = V.load_run(info.path)
+    os.environ[rundata.ROOT_ENV] = str(root)
+    run = rundata.load_run(info.path)
     print(f"run {info.name}{note}: N={run.cache.N} L={run.L} K={run.cache.K} "
           f"learned confidences={'yes' if run.cache.confidence is not None else 'no'}")
 

@@ -1,4 +1,4 @@
-"""How much the second-order Ω gradient (core.omega.darts_b2_target, DARTS Eq. 7-8) changes Ω's gradient
+"""How much the second-order Ω gradient (core.training.omega.darts_b2_target, DARTS Eq. 7-8) changes Ω's gradient
 on the real model, measured in one run.
 
     python bench/bench_omega_second_order.py --threads 1            # minilm-l6, Rotten Tomatoes, batch 32
@@ -25,10 +25,10 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from core import losses as LS  # noqa: E402
-from core.omega import Omega, darts_b2_target  # noqa: E402
-from core.config import DEFAULTS  # noqa: E402
-from core.train import encode_rows, make_collate, model_inputs  # noqa: E402
+from core.training import losses  # noqa: E402
+from core.training.config import DEFAULTS  # noqa: E402
+from core.training.omega import Omega, darts_b2_target  # noqa: E402
+from core.training.train import encode_rows, make_collate, model_inputs  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from core.data import load_task
-    from core.model import ModelConfig, MultiExitModel
+    from core.data.tasks import load_task
+    from core.models.multi_exit import ModelConfig, MultiExitModel
 
     task = load_task("rotten_tomatoes", max_train=2 * args.pairs * args.batch_size, seed=0)
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     def forward(b, grad, teacher=None, detach_teacher=True):
         with torch.set_grad_enabled(grad):
             out = model(**model_inputs(b))
-            return LS.leebert_terms(out.logits, b["labels"], mask, tau, teacher, detach_teacher), None, out
+            return losses.leebert_terms(out.logits, b["labels"], mask, tau, teacher, detach_teacher), None, out
 
     def omega_grad(target):
         om.logits.grad = None
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         print(f"{s:>8g} {ms(rel[s]):>24} {ms(cos[s]):>22}")
     print(f"one second-order target: {ms(secs)} s (a B2 forward+backward and two B1 forwards)")
     if args.json:
-        from core.io import atomic_write_json
+        from core.runs.io import atomic_write_json
 
         atomic_write_json(args.json, {
             "command": "python bench/bench_omega_second_order.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -17,8 +17,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core import metrics, strategies  # noqa: E402
-from core.cache import ExitCache  # noqa: E402
+from core.engine import (
+    metrics,
+    strategies,  # noqa: E402
+)
+from core.engine.cache import ExitCache  # noqa: E402
 from tests.reference_loop import exit_all  # noqa: E402
 
 SETTINGS = {

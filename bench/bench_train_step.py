@@ -30,14 +30,14 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from core.config import resolve_config  # noqa: E402
-from core.train import Trainer, encode_rows, make_collate  # noqa: E402
+from core.training.config import resolve_config  # noqa: E402
+from core.training.train import Trainer, encode_rows, make_collate  # noqa: E402
 
 DEFAULT_VARIANTS = ["joint", "leebert:clo_v2", "leebert:clo_v1", "leebert:slo", "leebert:blo"]
 
 
 def build(variant: str, args, task, accelerator):
-    from core.model import ModelConfig, MultiExitModel
+    from core.models.multi_exit import ModelConfig, MultiExitModel
 
     method, _, rest = variant.partition(":")
     optimizer, _, omega_grad = rest.partition(":")
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 
     from accelerate import Accelerator
 
-    from core.data import load_task
+    from core.data.tasks import load_task
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     if args.json:
         import platform
 
-        from core.io import atomic_write_json
+        from core.runs.io import atomic_write_json
 
         atomic_write_json(args.json, {
             "command": "python bench/bench_train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),

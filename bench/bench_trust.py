@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_strategies import random_cache  # noqa: E402
-from core import metrics as M  # noqa: E402
-from core.calibrate import calibrate  # noqa: E402
+from core.engine import metrics  # noqa: E402
+from core.engine.calibrate import calibrate  # noqa: E402
 
 
 def timed(fn, repeats, setup=lambda: None):
@@ -38,20 +38,20 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     cache = random_cache(args.n, args.layers, args.classes)
-    fresh = lambda: M.cache_features(cache)  # noqa: E731
-    warm = M.cache_features(cache)
-    M.pick(cache, max_drop=0.01, feats=warm)
+    fresh = lambda: metrics.cache_features(cache)  # noqa: E731
+    warm = metrics.cache_features(cache)
+    metrics.pick(cache, max_drop=0.01, feats=warm)
     pred = warm.argmax[args.layers // 2]
-    n_settings = sum(M.goal_table(cache, max_drop=0.01, feats=warm)["candidates"])
+    n_settings = sum(metrics.goal_table(cache, max_drop=0.01, feats=warm)["candidates"])
     rows = [
-        ("pick, all rules, lose <= 1 point (cold)", timed(lambda f: M.pick(cache, max_drop=0.01, feats=f), args.repeats, fresh), 200),
-        ("pick, all rules, >= 2x faster (warm)", timed(lambda f: M.pick(cache, min_layer_speedup=2.0, feats=warm), args.repeats), 200),
-        ("pick, all rules, under 60% latency (warm)", timed(lambda f: M.pick(cache, max_latency_ms=0.6 * (0.2 + args.layers), feats=warm), args.repeats), 200),
+        ("pick, all rules, lose <= 1 point (cold)", timed(lambda f: metrics.pick(cache, max_drop=0.01, feats=f), args.repeats, fresh), 200),
+        ("pick, all rules, >= 2x faster (warm)", timed(lambda f: metrics.pick(cache, min_layer_speedup=2.0, feats=warm), args.repeats), 200),
+        ("pick, all rules, under 60% latency (warm)", timed(lambda f: metrics.pick(cache, max_latency_ms=0.6 * (0.2 + args.layers), feats=warm), args.repeats), 200),
         ("calibrate entropy, LTT (cold)", timed(lambda f: calibrate(cache, "entropy", epsilon=0.02, feats=f), args.repeats, fresh), 200),
         ("calibrate PCEE patience 2, CRC (cold)", timed(lambda f: calibrate(cache, "pcee", epsilon=0.02, method="crc", patience=2, feats=f), args.repeats, fresh), 200),
         ("calibrate DGE patience 2, LTT (cold)", timed(lambda f: calibrate(cache, "dge", epsilon=0.02, patience=2, feats=f), args.repeats, fresh), 200),
-        ("one interval: score, 1,000 resamples", timed(lambda f: M.score_interval(cache.metric, cache.labels, pred), args.repeats), 100),
-        ("one interval: vs full model (paired)", timed(lambda f: M.diff_interval(cache.metric, cache.labels, pred, warm.argmax[-1]), args.repeats), 100),
+        ("one interval: score, 1,000 resamples", timed(lambda f: metrics.score_interval(cache.metric, cache.labels, pred), args.repeats), 100),
+        ("one interval: vs full model (paired)", timed(lambda f: metrics.diff_interval(cache.metric, cache.labels, pred, warm.argmax[-1]), args.repeats), 100),
     ]
     print(f"cache N={args.n} L={args.layers} K={args.classes}; {n_settings} exact candidate settings over all rules\n")
     w = max(len(r[0]) for r in rows)

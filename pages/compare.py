@@ -2,51 +2,49 @@
 import pandas as pd
 import streamlit as st
 
-from core import views as V
-
-from core.app import appstate as A, compare_tables as CT, history as H, history_figures as HF, trust_views as TV
+from core.app import appstate, compare_tables, figures, history, history_figures, rundata, trust_views
 from core.app.narrow import key_outside, legend_html
-from core.runs import read_metrics
-from core.plain import md
+from core.app.plain import md
+from core.runs.folders import read_metrics
 
-A.require_app()
+appstate.require_app()
 
 st.title("Compare runs")
-infos = [i for i in A.run_infos() if i.has_cache]
+infos = [i for i in appstate.run_infos() if i.has_cache]
 if not infos:
-    st.info(f"No runs with an exit cache in {md(V.checkpoint_root())} yet.")
+    st.info(f"No runs with an exit cache in {md(rundata.checkpoint_root())} yet.")
     st.stop()
-loaded = {i.name: A.try_load(i) for i in infos}
-good = [n for n, r in loaded.items() if isinstance(r, V.RunData)]
-default = V.compare_defaults([i for i in infos if i.name in good], st.session_state.get(A.RUN_KEY))
+loaded = {i.name: appstate.try_load(i) for i in infos}
+good = [n for n, r in loaded.items() if isinstance(r, rundata.RunData)]
+default = rundata.compare_defaults([i for i in infos if i.name in good], st.session_state.get(appstate.RUN_KEY))
 picked = st.multiselect("Runs", list(loaded), default=default, key="c.runs", bind="query-params",
                         help="Runs that cannot be opened are listed too, and say why when picked.")
 for name in picked:
     if isinstance(loaded[name], str):
         st.error(f"Run **{md(name)}** cannot be shown: {md(loaded[name])}")
-runs = [loaded[n] for n in picked if isinstance(loaded[n], V.RunData)]
-configs = {r.name: V.config_of(r.path) for r in runs}
+runs = [loaded[n] for n in picked if isinstance(loaded[n], rundata.RunData)]
+configs = {r.name: rundata.config_of(r.path) for r in runs}
 words = st.text_input("Filter the picked runs", key="c.filter", bind="query-params",
                       placeholder="words in the name, task, method or optimizer, e.g. leebert slo")
 if words:
-    shown = [r for r in runs if H.matches(words, [r.name, *H.hparams(configs[r.name]).values(), r.meta.get("task")])]
+    shown = [r for r in runs if history.matches(words, [r.name, *history.hparams(configs[r.name]).values(), r.meta.get("task")])]
     st.text(f"{len(shown)} of {len(runs)} picked runs match the filter.")
     runs = shown
 for r in runs:
-    A.health_warnings(r, name=True)
+    appstate.health_warnings(r, name=True)
 if not runs:
     st.info("Pick at least one run that opens.")
     st.stop()
 
 # ---- per-exit scores ------------------------------------------------------------------------------
 st.subheader("Every exit on its own")
-st.plotly_chart(V.per_exit_figure(runs), key="per-exit", config={"displaylogo": False})
+st.plotly_chart(figures.per_exit_figure(runs), key="per-exit", config={"displaylogo": False})
 st.caption("The score of each exit classifier used alone (a star marks each run's best exit). A line that "
            "peaks before the last layer is the **overthinking** picture: extra layers make the answer worse, "
            "so an early exit can be both faster and better.")
 
-summary = pd.DataFrame([V.run_summary(r) for r in runs])
-summary = summary.merge(CT.hparams_table(runs, configs).drop(columns=["task", "method", "seed"]), on="run")
+summary = pd.DataFrame([rundata.run_summary(r) for r in runs])
+summary = summary.merge(compare_tables.hparams_table(runs, configs).drop(columns=["task", "method", "seed"]), on="run")
 st.dataframe(summary, hide_index=True, key="summary", column_config={
     "S-avg": st.column_config.NumberColumn(format="%.4f", help="Mean score over all exits (BADGE, Table 1)"),
     "S-best": st.column_config.NumberColumn(format="%.4f", help="Score of the best single exit"),
@@ -60,15 +58,15 @@ if len({r.metric for r in runs}) > 1:
 
 # ---- seeds and noise ------------------------------------------------------------------------------
 st.subheader("Seeds and noise")
-seeds = TV.seed_summary(runs)
-st.plotly_chart(V.seed_figure(runs), key="seeds", config={"displayModeBar": False})
+seeds = trust_views.seed_summary(runs)
+st.plotly_chart(figures.seed_figure(runs), key="seeds", config={"displayModeBar": False})
 st.dataframe(seeds, hide_index=True, key="seed-summary", column_config={
     c: st.column_config.NumberColumn(format="%.4f") for c in
     ("last exit mean", "last exit s.d.", "S-best mean", "S-best s.d.")})
 st.caption("Runs that differ only in their seed (same task, method and backbone; names ending in -seedN) are "
            "grouped: grey points are the seeds, the bar the mean +- one standard deviation. A single run has "
            "no s.d. (empty).")
-diffs = TV.method_differences(runs)
+diffs = trust_views.method_differences(runs)
 if not diffs.empty:
     st.dataframe(diffs, hide_index=True, key="method-diffs", column_config={
         c: st.column_config.NumberColumn(format="%+.4f") for c in ("A - B (last exit)", "95% low", "95% high")})
@@ -82,16 +80,16 @@ options = list(dict.fromkeys(s for r in runs for s in r.strategies))
 c1, c2 = st.columns([2, 3])
 with c1:
     strategy = st.selectbox("Rule", options, index=options.index("entropy") if "entropy" in options else 0,
-                            format_func=A.TAB_LABELS.get, key="c.strategy", bind="query-params")
+                            format_func=appstate.TAB_LABELS.get, key="c.strategy", bind="query-params")
 with c2:
     has_ms = all(r.cache.layer_ms is not None for r in runs)
     axes = ["layer_speedup", "saved_fraction"] + (["wallclock_speedup"] if has_ms else [])
-    x = st.radio("Speed-up axis", axes, format_func=V.AXIS_SHORT.get, key="c.x",
+    x = st.radio("Speed-up axis", axes, format_func=figures.AXIS_SHORT.get, key="c.x",
                  horizontal=True, bind="query-params")
 for r in runs:
-    A.ensure_sweeps(r)
+    appstate.ensure_sweeps(r)
 lacking = [r.name for r in runs if strategy not in r.strategies]
-st.plotly_chart(V.strategy_across_runs_figure(runs, strategy, x), key="across", config={"displaylogo": False})
+st.plotly_chart(figures.strategy_across_runs_figure(runs, strategy, x), key="across", config={"displaylogo": False})
 st.caption("Each run's best score at each speed-up for this rule (its swept settings' upper envelope; faint "
            "points are all settings).")
 if lacking:
@@ -101,7 +99,7 @@ if lacking:
 st.subheader("Every run and every rule at one speed-up")
 at_least = st.slider("At least this layer speed-up", 1.0, float(max(r.L for r in runs)), 1.5, 0.05,
                      format="%.2fx", key="c.target", bind="query-params")
-grid = CT.rules_at_target(runs, at_least, A.TAB_LABELS)
+grid = compare_tables.rules_at_target(runs, at_least, appstate.TAB_LABELS)
 st.dataframe(grid, hide_index=True, key="rules-grid", column_config={
     c: st.column_config.NumberColumn(format="%.4f") for c in grid.columns if c not in ("run", "method")})
 st.caption("Each cell: the rule's best dev score among its swept settings that reach the speed-up (empty: none "
@@ -112,8 +110,8 @@ st.caption("Each cell: the rule's best dev score among its swept settings that r
 # ---- training history -----------------------------------------------------------------------------------
 st.subheader("Training history")
 records = {r.name: read_metrics(r.path) for r in runs}
-train = {n: H.train_history(recs) for n, recs in records.items()}
-dev = {n: H.dev_history(recs) for n, recs in records.items()}
+train = {n: history.train_history(recs) for n, recs in records.items()}
+dev = {n: history.dev_history(recs) for n, recs in records.items()}
 max_exits = max((len([c for c in d.columns if c.startswith("exit ")]) for d in train.values()), default=0)
 curves = (["loss"] + [f"exit {m} loss" for m in range(1, max_exits + 1)]
           + ["dev: last exit", "dev: best exit"] + [f"dev: exit {m}" for m in range(1, max_exits + 1)])
@@ -125,18 +123,18 @@ weight = h2.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="c.smooth", bind="quer
                    help="Exponential moving average, debiased as TensorBoard does; the raw curve stays faint")
 if curve.startswith("dev: "):
     col = curve[5:]
-    st.plotly_chart(HF.history_figure(dev, col, markers=True, y_title=f"dev score, {col}"), key="hist-dev",
+    st.plotly_chart(history_figures.history_figure(dev, col, markers=True, y_title=f"dev score, {col}"), key="hist-dev",
                     config={"displaylogo": False})
 else:
     col = "loss" if curve == "loss" else curve[:-5]
-    st.plotly_chart(HF.history_figure(train, col, smoothing=weight, y_title=curve), key="hist-train",
+    st.plotly_chart(history_figures.history_figure(train, col, smoothing=weight, y_title=curve), key="hist-train",
                     config={"displaylogo": False})
 st.caption("From each run's metrics.jsonl. Dev scores are single evaluations on the dev set, without an "
            "interval; Ω over steps (for runs that learned it) is below.")
 
 # ---- learned loss weights ------------------------------------------------------------------------------
 st.subheader("Learned loss weights Ω")
-with_omega = [(r, A.omega_records(r)) for r in runs]
+with_omega = [(r, appstate.omega_records(r)) for r in runs]
 with_omega = [(r, recs) for r, recs in with_omega if recs]
 if not with_omega:
     st.caption("None of these runs learned Ω (LeeBERT writes its loss weights to metrics.jsonl).")
@@ -146,7 +144,7 @@ else:
     cols = st.columns(min(len(with_omega), 3))
     for k, (r, recs) in enumerate(with_omega):
         with cols[k % len(cols)]:
-            st.plotly_chart(V.omega_heatmap(recs[-1], r.name), key=f"omega-{r.name}",
+            st.plotly_chart(figures.omega_heatmap(recs[-1], r.name), key=f"omega-{r.name}",
                             config={"displayModeBar": False})
     st.caption("Ω over training steps: each exit's own-CE weight (solid) against the data-free drift (dashed), "
                "the same Ω updates fed constant terms (CE 1, distillation 0) and no data. Solid lines on "
@@ -154,6 +152,6 @@ else:
     cols = st.columns(min(len(with_omega), 2))
     for k, (r, recs) in enumerate(with_omega):
         with cols[k % len(cols)]:
-            steps_fig = key_outside(V.omega_steps_figure(recs, V.config_of(r.path), r.name))
+            steps_fig = key_outside(figures.omega_steps_figure(recs, rundata.config_of(r.path), r.name))
             st.plotly_chart(steps_fig, key=f"omega-steps-{r.name}", config={"displayModeBar": False})
             st.html(legend_html(steps_fig))  # under the plot: above it, Plotly's legend ran into the title

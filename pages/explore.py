@@ -4,59 +4,58 @@ import json
 
 import streamlit as st
 
-from core import export as E, views as V
-
-from core.app import appstate as A, explore_extras as XE, playground_io as PI, trust_views as TV
+from core.app import appstate, explore_extras, figures, playground_io, rundata, trust_views
 from core.app.narrow import fixed_frame, legend_html
+from core.serving import export
 
-A.require_app()
-from core.strategies import STRATEGIES
+appstate.require_app()
+from core.engine.strategies import STRATEGIES
 
 st.title("Explore exit rules")
-run = A.current_run()
+run = appstate.current_run()
 if run is None:
     st.stop()
-A.health_warnings(run)
-A.ensure_sweeps(run)
+appstate.health_warnings(run)
+appstate.ensure_sweeps(run)
 strategies = run.strategies
 
 # ---- the knobs: one tab per rule; the open tab is the rule summarized below ------------------------
 st.caption("One tab per exit rule. The open tab is the rule whose numbers, histogram and export you see "
            "below; the chart marks every drawn rule at its current knobs. Click a point of the chart, "
            "or a row of the goal table, to load that setting. Each rule opens at its best setting "
-           f"for at least {V.START_SPEEDUP:g}x layer speed-up on this run.")
-tabs = st.tabs([A.TAB_LABELS[s] for s in strategies], key="strategy", on_change="rerun", bind="query-params",
-               default=A.TAB_LABELS["entropy"] if "entropy" in strategies else None)  # a rule newcomers know
+           f"for at least {rundata.START_SPEEDUP:g}x layer speed-up on this run.")
+tabs = st.tabs([appstate.TAB_LABELS[s] for s in strategies], key="strategy", on_change="rerun", bind="query-params",
+               default=appstate.TAB_LABELS["entropy"] if "entropy" in strategies else None)  # a rule newcomers know
 settings, focus = {}, None
 for s, tab in zip(strategies, tabs):
     with tab:
         n = len(run.controls(s))
-        settings[s] = A.draw_controls(run, s, columns=st.columns(max(n, 2)))
-        st.caption(f"{V.EXPLAIN[s]} *Source: {STRATEGIES[s].source}.*")
+        settings[s] = appstate.draw_controls(run, s, columns=st.columns(max(n, 2)))
+        st.caption(f"{rundata.EXPLAIN[s]} *Source: {STRATEGIES[s].source}.*")
     if focus is None and tab.open:
         focus = s
 focus = focus or strategies[0]
-st.session_state[A.SETTINGS_KEY] = {"run": run.name, "settings": settings, "focus": focus}
+st.session_state[appstate.SETTINGS_KEY] = {"run": run.name, "settings": settings, "focus": focus}
 
 ev = run.evaluate(focus, settings[focus])
 right = ev["pred"] == run.cache.labels
 
 # ---- what the current setting costs and earns --------------------------------------------------------
-st.subheader(V.strategy_title(focus))
-st.caption(f"Current knobs: {V.describe_params(settings[focus])}")
+st.subheader(rundata.strategy_title(focus))
+st.caption(f"Current knobs: {rundata.describe_params(settings[focus])}")
 c = st.columns(5)
-c[0].metric(V.metric_name(run.metric), f"{ev['score']:.4f}", f"{ev['delta_vs_full']:+.4f}",
+c[0].metric(rundata.metric_name(run.metric), f"{ev['score']:.4f}", f"{ev['delta_vs_full']:+.4f}",
             delta_description="vs full model",
             delta_color="normal" if abs(ev["delta_vs_full"]) > 1e-12 else "off")
 c[1].metric("Mean exit layer", f"{ev['mean_exit_layer']:.2f} / {run.L}")
 c[2].metric("Layer speed-up", f"{ev['layer_speedup']:.2f}x", help="L / mean exit layer")
 c[3].metric("Saved fraction", f"{ev['saved_fraction']:.1%}",
             help="1 - mean exit layer / L: the share of layer computations skipped (PCEE-BERT's 'speed-up')")
-c[4].metric("Wall-clock speed-up", A.fmt_speedup(ev["wallclock_speedup"]),
+c[4].metric("Wall-clock speed-up", appstate.fmt_speedup(ev["wallclock_speedup"]),
             help="Estimated: full-model batch-1 latency / expected latency at these exits, from the run's "
                  "measured per-layer times" if ev["wallclock_speedup"] is not None else
                  "This run has no measured per-layer latencies")
-iv_score, iv_delta = TV.point_intervals(run, focus, settings[focus], ev["pred"])
+iv_score, iv_delta = trust_views.point_intervals(run, focus, settings[focus], ev["pred"])
 st.text(f"95% intervals (paired bootstrap over the {run.cache.N} dev samples, 1,000 resamples): "
         f"score [{iv_score.low:.4f}, {iv_score.high:.4f}]; vs full model [{iv_delta.low:+.4f}, {iv_delta.high:+.4f}]"
         + (" - within noise of the full model" if iv_delta.covers_zero else ""))
@@ -71,17 +70,17 @@ left, mid, right_col = st.columns([3, 2, 2])
 with left:
     default_curves = [s for s in ("entropy", "patience", "pcee", "voting") if s in strategies]
     curves = st.multiselect("Rules to draw", strategies, default=default_curves, key="curves",
-                            format_func=A.TAB_LABELS.get, bind="query-params",
+                            format_func=appstate.TAB_LABELS.get, bind="query-params",
                             help="The budgeted exits, the Oracle and the open tab's rule are always drawn.")
 with mid:
-    x = st.radio("Speed-up axis", axes, format_func=V.AXIS_SHORT.get, key="x",
+    x = st.radio("Speed-up axis", axes, format_func=figures.AXIS_SHORT.get, key="x",
                  horizontal=True, bind="query-params")
 with right_col:
     kinds = ["speed-up", "loss"] + (["latency"] if has_ms else [])
     kind = st.radio("Goal", kinds, key="target_kind", horizontal=True, bind="query-params",
-                    format_func=TV.GOAL_KINDS.get)
+                    format_func=trust_views.GOAL_KINDS.get)
     if kind == "latency":
-        low_ms, full_ms = V.latency_range_ms(run)
+        low_ms, full_ms = rundata.latency_range_ms(run)
         target = st.slider("Latency budget (ms, batch 1)", round(low_ms, 2), round(full_ms, 2),
                            round(full_ms / 2, 2), 0.01, key="budget_ms", bind="query-params")
     elif kind == "loss":
@@ -90,7 +89,7 @@ with right_col:
     else:
         target = st.slider("Target layer speed-up", 1.0, float(run.L), min(2.0, float(run.L)), 0.05,
                            format="%.2fx", key="target", bind="query-params")
-goal = TV.goal_rows(run, kind, target)
+goal = trust_views.goal_rows(run, kind, target)
 best = goal[goal["meets"]]
 
 drawn = list(dict.fromkeys([focus, *curves]))
@@ -99,21 +98,21 @@ target_x = None
 if kind == "speed-up" and x == "layer_speedup":
     target_x = target
 elif kind == "latency" and x == "wallclock_speedup":
-    target_x = V.full_latency_ms(run) / target
+    target_x = rundata.full_latency_ms(run) / target
 elif kind == "speed-up" and x == "saved_fraction":
     target_x = 1 - 1 / target
-fig = fixed_frame(V.tradeoff_figure(run, drawn, current, x=x, target_x=target_x, best=best, focus=focus))
+fig = fixed_frame(figures.tradeoff_figure(run, drawn, current, x=x, target_x=target_x, best=best, focus=focus))
 
 
 def _load_clicked_point(key):
-    for p in A.selected_points(key):
+    for p in appstate.selected_points(key):
         cd = p.get("customdata")
         if cd and len(cd) >= 2 and cd[0] in strategies:
-            A.load_setting(run, cd[0], json.loads(cd[1]))
+            appstate.load_setting(run, cd[0], json.loads(cd[1]))
             return
 
 
-curve_key = A.selection_key("curve")
+curve_key = appstate.selection_key("curve")
 st.plotly_chart(fig, key=curve_key, on_select=lambda: _load_clicked_point(curve_key),
                 selection_mode="points", config={"displaylogo": False})
 st.html(legend_html(fig))
@@ -134,25 +133,25 @@ st.text(f"Goal: {what}. {int(goal['meets'].sum())} of {len(goal)} rules meet it.
 
 def _load_answer(table=goal):
     r = table.iloc[0]
-    A.load_setting(run, r["strategy"], json.loads(r["params"]))
+    appstate.load_setting(run, r["strategy"], json.loads(r["params"]))
 
 
 if goal["meets"].any():
     top = goal.iloc[0]
-    st.button(f"Load the answer: {V.strategy_title(top['strategy'])}, {top['setting']}", key="pick",
+    st.button(f"Load the answer: {rundata.strategy_title(top['strategy'])}, {top['setting']}", key="pick",
               on_click=_load_answer, icon=":material/target:", type="primary")
 
 
 def _load_goal_row(key, table=goal):
-    rows = A.selected_rows(key)
+    rows = appstate.selected_rows(key)
     if rows:
         r = table.iloc[rows[0]]
-        A.load_setting(run, r["strategy"], json.loads(r["params"]))
+        appstate.load_setting(run, r["strategy"], json.loads(r["params"]))
 
 
-best_key = A.selection_key("best")
+best_key = appstate.selection_key("best")
 shown = goal.assign(meets=goal["meets"].map({True: "yes", False: "no"}),
-                    strategy=goal["strategy"].map(A.TAB_LABELS), saved_fraction=100 * goal["saved_fraction"],
+                    strategy=goal["strategy"].map(appstate.TAB_LABELS), saved_fraction=100 * goal["saved_fraction"],
                     interval=[f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(goal["delta_low"], goal["delta_high"])])
 shown = shown[["meets", "strategy", "setting", "score", "delta", "interval", "noise", "layer_speedup",
                "saved_fraction", "wallclock_speedup", "why"]]
@@ -163,7 +162,7 @@ st.dataframe(shown, hide_index=True, key=best_key, on_select=lambda: _load_goal_
                  "meets": st.column_config.TextColumn("meets goal", width=70),
                  "strategy": st.column_config.TextColumn("rule", width=80),
                  "setting": st.column_config.TextColumn("setting", width=220),
-                 "score": st.column_config.NumberColumn(V.metric_name(run.metric), format="%.4f"),
+                 "score": st.column_config.NumberColumn(rundata.metric_name(run.metric), format="%.4f"),
                  "delta": st.column_config.NumberColumn("vs full model", format="%+.4f"),
                  "interval": st.column_config.TextColumn("vs full, 95% interval", width=140),
                  "noise": st.column_config.TextColumn("noise", width=90,
@@ -190,12 +189,12 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
                               bind="query-params")
     method = g[3].radio("Method", ["ltt", "crc"], key="g.method", bind="query-params",
                         format_func={"ltt": "Learn then Test", "crc": "conformal risk control"}.get)
-    cal = TV.calibrated(run, focus, settings[focus], risk=risk, epsilon=eps, delta=round(1 - conf, 4),
+    cal = trust_views.calibrated(run, focus, settings[focus], risk=risk, epsilon=eps, delta=round(1 - conf, 4),
                         method=method)
     st.text(cal.guarantee)
-    st.dataframe(TV.calibration_table(run, cal), hide_index=True, key="g.table", column_config={
+    st.dataframe(trust_views.calibration_table(run, cal), hide_index=True, key="g.table", column_config={
         "risk": st.column_config.NumberColumn("risk", format="%.4f"),
-        "score": st.column_config.NumberColumn(V.metric_name(run.metric), format="%.4f"),
+        "score": st.column_config.NumberColumn(rundata.metric_name(run.metric), format="%.4f"),
         "full model": st.column_config.NumberColumn("full model", format="%.4f"),
         "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
     })
@@ -203,23 +202,23 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
                "Test holds the risk at most epsilon with the stated confidence; conformal risk control holds it in "
                "expectation. The whole-dev-set row is what the other tables show, chosen and scored on the same "
                "samples, hence optimistic.")
-    cal_point, cal_name, _, _ = E.app_export(run.path, run.cache, run.evaluate(cal.strategy, cal.params),
-                                             guarantee=TV.guarantee_record(cal), suffix="-calibrated")
+    cal_point, cal_name, _, _ = export.app_export(run.path, run.cache, run.evaluate(cal.strategy, cal.params),
+                                             guarantee=trust_views.guarantee_record(cal), suffix="-calibrated")
     b1, b2 = st.columns(2)
     b1.button("Load the calibrated setting into the knobs", key="g.load", disabled=cal.fallback,
-              on_click=lambda: A.load_setting(run, cal.strategy, cal.params))
-    b2.download_button("Download the calibrated point (JSON)", E.point_json(cal_point), file_name=cal_name,
+              on_click=lambda: appstate.load_setting(run, cal.strategy, cal.params))
+    b2.download_button("Download the calibrated point (JSON)", export.point_json(cal_point), file_name=cal_name,
                        mime="application/json", key="g.export", icon=":material/download:")
 
 # ---- where the samples exit, and the export ---------------------------------------------------------
 h, e = st.columns([1, 1])
 with h:
     st.markdown("**Where the samples exit**")
-    counts, spec = XE.brushable_histogram(ev["exit_layer"], right, run.L)
-    picked = st.vega_lite_chart(counts, spec, key="exit-histogram", on_select="rerun", selection_mode=XE.BRUSH)
-    st.caption(f"{V.strategy_title(focus)} at the current knobs: samples per exit layer, "
+    counts, spec = explore_extras.brushable_histogram(ev["exit_layer"], right, run.L)
+    picked = st.vega_lite_chart(counts, spec, key="exit-histogram", on_select="rerun", selection_mode=explore_extras.BRUSH)
+    st.caption(f"{rundata.strategy_title(focus)} at the current knobs: samples per exit layer, "
                "split into right and wrong at the exit. Drag across layers to pick them, then open them in Traces.")
-    span = XE.brushed_layers(picked, run.L)
+    span = explore_extras.brushed_layers(picked, run.L)
     if span:
         n_in = int(((ev["exit_layer"] >= span[0]) & (ev["exit_layer"] <= span[1])).sum())
 
@@ -233,10 +232,10 @@ with h:
             st.switch_page("pages/traces.py", query_params={"run": run.name})
 with e:
     st.markdown("**Export this operating point**")
-    point, point_name, predict_cmd, problem = E.app_export(
+    point, point_name, predict_cmd, problem = export.app_export(
         run.path, run.cache, ev, intervals={"score": (iv_score.low, iv_score.high)})
-    st.session_state[PI.EXPLORE_LAST] = PI.explore_record(run.name, focus, ev["params"])  # the Playground opens here
-    st.download_button("Download operating point (JSON)", E.point_json(point), file_name=point_name,
+    st.session_state[playground_io.EXPLORE_LAST] = playground_io.explore_record(run.name, focus, ev["params"])  # the Playground opens here
+    st.download_button("Download operating point (JSON)", export.point_json(point), file_name=point_name,
                        mime="application/json", icon=":material/download:", key="export",
                        disabled="labels" in STRATEGIES[focus].needs)
     if problem:
@@ -245,14 +244,14 @@ with e:
     st.caption("Apply it to a CSV, TSV or JSONL file of texts (or `-` for standard input) after saving the "
                "download; it names this run's folder and the sha256 of its weights:")
     st.code(predict_cmd, language="bash", wrap_lines=True)
-    st.code(E.point_json(point), language="json", height=300)
+    st.code(export.point_json(point), language="json", height=300)
     st.markdown("**Export the sweeps**")
     d1, d2 = st.columns(2)
-    d1.download_button("Every swept setting (CSV)", lambda: XE.sweeps_csv(run.sweeps()), file_name=f"{run.name}-sweeps.csv",
+    d1.download_button("Every swept setting (CSV)", lambda: explore_extras.sweeps_csv(run.sweeps()), file_name=f"{run.name}-sweeps.csv",
                        mime="text/csv", icon=":material/download:", key="sweeps-csv")
-    d2.download_button("Pareto frontier (CSV)", lambda: XE.frontier_csv(run.sweeps(), x), file_name=f"{run.name}-frontier.csv",
+    d2.download_button("Pareto frontier (CSV)", lambda: explore_extras.frontier_csv(run.sweeps(), x), file_name=f"{run.name}-frontier.csv",
                        mime="text/csv", icon=":material/download:", key="frontier-csv")
     st.markdown("**Link to this view**")
-    st.code(XE.share_link(st.context.url, {k: st.query_params.get_all(k) for k in st.query_params}),
+    st.code(explore_extras.share_link(st.context.url, {k: st.query_params.get_all(k) for k in st.query_params}),
             language=None, wrap_lines=True)
     st.caption("The link holds the run and every knob; the copy button at its right copies it.")

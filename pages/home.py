@@ -1,13 +1,11 @@
 """Home: early exiting in a few sentences and one figure, the runs available, where to go next."""
 import streamlit as st
 
-from core import views as V
+from core.app import appstate, figures, rundata
+from core.app.plain import md
+from core.runs.folders import run_warnings
 
-from core.app import appstate as A
-from core.plain import md
-from core.runs import run_warnings
-
-A.require_app()
+appstate.require_app()
 
 st.title("Early-Exit Lab")
 st.markdown(
@@ -20,22 +18,22 @@ st.markdown(
     "and how much of the score it keeps."
 )
 
-infos = A.run_infos()
-run = A.current_run()
+infos = appstate.run_infos()
+run = appstate.current_run()
 if run is not None:
-    A.health_warnings(run)
-    st.plotly_chart(V.home_figure(run), key="home-figure", config={"displayModeBar": False})
+    appstate.health_warnings(run)
+    st.plotly_chart(figures.home_figure(run), key="home-figure", config={"displayModeBar": False})
     st.caption(
         f"Run **{md(run.name)}**. The line is the score each exit reaches on its own; often it climbs fast "
         "and flattens, and sometimes falls at the top (the model *overthinks*). The bars show where "
-        f"a simple confidence rule ({V.home_rule_text(run)}) lets the samples stop: "
+        f"a simple confidence rule ({rundata.home_rule_text(run)}) lets the samples stop: "
         "every sample stopping before the last layer is computation saved."
     )
 
 st.subheader("Runs")
-loaded = {i.name: A.try_load(i) for i in infos if i.has_cache}
+loaded = {i.name: appstate.try_load(i) for i in infos if i.has_cache}
 if infos:
-    table = V.runs_table(infos, loaded)
+    table = rundata.runs_table(infos, loaded)
     st.dataframe(table, hide_index=True, key="home-runs",
                  column_config={"full model": st.column_config.NumberColumn(format="%.4f"),
                                 "note": st.column_config.TextColumn(width="large")})
@@ -45,10 +43,10 @@ if infos:
     for info in infos:  # what training left out or noticed (status.json "warnings")
         for warning in run_warnings(info.status):
             st.warning(f"Run **{md(info.name)}**: {md(warning)}")
-    st.caption(f"Run folders under {md(V.checkpoint_root())} (set `EEL_CHECKPOINTS` to look elsewhere). "
+    st.caption(f"Run folders under {md(rundata.checkpoint_root())} (set `EEL_CHECKPOINTS` to look elsewhere). "
                "Pick the run to study in the sidebar; the choice travels with every page and link.")
 else:
-    st.info(f"No run folders in {md(V.checkpoint_root())} yet. Train one, e.g. "
+    st.info(f"No run folders in {md(rundata.checkpoint_root())} yet. Train one, e.g. "
             "`python -m core.train --task rotten_tomatoes --method joint --out checkpoints/rotten_tomatoes-joint`.")
 
 st.subheader("Where to go next")

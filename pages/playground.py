@@ -7,13 +7,11 @@ import random
 
 import streamlit as st
 
-from core.app import appstate as A
-from core import playground as P
-from core.app import playground_io as PI
-from core import views as V
-from core.plain import md
+from core.app import appstate, figures, playground_io, rundata
+from core.app.plain import md
+from core.serving import playground
 
-A.require_app()
+appstate.require_app()
 
 RESULT_KEY = "pg.result"   # the last result's exit layer / prediction (read by tests)
 POINT_MSG = "pg.point_msg"
@@ -21,7 +19,7 @@ POINT_MSG = "pg.point_msg"
 
 def _take_setting(run, strategy: str, params: dict) -> None:
     """Put a rule and its knobs into the Playground's widgets (before they are drawn)."""
-    A.load_setting(run, strategy, params, prefix="pg.", tab_key=None)
+    appstate.load_setting(run, strategy, params, prefix="pg.", tab_key=None)
     st.session_state["pg.strategy"] = strategy
 
 
@@ -32,7 +30,7 @@ def _load_point(run) -> None:
         st.session_state.pop(POINT_MSG, None)
         return
     try:
-        data = PI.parse_point(f.getvalue(), f.name, run_dir=run.path, strategies=run.strategies)
+        data = playground_io.parse_point(f.getvalue(), f.name, run_dir=run.path, strategies=run.strategies)
     except ValueError as e:
         st.session_state[POINT_MSG] = ("error", str(e))
         return
@@ -46,9 +44,9 @@ def _load_point(run) -> None:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _model(path: str, mtime: float) -> P.PlaygroundModel:
+def _model(path: str, mtime: float) -> playground.PlaygroundModel:
     """The run's model, loaded once per weights file version."""
-    return P.load(path)
+    return playground.load(path)
 
 
 def _example(run) -> None:
@@ -70,16 +68,16 @@ def main() -> None:
     st.title("Playground")
     st.caption("Your own text through a trained model, one layer at a time: after each layer its exit gives "
                "class probabilities, the exit rule decides whether to stop, and the layers after the exit never "
-               "run. This is `core.predictor.EarlyExitPredictor`, the same code the command line uses.")
-    run = A.current_run()
+               "run. This is `core.serving.predictor.EarlyExitPredictor`, the same code the command line uses.")
+    run = appstate.current_run()
     if run is None:
         return
 
-    missing = P.missing_weights_message(run.path)
+    missing = playground.missing_weights_message(run.path)
     if missing:
         st.warning(f"Run **{md(run.name)}** has no weights (`model.safetensors`), so it cannot read new text; its "
                    "exit cache still works on the Explore, Traces and Compare pages.")
-        cmd = P.train_command(run.path)
+        cmd = playground.train_command(run.path)
         if cmd:
             st.markdown("Train it again with weights (the command from its `config.json`):")
             st.code(cmd, language="bash", wrap_lines=True)
@@ -90,7 +88,7 @@ def main() -> None:
 
     try:
         with st.spinner(f"Loading the model of {run.name}..."):
-            pm = _model(str(run.path), P.weights_mtime(run.path))
+            pm = _model(str(run.path), playground.weights_mtime(run.path))
     except ValueError as e:
         st.error(f"The model of **{md(run.name)}** cannot be loaded: {md(e)}")
         return
@@ -110,19 +108,19 @@ def main() -> None:
                    args=(run,))
     with right:
         strategies = run.strategies
-        handed = PI.knobs_to_adopt(st.session_state, run.name)
+        handed = playground_io.knobs_to_adopt(st.session_state, run.name)
         if handed is not None and handed["strategy"] in strategies:  # open at Explore's last knobs
             _take_setting(run, handed["strategy"], handed["params"])
-            st.session_state[PI.ADOPTED] = handed
+            st.session_state[playground_io.ADOPTED] = handed
         if st.session_state.get("pg.strategy") not in strategies:
             st.session_state["pg.strategy"] = "entropy" if "entropy" in strategies else strategies[0]
-        strategy = st.selectbox("Exit rule", strategies, key="pg.strategy", format_func=V.strategy_title)
-        adopted = st.session_state.get(PI.ADOPTED) or {}
+        strategy = st.selectbox("Exit rule", strategies, key="pg.strategy", format_func=rundata.strategy_title)
+        adopted = st.session_state.get(playground_io.ADOPTED) or {}
         if adopted.get("run") == run.name and adopted.get("strategy") == strategy:
             st.caption("Opened at the knobs Explore showed last for this run.")
         n = len(run.controls(strategy))
-        params = A.draw_controls(run, strategy, prefix="pg.", columns=st.columns(max(n, 1)) if n else None)
-        st.caption(V.EXPLAIN.get(strategy, ""))
+        params = appstate.draw_controls(run, strategy, prefix="pg.", columns=st.columns(max(n, 1)) if n else None)
+        st.caption(rundata.EXPLAIN.get(strategy, ""))
         with st.expander("Load an operating-point file"):
             st.file_uploader("Operating-point file (.json, from Explore's export or python -m core.export)",
                              type=["json"], key="pg.point_file", on_change=_load_point, args=(run,))
@@ -141,7 +139,7 @@ def main() -> None:
         return
 
     try:
-        res = P.run_text(pm, text, text_pair, strategy=strategy, repeats=int(repeats), **params)
+        res = playground.run_text(pm, text, text_pair, strategy=strategy, repeats=int(repeats), **params)
     except ValueError as e:
         st.warning(md(e))
         return
@@ -154,7 +152,7 @@ def main() -> None:
     c[0].metric("Prediction", res.label, help="The exit rule's prediction at the exit layer.")
     c[1].metric("Exit layer", f"{res.exit_layer} / {res.L}",
                 help="Counted from 1; the layers after it did not run.")
-    timing = PI.timing_summary(res.runs_ms, res.full_runs_ms, L=res.L, exit_layer=res.exit_layer)
+    timing = playground_io.timing_summary(res.runs_ms, res.full_runs_ms, L=res.L, exit_layer=res.exit_layer)
     e_lo, e_hi = timing["early_iqr"]
     f_lo, f_hi = timing["full_iqr"]
     c[2].metric("Early-exit latency", f"{res.latency_ms:.2f} ms",
@@ -164,7 +162,7 @@ def main() -> None:
     c[4].metric("Measured speed-up", f"{res.speedup:.2f}x",
                 help="All-layers latency / early-exit latency, both measured just now (medians). Above L/m "
                      "it is noise, and the page says so.")
-    st.caption(PI.timing_caption(timing))
+    st.caption(playground_io.timing_caption(timing))
     if timing["noise_note"]:
         st.warning(timing["noise_note"])
     if res.exit_layer == res.L:
@@ -178,20 +176,20 @@ def main() -> None:
 
     f1, f2 = st.columns([3, 2], gap="large")
     with f1:
-        st.plotly_chart(V.probs_figure(res), key="pg-probs", config={"displayModeBar": False})
+        st.plotly_chart(figures.probs_figure(res), key="pg-probs", config={"displayModeBar": False})
     with f2:
-        st.plotly_chart(V.timing_figure(res), key="pg-timing", config={"displayModeBar": False})
+        st.plotly_chart(figures.timing_figure(res), key="pg-timing", config={"displayModeBar": False})
         st.caption(f"Per layer (layer + exit + decision), first run: "
                    + ", ".join(f"{ms:.2f}" for ms in res.layer_ms) + " ms.")
 
-    st.dataframe(P.layers_table(res), hide_index=True, key="pg-table",
+    st.dataframe(playground.layers_table(res), hide_index=True, key="pg-table",
                  column_config={name: st.column_config.ProgressColumn(name, min_value=0.0, max_value=1.0, format="%.3f")
                                 for name in res.label_names}
                  | {"ms": st.column_config.NumberColumn("ms", format="%.3f"),
                     "max-prob": st.column_config.NumberColumn(format="%.3f"),
                     "entropy (normalized)": st.column_config.NumberColumn(format="%.3f")})
     with st.expander(f"What every exit says (all {res.L} layers)"):
-        st.plotly_chart(V.full_figure(res), key="pg-full", config={"displayModeBar": False})
+        st.plotly_chart(figures.full_figure(res), key="pg-full", config={"displayModeBar": False})
 
 
 main()

@@ -1,23 +1,21 @@
 """Traces: the samples under one exit rule, filtered; one sample's layer-by-layer story."""
 import streamlit as st
 
-from core import views as V
-
-from core.app import appstate as A, explain as X
+from core.app import appstate, explain, figures, rundata
 from core.app.narrow import key_outside, legend_html
-from core.plain import md
+from core.app.plain import md
 
-A.require_app()
+appstate.require_app()
 
 st.title("Traces")
-run = A.current_run()
+run = appstate.current_run()
 if run is None:
     st.stop()
 strategies = run.strategies
 N, L = run.cache.N, run.L
 
 # ---- the exit rule (starts from what Explore had open) ----------------------------------------------
-shared = st.session_state.get(A.SETTINGS_KEY) or {}
+shared = st.session_state.get(appstate.SETTINGS_KEY) or {}
 explore = shared.get("settings", {}) if shared.get("run") == run.name else {}
 home_rule = "entropy" if "entropy" in strategies else strategies[0]
 start_rule = shared.get("focus") if explore and shared.get("focus") in strategies else home_rule
@@ -25,14 +23,14 @@ controls_n = max(len(run.controls(s)) for s in strategies)
 cols = st.columns([2] + [2] * controls_n)
 if explore and "t.rule" not in st.session_state:  # first visit: the rule Explore had open, in the link too
     st.session_state["t.rule"] = start_rule
-    A.write_url({"t.rule": A.TAB_LABELS[start_rule]})
+    appstate.write_url({"t.rule": appstate.TAB_LABELS[start_rule]})
 with cols[0]:
     rule = st.selectbox("Exit rule", strategies, index=strategies.index(home_rule), key="t.rule",
-                        format_func=A.TAB_LABELS.get, bind="query-params")
-A.inherit_knobs(run, rule, explore.get(rule, {}), prefix="t.")  # first visit: Explore's knobs
-params = A.draw_controls(run, rule, prefix="t.", columns=cols[1:])
+                        format_func=appstate.TAB_LABELS.get, bind="query-params")
+appstate.inherit_knobs(run, rule, explore.get(rule, {}), prefix="t.")  # first visit: Explore's knobs
+params = appstate.draw_controls(run, rule, prefix="t.", columns=cols[1:])
 ev = run.evaluate(rule, params)
-st.caption(f"{V.EXPLAIN[rule]}  At these knobs: {V.metric_name(run.metric)} **{ev['score']:.4f}** "
+st.caption(f"{rundata.EXPLAIN[rule]}  At these knobs: {rundata.metric_name(run.metric)} **{ev['score']:.4f}** "
            f"({ev['delta_vs_full']:+.4f} vs full model), mean exit layer **{ev['mean_exit_layer']:.2f}** of {L}, "
            f"layer speed-up **{ev['layer_speedup']:.2f}x**, saved fraction **{ev['saved_fraction']:.1%}**.")
 
@@ -54,8 +52,8 @@ with f3:
 with f4:
     query = st.text_input("Search", key="t.q", bind="query-params", placeholder="a word, or a row id")
 
-table = V.trace_table(run, ev["exit_layer"], ev["pred"])
-view = V.filter_traces(table, outcome=outcome, layers=tuple(layers), overthinking=over, query=query)
+table = rundata.trace_table(run, ev["exit_layer"], ev["pred"])
+view = rundata.filter_traces(table, outcome=outcome, layers=tuple(layers), overthinking=over, query=query)
 st.caption(f"**{len(view)}** of {N} samples match. In the whole run {int(table['overthinking'].sum())} samples "
            f"overthink, and {int((~table['right']).sum())} are wrong at the exit of this rule. "
            "Click a row or a point to open the sample below.")
@@ -66,17 +64,17 @@ by_row = {int(r): p for p, r in zip(table.index, table["row"])}  # one sample id
 
 def _open(pos: int):
     st.session_state["sample"] = int(table.at[int(pos), "row"])
-    A.bump_selection()  # fresh table and chart: no stale highlight of the clicked row or point
+    appstate.bump_selection()  # fresh table and chart: no stale highlight of the clicked row or point
 
 
 def _open_row(key, shown=view):
-    rows = A.selected_rows(key)
+    rows = appstate.selected_rows(key)
     if rows and rows[0] < len(shown):
         _open(shown.index[rows[0]])
 
 
 def _open_point(key):
-    for p in A.selected_points(key):
+    for p in appstate.selected_points(key):
         cd = p.get("customdata")
         if cd and str(cd[0]).isdigit():
             _open(cd[0])
@@ -98,7 +96,7 @@ if pos is None and not view.empty:
     pos = int(view.index[0])
 
 with t_col:
-    table_key = A.selection_key("traces-table")
+    table_key = appstate.selection_key("traces-table")
     st.dataframe(view, hide_index=True, height=360, key=table_key, on_select=lambda: _open_row(table_key),
                  selection_mode="single-row",
                  column_order=["row", "text", "label", "prediction", "exit layer", "right", "overthinking",
@@ -115,8 +113,8 @@ with t_col:
                                                                         help="First exit that is right (0: none)"),
                  })
 with s_col:
-    scatter_key = A.selection_key("traces-scatter")
-    st.plotly_chart(V.samples_scatter(view, L, current=pos), key=scatter_key,
+    scatter_key = appstate.selection_key("traces-scatter")
+    st.plotly_chart(figures.samples_scatter(view, L, current=pos), key=scatter_key,
                     on_select=lambda: _open_point(scatter_key), selection_mode="points",
                     config={"displaylogo": False})
     if len(view) > 1500:
@@ -138,7 +136,7 @@ m[0].metric("Label", row["label"])
 m[1].metric("Full model says", run.cache.label_names[int(run.argmax[pos, -1])],
             "right" if row["full model right"] else "wrong",
             delta_color="normal" if row["full model right"] else "inverse", delta_arrow="off")
-m[2].metric(f"{V.strategy_title(rule)} exits at", f"layer {row['exit layer']}")
+m[2].metric(f"{rundata.strategy_title(rule)} exits at", f"layer {row['exit layer']}")
 m[3].metric("and predicts", row["prediction"], "right" if row["right"] else "wrong",
             delta_color="normal" if row["right"] else "inverse", delta_arrow="off")
 def _to_playground(texts=parts):
@@ -150,16 +148,16 @@ def _to_playground(texts=parts):
 if parts and st.button("Open in Playground: edit this text and rerun it through the model", key="t.playground",
                        on_click=_to_playground, icon=":material/edit:"):
     st.switch_page("pages/playground.py", query_params={"run": run.name})
-why = X.explain(run.cache, pos, rule, params)
-st.text(f"Why {V.strategy_title(rule)} exits at layer {why.exit_layer}: {why.sentence}")
+why = explain.explain(run.cache, pos, rule, params)
+st.text(f"Why {rundata.strategy_title(rule)} exits at layer {why.exit_layer}: {why.sentence}")
 if row["overthinking"]:
     k = int(row["first right layer"])
     st.warning(f"Overthinking: exit {k} was already right (label probability "
                f"{run.cache.probs[pos, k - 1, run.cache.labels[pos]]:.3f}), the last exit is wrong.")
 
 marker_settings = {**{s: explore.get(s, run.default_params(s)) for s in strategies}, rule: params}
-exits = V.sample_exits(run, pos, marker_settings)
-sample_fig = key_outside(X.add_markers(V.sample_figure(run, pos, exits), why))
+exits = rundata.sample_exits(run, pos, marker_settings)
+sample_fig = key_outside(explain.add_markers(figures.sample_figure(run, pos, exits), why))
 st.plotly_chart(sample_fig, key="sample-figure", config={"displaylogo": False})
 st.html(legend_html(sample_fig))
 st.caption("Top: each exit's class probabilities (✓ marks the label). Middle: what the rules read at each "
@@ -183,8 +181,8 @@ if pinned is not None and by_row.get(int(pinned)) not in (None, pos):
     for col, p in zip(st.columns(2), (pos, by_row[int(pinned)])):
         with col:
             st.text(f"Dev row {int(table.at[p, 'row'])}: " + " | ".join(run.raw_text(p)))
-            w = X.explain(run.cache, p, rule, params)
+            w = explain.explain(run.cache, p, rule, params)
             st.text(w.sentence)
-            side = key_outside(X.add_markers(V.sample_figure(run, p, V.sample_exits(run, p, marker_settings)), w))
+            side = key_outside(explain.add_markers(figures.sample_figure(run, p, rundata.sample_exits(run, p, marker_settings)), w))
             st.plotly_chart(side, key=f"pinned-figure-{p}", config={"displayModeBar": False})
             st.html(legend_html(side))

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.app import appstate as A
-from core import train_form as F
-from core import views as V
-from core.data import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
-from core.jobs import JobManager
-from core.plain import md
-from core.runs import holds_run
+from core.app import appstate, figures, rundata, train_form
+from core.app.plain import md
+from core.data.tasks import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
+from core.runs.folders import holds_run
+from core.runs.jobs import JobManager
 
-A.require_app()
+appstate.require_app()
 
 REFRESH_S = 1.5
 SOURCES = ("Built-in task", "GLUE folder", "Upload a file", "Hub or folder")
@@ -25,22 +23,22 @@ SOURCES = ("Built-in task", "GLUE folder", "Upload a file", "Hub or folder")
 
 @st.cache_resource(show_spinner=False)
 def job_manager(root: str) -> JobManager:
-    """One JobManager per app process and checkpoint root. Jobs run `python -m core.train_form`, which
+    """One JobManager per app process and checkpoint root. Jobs run `python -m core.app.train_form`, which
     moves a run's staged uploads into its folder and then runs core.train with the same argv."""
-    return JobManager(root, module="core.train_form", max_concurrent=1, max_queue=4)
+    return JobManager(root, module="core.app.train_form", max_concurrent=1, max_queue=4)
 
 
 @st.cache_data(show_spinner=False)
-def _fields() -> dict[str, F.Field]:
-    return F.fields()
+def _fields() -> dict[str, train_form.Field]:
+    return train_form.fields()
 
 
 @st.cache_data(show_spinner=False)
 def _method_defaults(method: str) -> dict:
-    return F.method_defaults(method)
+    return train_form.method_defaults(method)
 
 
-root = V.checkpoint_root()
+root = rundata.checkpoint_root()
 mgr = job_manager(str(root))
 FIELDS = _fields()
 
@@ -51,7 +49,7 @@ st.caption("Each run trains in its own background process (`python -m core.train
            "appears in the run picker of every page.")
 
 
-def draw(field: F.Field, *, default=None, options=None, key: str | None = None, label: str | None = None):
+def draw(field: train_form.Field, *, default=None, options=None, key: str | None = None, label: str | None = None):
     """One widget for one core.train option; returns its value."""
     key = key or f"tr.{field.name}"
     default = field.default if default is None else default
@@ -74,7 +72,7 @@ def draw(field: F.Field, *, default=None, options=None, key: str | None = None, 
     return st.text_input(label, value=default or "", key=key, help=help_)
 
 
-def grid(fields: list[F.Field], values: dict, defaults: dict, ncols: int = 3):
+def grid(fields: list[train_form.Field], values: dict, defaults: dict, ncols: int = 3):
     """Draw the fields not drawn yet in a grid; their values go into `values`."""
     fields = [f for f in fields if f.name not in values]
     cols = st.columns(ncols)
@@ -105,15 +103,15 @@ with data_col:
             help="The task's folder with train.tsv and dev.tsv, or the GLUE root that holds it. Empty: "
                  f"{SHARED_GLUE_DIR}.")
     elif source == "Upload a file":
-        st.caption(f"CSV, TSV or JSONL with a header row, one example per row; at most {F.UPLOAD_LIMIT_MB} MB "
+        st.caption(f"CSV, TSV or JSONL with a header row, one example per row; at most {train_form.UPLOAD_LIMIT_MB} MB "
                    "per file. The files are copied into the run folder (`uploads/`), so the run can be repeated.")
         up_cols = st.columns(2)
         with up_cols[0]:
-            uploads["train"] = st.file_uploader("Training file", type=list(F.UPLOAD_TYPES), key="tr.up_train",
-                                                max_upload_size=F.UPLOAD_LIMIT_MB)
+            uploads["train"] = st.file_uploader("Training file", type=list(train_form.UPLOAD_TYPES), key="tr.up_train",
+                                                max_upload_size=train_form.UPLOAD_LIMIT_MB)
         with up_cols[1]:
-            uploads["dev"] = st.file_uploader("Dev file (optional)", type=list(F.UPLOAD_TYPES), key="tr.up_dev",
-                                              max_upload_size=F.UPLOAD_LIMIT_MB,
+            uploads["dev"] = st.file_uploader("Dev file (optional)", type=list(train_form.UPLOAD_TYPES), key="tr.up_dev",
+                                              max_upload_size=train_form.UPLOAD_LIMIT_MB,
                                               help="Without one, a stratified 10% of the training file "
                                                    "becomes the dev set.")
         train_up = uploads.get("train")
@@ -121,12 +119,12 @@ with data_col:
             st.info("Upload a training file to choose its columns.")
         else:
             try:
-                columns = F.peek_columns(train_up.getvalue(), train_up.name)
+                columns = train_form.peek_columns(train_up.getvalue(), train_up.name)
             except Exception as e:  # whatever the file holds: a message, never a traceback
                 st.error(f"This file cannot be used: {md(e)}")
                 columns = None
             if columns:
-                guess = F.guess_columns(columns)
+                guess = train_form.guess_columns(columns)
                 c1, c2, c3 = st.columns(3)
                 pick = lambda g: columns.index(g) if g in columns else 0  # noqa: E731
                 values["text_column"] = c1.selectbox("Text column", columns, index=pick(guess["text"]),
@@ -172,12 +170,12 @@ with model_col:
     method = values["method"]
     defaults = _method_defaults(method)
     # the loss weights first, then the optimizer: what else matters depends on them
-    if F.relevant("weights", values):
-        values["weights"] = draw(FIELDS["weights"], default=defaults["weights"], options=F.weight_choices(method),
+    if train_form.relevant("weights", values):
+        values["weights"] = draw(FIELDS["weights"], default=defaults["weights"], options=train_form.weight_choices(method),
                                  key=f"tr.weights.{method}")
-    if F.relevant("optimizer", values):
+    if train_form.relevant("optimizer", values):
         values["optimizer"] = draw(FIELDS["optimizer"], default=defaults["optimizer"])
-    rest = [f for f in F.visible_fields("method", values) if f.name not in values]
+    rest = [f for f in train_form.visible_fields("method", values) if f.name not in values]
     if rest:
         grid(rest, values, defaults, ncols=3)
     if method == "leebert":
@@ -185,13 +183,13 @@ with model_col:
                    "exits; the live panel below draws Ω as it changes.")
 
 with st.expander("Training hyperparameters", expanded=False):
-    grid([f for f in F.visible_fields("training", values)], values, defaults)
+    grid([f for f in train_form.visible_fields("training", values)], values, defaults)
 with st.expander("Exits, bypasses and what the run writes", expanded=False):
-    grid([f for f in F.visible_fields("model", values) if f.name != "backbone"], values, defaults)
-    grid(F.visible_fields("output", values), values, defaults)
+    grid([f for f in train_form.visible_fields("model", values) if f.name != "backbone"], values, defaults)
+    grid(train_form.visible_fields("output", values), values, defaults)
 
 # ---- run name, command preview, start -------------------------------------------------------------------
-suggestion = F.suggest_run_name(mgr.root, str(values.get("task") or "run"), method)
+suggestion = train_form.suggest_run_name(mgr.root, str(values.get("task") or "run"), method)
 if (st.session_state.pop("tr.name_used", False)
         or st.session_state.get("tr.run_name") in (None, "", st.session_state.get("tr.suggested"))):
     st.session_state["tr.run_name"] = suggestion
@@ -205,14 +203,14 @@ overwrite = n2.checkbox("Replace it if it exists", key="tr.overwrite",
 
 argv, problem = None, None
 try:
-    folder = F.check_new_run(mgr.root, run_name, overwrite=overwrite)
+    folder = train_form.check_new_run(mgr.root, run_name, overwrite=overwrite)
     if source == "Upload a file":
         if uploads.get("train") is None:
             raise ValueError("upload a training file first")
         for role, up in uploads.items():
             if up is not None:
-                values[f"{role}_file"] = str(folder / F.UPLOADS_DIR / F.upload_name(role, up.name))
-    argv = F.build_argv(values)
+                values[f"{role}_file"] = str(folder / train_form.UPLOADS_DIR / train_form.upload_name(role, up.name))
+    argv = train_form.build_argv(values)
 except ValueError as e:
     problem = str(e)
 n3.button("Start training", type="primary", icon=":material/play_arrow:", disabled=argv is None, key="tr.start",
@@ -221,24 +219,24 @@ if problem:
     st.warning(md(problem))
 else:
     shown = [*argv, "--overwrite"] if overwrite and holds_run(folder) else argv  # as the job will run it
-    st.code(F.display_command(shown, folder), language="bash", wrap_lines=True)
+    st.code(train_form.display_command(shown, folder), language="bash", wrap_lines=True)
 
 
 def start_job() -> None:
     """Stage and check the uploads, check the task as core.train will, then submit the job."""
     # staged per browser session, and the job trains on exactly this folder's files (--uploads-from)
     session = st.session_state.setdefault("tr.session", secrets.token_hex(8))
-    stage = F.staging_dir(mgr.root, run_name, session) if source == "Upload a file" else None
+    stage = train_form.staging_dir(mgr.root, run_name, session) if source == "Upload a file" else None
     try:
         staged = {}
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
             for role, up in uploads.items():
                 if up is not None:
-                    staged[role] = F.save_upload(up.getvalue(), up.name, stage, role=role)
+                    staged[role] = train_form.save_upload(up.getvalue(), up.name, stage, role=role)
         with st.spinner("Checking the data as core.train will..."):
-            summary = F.check_task(values, train_file=staged.get("train"), dev_file=staged.get("dev"))
-        job_argv = argv if stage is None else [*argv, F.UPLOADS_FROM, str(stage)]
+            summary = train_form.check_task(values, train_file=staged.get("train"), dev_file=staged.get("dev"))
+        job_argv = argv if stage is None else [*argv, train_form.UPLOADS_FROM, str(stage)]
         job = mgr.submit(run_name, job_argv, overwrite=overwrite)
     except Exception as e:  # bad data or settings: a message, never a traceback
         if stage is not None:
@@ -309,8 +307,8 @@ def job_row(job) -> None:
                 steps = f"waiting: position {job.queue_position} in the queue"
             st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.progress:.0%} · {steps}")
         with c3:
-            eta = F.fmt_seconds(job.eta_s) if job.state == "running" else "–"
-            st.markdown(f"elapsed {F.fmt_seconds(job.elapsed_s)}  \nETA {eta}")
+            eta = train_form.fmt_seconds(job.eta_s) if job.state == "running" else "–"
+            st.markdown(f"elapsed {train_form.fmt_seconds(job.elapsed_s)}  \nETA {eta}")
         with c4:
             if job.active:
                 st.button("Cancel", key=f"cancel-{job.name}", icon=":material/stop:", on_click=mgr.cancel,
@@ -328,32 +326,32 @@ def job_row(job) -> None:
 
 
 def live_panel(job) -> None:
-    data = F.live_data(F.read_records(job.folder))
+    data = train_form.live_data(train_form.read_records(job.folder))
     if data.empty:
         st.info("Waiting for the first training step (loading the data and the backbone)..." if job.active
                 else "This job wrote no metrics.")
         return
     c1, c2 = st.columns(2)
     with c1:
-        st.plotly_chart(V.losses_figure(data.train), key="live-losses", config={"displayModeBar": False})
+        st.plotly_chart(figures.losses_figure(data.train), key="live-losses", config={"displayModeBar": False})
     with c2:
         if data.evals.empty:
             st.info("The per-exit dev scores appear after the first epoch.")
         else:
-            st.plotly_chart(V.scores_figure(data.evals, data.metric), key="live-scores",
+            st.plotly_chart(figures.scores_figure(data.evals, data.metric), key="live-scores",
                             config={"displayModeBar": False})
     if data.omega:
         st.markdown(f"**Ω, LeeBERT's learned loss weights** ({len(data.omega)} snapshots so far)")
         c1, c2 = st.columns([2, 3])
         with c1:
-            st.plotly_chart(V.omega_heatmap(data.omega[-1]), key="live-omega-heatmap",
+            st.plotly_chart(figures.omega_heatmap(data.omega[-1]), key="live-omega-heatmap",
                             config={"displayModeBar": False})
         with c2:
-            st.plotly_chart(V.omega_lines_figure(data.omega), key="live-omega-lines",
+            st.plotly_chart(figures.omega_lines_figure(data.omega), key="live-omega-lines",
                             config={"displayModeBar": False})
         st.caption("Row m of Ω weighs exit m's own cross-entropy (ce) and its distillation from each teacher "
                    "exit t (kd:t); each row sums to 1. LeeBERT learns Ω with its Ω optimizer (CLO-v2 by default).")
-        st.plotly_chart(V.omega_steps_figure(data.omega, V.config_of(job.folder)), key="live-omega-drift",
+        st.plotly_chart(figures.omega_steps_figure(data.omega, rundata.config_of(job.folder)), key="live-omega-drift",
                         config={"displayModeBar": False})
         st.caption("Each exit's own-CE weight (solid) against the data-free drift (dashed): the same Ω updates "
                    "fed constant terms (CE 1, distillation 0) and no data.")

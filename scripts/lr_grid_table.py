@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.io import read_jsonl  # noqa: E402
-from core.runs import read_config, read_status  # noqa: E402
+from core.runs.folders import read_config, read_status  # noqa: E402
+from core.runs.io import read_jsonl  # noqa: E402
 
 PLANNED_LRS = (3e-5, 5e-5, 1e-4)  # scripts/lr_grid.sh's grid: rows for those not started yet
 

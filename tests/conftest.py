@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.cache import ExitCache
-from core.io import append_jsonl, atomic_write_json
-from core.runs import write_status
+from core.engine.cache import ExitCache
+from core.runs.folders import write_status
+from core.runs.io import append_jsonl, atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,7 +80,7 @@ def write_synthetic_run(folder: str | os.PathLike, *, omega: bool = False, epoch
     cfg = {k: cache.meta[k] for k in ("task", "backbone", "method", "seed", "command")}
     atomic_write_json(folder / "config.json", cfg)
     write_status(folder, "done", progress=1.0, started=time.time() - 60, finished=time.time())
-    from core.metrics import per_exit_scores
+    from core.engine.metrics import per_exit_scores
 
     scores = per_exit_scores(cache).tolist()
     L = cache.L
@@ -140,12 +140,11 @@ def write_tiny_backbone(folder: str | os.PathLike, *, layers: int = 3, family: s
                         words=(*TINY_WORDS, *POS, *NEG), punctuation: str = ".,!?", pad_vocab: bool = True,
                         fast: bool = True, max_positions: int = 64) -> str:
     """A tiny random encoder (hidden 32, `layers` layers, 4 heads, vocab 99, seed 0) with a WordPiece
-    tokenizer over `words`, saved as a backbone folder core.backbones loads. `family` bert | distilbert;
+    tokenizer over `words`, saved as a backbone folder core.models.backbones loads. `family` bert | distilbert;
     `fast` saves a BertTokenizerFast (else the Python BertTokenizer); `pad_vocab` fills the vocabulary
     to the model's 99 entries."""
     import torch
-    from transformers import (BertConfig, BertModel, BertTokenizer, BertTokenizerFast, DistilBertConfig,
-                              DistilBertModel)
+    from transformers import BertConfig, BertModel, BertTokenizer, BertTokenizerFast, DistilBertConfig, DistilBertModel
 
     folder = Path(folder)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase,

@@ -1,8 +1,8 @@
-"""A stand-in process for core.jobs lifecycle tests: `python -m tests.job_probe --out FOLDER ...`.
+"""A stand-in process for core.runs.jobs lifecycle tests: `python -m tests.job_probe --out FOLDER ...`.
 
 Not a model of core.train; it only behaves like a job does towards its run folder: it writes
 status.json (running with progress, then done / failed with `error` / cancelled on SIGTERM) through
-core.runs.write_status and prints to stdout.
+core.runs.folders.write_status and prints to stdout.
 
     --steps N --sleep S   N steps of S seconds each
     --mode ok             finish with state done
@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 
-from core.runs import staging_folder, swap_in, write_status
+from core.runs.folders import staging_folder, swap_in, write_status
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """An independent, plain per-sample reference of every exit rule, written from the issue's table.
 
 Deliberately naive (Python loops, one sample and one layer at a time, no shared code with
-core.strategies) so the vectorized engine can be checked against it and timed against it.
+core.engine.strategies) so the vectorized engine can be checked against it and timed against it.
 """
 import math
 

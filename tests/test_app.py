@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import metrics as M, views as V
-
-from core.app import knob_scale as KS
-from core.metrics import OperatingPoint
-from core.runs import DEFAULT_ROOT
-from core.strategies import apply
+from core.app import figures, knob_scale, rundata
+from core.engine import metrics
+from core.engine.metrics import OperatingPoint
+from core.engine.strategies import apply
+from core.runs.folders import DEFAULT_ROOT
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/home.py", "pages/explore.py", "pages/traces.py", "pages/compare.py"]
@@ -27,7 +26,7 @@ GOOD_RUNS = ["synth-joint", "synth-leebert", "synth-pair3", "synth-deep", "synth
 
 @pytest.fixture
 def root(run_root, monkeypatch):
-    monkeypatch.setenv(V.ROOT_ENV, str(run_root))
+    monkeypatch.setenv(rundata.ROOT_ENV, str(run_root))
     return run_root
 
 
@@ -114,8 +113,8 @@ def test_unknown_run_in_the_link_falls_back_with_a_warning(root):
 def test_moving_a_control_changes_the_score(root):
     at = open_page("pages/explore.py", run="synth-joint", strategy="Entropy")
     before = (metric(at, "Accuracy"), metric(at, "Mean exit layer"))
-    run = V.load_run(Path(root) / "synth-joint")
-    low = KS.stops_for(run.cache, "entropy", "threshold", {}, 0.0, 1.0)[2]  # the knob moves by quantile stops
+    run = rundata.load_run(Path(root) / "synth-joint")
+    low = knob_scale.stops_for(run.cache, "entropy", "threshold", {}, 0.0, 1.0)[2]  # the knob moves by quantile stops
     at.select_slider(key="entropy.threshold").set_value(low).run()
     assert not at.exception
     after = (metric(at, "Accuracy"), metric(at, "Mean exit layer"))
@@ -128,13 +127,13 @@ def test_moving_a_control_changes_the_score(root):
 
 
 def test_every_strategy_tab_renders_and_reports(root):
-    run = V.load_run(Path(root) / "synth-leebert")
+    run = rundata.load_run(Path(root) / "synth-leebert")
     assert "lte" in run.strategies  # this run has learned confidences
     for s in run.strategies:
         at = open_page("pages/explore.py", run="synth-leebert", strategy=V_tab(s))
         ev = run.evaluate(s, run.default_params(s))
         assert metric(at, "Accuracy") == f"{ev['score']:.4f}", s
-        assert any(h.value == V.strategy_title(s) for h in at.subheader), s
+        assert any(h.value == rundata.strategy_title(s) for h in at.subheader), s
 
 
 def V_tab(strategy: str) -> str:
@@ -154,7 +153,7 @@ def test_query_parameters_restore_the_explore_view(root):
     assert at.radio(key="x").value == "saved_fraction"
     assert at.slider(key="target").value == pytest.approx(2.5)
     assert at.multiselect(key="curves").value == ["entropy", "dge"]
-    run = V.load_run(Path(root) / "synth-pair3")
+    run = rundata.load_run(Path(root) / "synth-pair3")
     ev = run.evaluate("pcee", {"patience": 3, "threshold": 0.2, "signal": "maxprob", "ensemble": False})
     assert run.metric == "macro_f1"
     assert metric(at, "Macro-F1") == f"{ev['score']:.4f}"
@@ -188,8 +187,8 @@ def test_lose_at_most_goal_and_one_click_answer(root):
     ok = table[table["meets"] == "yes"]
     assert len(ok) > 0 and (ok["delta"] >= -0.01 - 1e-12).all()
     assert ok["interval"].str.match(r"\[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]").all()
-    run = V.load_run(Path(root) / "synth-joint")
-    op = M.pick(run.cache, max_drop=0.01)
+    run = rundata.load_run(Path(root) / "synth-joint")
+    op = metrics.pick(run.cache, max_drop=0.01)
     at.button(key="pick").click().run()
     assert not at.exception
     from core.app.appstate import TAB_LABELS
@@ -212,14 +211,14 @@ def test_latency_budget_target(root):
     at = open_page("pages/explore.py", run="synth-joint", target_kind="latency budget", budget_ms="7.0")
     best = at.dataframe[0].value
     best = best[best["meets"] == "yes"]
-    run = V.load_run(Path(root) / "synth-joint")
-    assert len(best) and (V.full_latency_ms(run) / best["wallclock_speedup"] <= 7.0 + 1e-6).all()
+    run = rundata.load_run(Path(root) / "synth-joint")
+    assert len(best) and (rundata.full_latency_ms(run) / best["wallclock_speedup"] <= 7.0 + 1e-6).all()
 
 
 def test_export_is_a_valid_operating_point(root):
-    run = V.load_run(Path(root) / "synth-joint")
+    run = rundata.load_run(Path(root) / "synth-joint")
     ev = run.evaluate("patience", {"patience": 2})
-    op = OperatingPoint.from_json(V.operating_point(run, ev).to_json())
+    op = OperatingPoint.from_json(rundata.operating_point(run, ev).to_json())
     assert op.strategy == "patience" and op.params == {"patience": 2}
     assert op.layer_speedup == pytest.approx(ev["layer_speedup"])
     at = open_page("pages/explore.py", run="synth-joint")
@@ -264,10 +263,10 @@ def test_run_without_latencies_names_no_wallclock_speedup(root):
 
 
 def test_fast_evaluate_matches_the_engine(root):
-    from core.metrics import evaluate
+    from core.engine.metrics import evaluate
 
     for name in ("synth-joint", "synth-pair3"):
-        run = V.load_run(Path(root) / name)
+        run = rundata.load_run(Path(root) / name)
         for s in run.strategies:
             a, b = run.evaluate(s, run.default_params(s)), evaluate(run.cache, s, **run.default_params(s))
             for k in ("score", "full_score", "delta_vs_full", "mean_exit_layer", "layer_speedup",
@@ -283,22 +282,22 @@ def test_traces_without_texts_show_row_ids_and_a_note(root):
 
 
 def test_sample_markers_match_the_engine(root):
-    """Where the Traces page says each rule lets a sample out is where core.strategies.apply does."""
-    run = V.load_run(Path(root) / "synth-leebert")
+    """Where the Traces page says each rule lets a sample out is where core.engine.strategies.apply does."""
+    run = rundata.load_run(Path(root) / "synth-leebert")
     settings = {s: run.default_params(s) for s in run.strategies}
     c = run.cache
     for i in (0, 17, 123):
-        exits = V.sample_exits(run, i, settings).set_index("strategy")
+        exits = rundata.sample_exits(run, i, settings).set_index("strategy")
         for s, params in {**settings, "oracle": {}}.items():
             el, _ = apply(s, c.probs, labels=c.labels, confidence=c.confidence, **params)
             assert exits.loc[s, "exit layer"] == el[i], (s, i)
 
 
 def test_sample_signals_against_a_direct_computation(root):
-    run = V.load_run(Path(root) / "synth-pair3")
+    run = rundata.load_run(Path(root) / "synth-pair3")
     i = 5
     p = run.cache.probs[i].astype(float)
-    sig = V.sample_signals(run, i)
+    sig = rundata.sample_signals(run, i)
     ent = [-(q * np.log(q)).sum() / np.log(run.cache.K) for q in p]
     np.testing.assert_allclose(sig["entropy"], ent, rtol=1e-5)
     np.testing.assert_allclose(sig["max-prob"], p.max(1), rtol=1e-6)
@@ -315,17 +314,17 @@ def test_filter_traces_unit():
     df = pd.DataFrame({"row": [10, 11, 12], "text": ["Good film", "bad", "good plot"],
                        "right": [True, False, True], "exit layer": [1, 3, 6],
                        "overthinking": [False, True, False]})
-    assert list(V.filter_traces(df, query="GOOD")["row"]) == [10, 12]
-    assert list(V.filter_traces(df, query="11")["row"]) == [11]
-    assert list(V.filter_traces(df, outcome="wrong")["row"]) == [11]
-    assert list(V.filter_traces(df, layers=(2, 6))["row"]) == [11, 12]
-    assert list(V.filter_traces(df, overthinking=True)["row"]) == [11]
+    assert list(rundata.filter_traces(df, query="GOOD")["row"]) == [10, 12]
+    assert list(rundata.filter_traces(df, query="11")["row"]) == [11]
+    assert list(rundata.filter_traces(df, outcome="wrong")["row"]) == [11]
+    assert list(rundata.filter_traces(df, layers=(2, 6))["row"]) == [11, 12]
+    assert list(rundata.filter_traces(df, overthinking=True)["row"]) == [11]
 
 
 def test_controls_follow_the_engine_spec(root):
-    from core.strategies import STRATEGIES, resolve_params
+    from core.engine.strategies import STRATEGIES, resolve_params
 
-    run = V.load_run(Path(root) / "synth-deep")
+    run = rundata.load_run(Path(root) / "synth-deep")
     for s in run.strategies:
         ctrls = run.controls(s)
         assert [c.name for c in ctrls] == list(STRATEGIES[s].params)
@@ -343,15 +342,15 @@ def test_rules_open_at_their_best_setting_for_the_start_speedup(root):
     """Knobs start where each rule saves about a third of the layers, at its best score there; a rule
     whose sweep never gets that fast keeps the engine's defaults."""
     for name in ("synth-joint", "synth-deep"):
-        run = V.load_run(Path(root) / name)
+        run = rundata.load_run(Path(root) / name)
         pts = run.sweeps()
         for s in run.strategies:
-            mine = pts[(pts["strategy"] == s) & (pts["layer_speedup"] >= V.START_SPEEDUP - 1e-9)]
+            mine = pts[(pts["strategy"] == s) & (pts["layer_speedup"] >= rundata.START_SPEEDUP - 1e-9)]
             ev = run.evaluate(s, run.default_params(s))
             if mine.empty:
                 assert run.start_params(s) == {}, (name, s)
                 continue
-            assert ev["layer_speedup"] >= V.START_SPEEDUP - 1e-9, (name, s, run.default_params(s))
+            assert ev["layer_speedup"] >= rundata.START_SPEEDUP - 1e-9, (name, s, run.default_params(s))
             assert ev["score"] == pytest.approx(mine["score"].max()), (name, s)
 
 
@@ -359,11 +358,11 @@ def test_rules_open_at_their_best_setting_for_the_start_speedup(root):
 def test_compare_tables_and_omega(root):
     at = open_page("pages/compare.py", **{"c.runs": ["synth-joint", "synth-leebert"], "c.strategy": "LTE"})
     summary = at.dataframe[0].value.set_index("run")
-    run = V.load_run(Path(root) / "synth-leebert")
+    run = rundata.load_run(Path(root) / "synth-leebert")
     assert summary.loc["synth-leebert", "S-avg"] == pytest.approx(run.per_exit.mean())
     assert summary.loc["synth-leebert", "S-best"] == pytest.approx(run.per_exit.max())
     assert any("synth-joint" in c.value and "Not available" in c.value for c in at.caption)
-    omega = V.omega_records(run.path)
+    omega = rundata.omega_records(run.path)
     assert omega and np.asarray(omega[-1]["omega"]).shape == (6, 6)
     assert not any("None of these runs learned" in c.value for c in at.caption)
     assert any("data-free drift" in c.value for c in at.caption)  # Ω over steps, against the drift
@@ -371,12 +370,12 @@ def test_compare_tables_and_omega(root):
 
 
 def test_compare_opens_on_runs_of_the_current_task(root):
-    infos = [i for i in V.scan_runs(root) if i.has_cache]
+    infos = [i for i in rundata.scan_runs(root) if i.has_cache]
     tasks = {i.name: (i.config or {}).get("task") for i in infos}
-    picked = V.compare_defaults(infos, "synth-pair3", limit=3)
+    picked = rundata.compare_defaults(infos, "synth-pair3", limit=3)
     assert picked[0] == "synth-pair3"
     assert all(tasks[n] == tasks["synth-pair3"] for n in picked)
-    picked = V.compare_defaults(infos, "synth-joint")
+    picked = rundata.compare_defaults(infos, "synth-joint")
     assert picked[0] == "synth-joint" and "synth-pair3" not in picked
     assert set(picked) == {n for n, t in tasks.items() if t == tasks["synth-joint"]}
     at = open_page("pages/compare.py", run="synth-joint")
@@ -385,14 +384,14 @@ def test_compare_opens_on_runs_of_the_current_task(root):
 
 # ---- the real runs ----------------------------------------------------------------------------------------
 def _real_runs():
-    return [i.name for i in V.scan_runs(DEFAULT_ROOT) if i.has_cache]
+    return [i.name for i in rundata.scan_runs(DEFAULT_ROOT) if i.has_cache]
 
 
 def _representative_runs() -> list[str]:
     """One run per task of the bundled runs: the one that exercises the most of a page (a learned-exit
     head first, then LeeBERT's Ω records, then the first by name)."""
     best = {}
-    for info in V.scan_runs(DEFAULT_ROOT):
+    for info in rundata.scan_runs(DEFAULT_ROOT):
         if not info.has_cache:
             continue
         cfg = info.config or {}
@@ -409,7 +408,7 @@ def _representative_runs() -> list[str]:
 @pytest.mark.skipif(not _real_runs(), reason=f"no bundled runs with a cache.npz in {DEFAULT_ROOT} yet")
 @pytest.mark.parametrize("page", PAGES)
 def test_pages_on_the_bundled_runs(page, monkeypatch):
-    monkeypatch.delenv(V.ROOT_ENV, raising=False)
+    monkeypatch.delenv(rundata.ROOT_ENV, raising=False)
     for name in _real_runs() if page == "pages/home.py" else _representative_runs():
         at = open_page(page, run=name)
         assert not at.exception, (name, [e.value for e in at.exception])
@@ -417,14 +416,14 @@ def test_pages_on_the_bundled_runs(page, monkeypatch):
 
 
 def test_home_figure_shows_the_runs_starting_entropy_rule(root):
-    run = V.load_run(Path(root) / "synth-joint")
-    t = V.home_threshold(run)
+    run = rundata.load_run(Path(root) / "synth-joint")
+    t = rundata.home_threshold(run)
     assert t == run.default_params("entropy")["threshold"]
-    bars = V.home_figure(run).data[0]
+    bars = figures.home_figure(run).data[0]
     exits, _ = apply("entropy", run.cache.probs, threshold=t)
     want = np.bincount(exits, minlength=run.L + 1)[1:] / run.cache.N * 100
     assert np.allclose(bars.y, want) and f"{t:.2f}" in bars.name
-    assert "saving at least a third" in V.home_rule_text(run)
+    assert "saving at least a third" in rundata.home_rule_text(run)
 
 
 # ---- one registry entry is all a new rule needs -----------------------------------------------------
@@ -435,8 +434,8 @@ def _margin_rule(f, *, threshold: float):
 
 
 def test_a_rule_registered_in_one_place_appears_on_explore(tmp_path, monkeypatch):
+    from core.engine.strategies import STRATEGIES, Param, Strategy
     from tests.conftest import write_synthetic_run
-    from core.strategies import STRATEGIES, Param, Strategy
 
     grid = lambda f: [{"threshold": float(t)} for t in np.linspace(0, 1, 21)]  # noqa: E731
     toy = Strategy("margin", _margin_rule, {"threshold": Param(float, 0.5, 0.0, 1.0, help="top-2 gap")},
@@ -445,9 +444,9 @@ def test_a_rule_registered_in_one_place_appears_on_explore(tmp_path, monkeypatch
                    labels={"threshold": "Margin threshold"}, grid=grid, settings=grid)
     monkeypatch.setitem(STRATEGIES, "margin", toy)
     write_synthetic_run(tmp_path / "toy-run", seed=5)
-    monkeypatch.setenv(V.ROOT_ENV, str(tmp_path))
+    monkeypatch.setenv(rundata.ROOT_ENV, str(tmp_path))
 
-    run = V.load_run(tmp_path / "toy-run")
+    run = rundata.load_run(tmp_path / "toy-run")
     assert "margin" in run.strategies and set(run.sweeps()["strategy"]) >= {"margin"}
     at = open_page("pages/explore.py", run="toy-run", strategy="Margin")
     assert not at.error, [e.value for e in at.error]
@@ -457,14 +456,14 @@ def test_a_rule_registered_in_one_place_appears_on_explore(tmp_path, monkeypatch
     params = run.default_params("margin")
     assert metric(at, "Accuracy") == f"{run.evaluate('margin', params)['score']:.4f}"
     from core.app.figures import COLORS
-    assert COLORS["margin"] == "#0d9488" and M.default_grid("margin", run.feats) == grid(run.feats)
+    assert COLORS["margin"] == "#0d9488" and metrics.default_grid("margin", run.feats) == grid(run.feats)
 
 
 def test_explore_opens_on_the_entropy_rule_with_a_quantile_knob(root):
     at = open_page("pages/explore.py", run="synth-joint")
-    assert any(h.value == V.strategy_title("entropy") for h in at.subheader)
+    assert any(h.value == rundata.strategy_title("entropy") for h in at.subheader)
     knob = at.select_slider(key="entropy.threshold")
-    run = V.load_run(Path(root) / "synth-joint")
+    run = rundata.load_run(Path(root) / "synth-joint")
     assert len(knob.options) >= 50 and knob.value == pytest.approx(run.default_params("entropy")["threshold"])
 
 
@@ -474,8 +473,8 @@ def test_compare_history_hparams_grid_and_filter(root):
     summary = at.dataframe[0].value.set_index("run")
     assert "optimizer" in summary.columns and "lr" in summary.columns
     grid = next(d.value for d in at.dataframe if "full model" in d.value.columns).set_index("run")
-    run = V.load_run(Path(root) / "synth-joint")
-    best = M.best_at(run.sweeps(), 1.5).set_index("strategy")
+    run = rundata.load_run(Path(root) / "synth-joint")
+    best = metrics.best_at(run.sweeps(), 1.5).set_index("strategy")
     assert grid.loc["synth-joint", "Entropy"] == pytest.approx(best.loc["entropy", "score"])
     assert len(at.get("plotly_chart")) >= 4
     at.text_input(key="c.filter").set_value("badge").run()
@@ -487,7 +486,7 @@ def test_traces_hands_the_sample_text_to_the_playground(root):
     at = open_page("pages/traces.py", run="synth-joint", sample="4")
     assert any(t.value.startswith("Why Entropy exits at layer") for t in at.text)
     at.button(key="t.playground").click().run()
-    run = V.load_run(Path(root) / "synth-joint")
+    run = rundata.load_run(Path(root) / "synth-joint")
     assert at.session_state["pg.text"] == run.raw_text(4)[0]
 
 
@@ -496,7 +495,7 @@ BUNDLED_RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "rotten_toma
 
 @pytest.mark.skipif(not BUNDLED_RUN.exists(), reason=f"no bundled run at {BUNDLED_RUN.parent}")
 def test_traces_names_a_sample_by_its_dev_row_everywhere():
-    run = V.load_run(BUNDLED_RUN.parent)
+    run = rundata.load_run(BUNDLED_RUN.parent)
     row_id, pos = run.row_ids()[4], 4
     assert row_id != pos  # the bundled dev subset skips rows: a position is not a row id
     at = AppTest.from_file(APP, default_timeout=60)

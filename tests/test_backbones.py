@@ -1,12 +1,23 @@
-"""core.backbones: layer-by-layer execution equals each family's own Hugging Face forward."""
+"""core.models.backbones: layer-by-layer execution equals each family's own Hugging Face forward."""
 import pytest
 import torch
 from transformers import (
-    AlbertConfig, AlbertModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel, ElectraConfig,
-    ElectraModel, GPT2Config, RobertaConfig, RobertaModel, XLMRobertaConfig, XLMRobertaModel,
+    AlbertConfig,
+    AlbertModel,
+    BertConfig,
+    BertModel,
+    DistilBertConfig,
+    DistilBertModel,
+    ElectraConfig,
+    ElectraModel,
+    GPT2Config,
+    RobertaConfig,
+    RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaModel,
 )
 
-from core.backbones import FAMILIES, load_backbone, make_runner, resolve_backbone
+from core.models.backbones import FAMILIES, load_backbone, make_runner, resolve_backbone
 
 
 @pytest.fixture(autouse=True, scope="module")

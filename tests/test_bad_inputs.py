@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.runs import read_status
-from core.train import main as train_main
-from core.train import train
+from core.runs.folders import read_status
+from core.training.train import main as train_main
+from core.training.train import train
 from tests.test_train import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,7 +175,7 @@ def check_train_typo_on_existing_run(tiny, run, capsys):
         assert rc == 2 and typo[0].lstrip("-") in err and "Traceback" not in err
         assert files(run) == before
     # a replacement job (the job manager's staging folder beside the run) gets the failure there
-    from core.runs import staging_folder
+    from core.runs.folders import staging_folder
 
     staging = staging_folder(run)
     staging.mkdir()
@@ -192,7 +192,7 @@ def check_train_existing_run_without_overwrite(tiny, run, capsys):
 
 
 def check_train_overwrite_cancelled(tiny, run, capsys):
-    from core.train import TrainingCancelled
+    from core.training.train import TrainingCancelled
 
     before = files(run)
     calls = {"n": 0}
@@ -212,7 +212,7 @@ def check_train_overwrite_cancelled(tiny, run, capsys):
 
 
 def check_train_overwrite_done(tiny, run, capsys):
-    from core.cache import ExitCache
+    from core.engine.cache import ExitCache
 
     old = ExitCache.load(run).probs
     rc = train_main([*_argv(_config(tiny, run, seed=3)), "--overwrite"])
@@ -234,11 +234,11 @@ def check_app_replace_with_upload(tiny, run, monkeypatch):
     """Through the Train page: upload a new file, name the existing run, tick Replace, start."""
     import time
 
-    from core import views as V
-    from core.runs import read_config
+    from core.app import rundata
+    from core.runs.folders import read_config
     from tests.test_train_page import open_train, poll_until_final
 
-    monkeypatch.setenv(V.ROOT_ENV, str(run.parent))
+    monkeypatch.setenv(rundata.ROOT_ENV, str(run.parent))
     before = files(run)
     new_csv = Path(write_csv(tiny["root"] / "replacement.csv", 30, 5)).read_bytes()
     at = open_train()
@@ -266,21 +266,21 @@ def check_app_replace_with_upload(tiny, run, monkeypatch):
 
 
 def check_upload_two_sessions_one_name(tiny, tmp_path, capsys):
-    from core import train_form as TF
+    from core.app import train_form
 
     root = tmp_path / "runs"
     mine, theirs = write_csv(tmp_path / "a.csv", 20, 1), write_csv(tmp_path / "b.csv", 40, 2)
-    a, b = TF.staging_dir(root, "same", "sessA"), TF.staging_dir(root, "same", "sessB")
-    TF.save_upload(Path(mine).read_bytes(), "a.csv", a, role="train")
-    TF.save_upload(Path(theirs).read_bytes(), "b.csv", b, role="train")
+    a, b = train_form.staging_dir(root, "same", "sessA"), train_form.staging_dir(root, "same", "sessB")
+    train_form.save_upload(Path(mine).read_bytes(), "a.csv", a, role="train")
+    train_form.save_upload(Path(theirs).read_bytes(), "b.csv", b, role="train")
     assert a != b
     out = root / "same"
-    rc = TF.main([*_form_argv(tiny, out), TF.UPLOADS_FROM, str(a), "--out", str(out)])
+    rc = train_form.main([*_form_argv(tiny, out), train_form.UPLOADS_FROM, str(a), "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     assert (out / "uploads" / "train.csv").read_bytes() == Path(mine).read_bytes()
     assert (b / "train.csv").read_bytes() == Path(theirs).read_bytes()  # the other session's file stays
     # only a folder under <root>/.uploads is taken
-    rc = TF.main([*_form_argv(tiny, root / "other"), TF.UPLOADS_FROM, str(tmp_path), "--out", str(root / "other")])
+    rc = train_form.main([*_form_argv(tiny, root / "other"), train_form.UPLOADS_FROM, str(tmp_path), "--out", str(root / "other")])
     assert rc == 2 and "must name a folder under" in capsys.readouterr().err
 
 
@@ -306,17 +306,17 @@ def assert_plain(body: str, value: str) -> None:
 
 @pytest.fixture
 def hostile_root(tmp_path, monkeypatch):
-    from core import views as V
+    from core.app import rundata
     from tests.conftest import synthetic_cache
 
     cache = synthetic_cache(n=40, num_layers=3, k=2, seed=7, task=HOSTILE)
     cache.texts = [HOSTILE + f" {i}" for i in range(cache.N)]
     root = tmp_path / "runs"
     cache.save(root / "hostile")
-    from core.io import atomic_write_json
+    from core.runs.io import atomic_write_json
 
     atomic_write_json(root / "hostile" / "config.json", {"task": HOSTILE, "method": "joint", "backbone": "b"})
-    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    monkeypatch.setenv(rundata.ROOT_ENV, str(root))
     return root
 
 
@@ -360,8 +360,8 @@ def check_markdown_in_run_link(hostile_root):
 
 
 def check_json_not_an_object(tmp_path, monkeypatch):
-    from core import views as V
-    from core.io import atomic_write_json
+    from core.app import rundata
+    from core.runs.io import atomic_write_json
     from tests.conftest import write_synthetic_run
 
     root = tmp_path / "runs"
@@ -373,7 +373,7 @@ def check_json_not_an_object(tmp_path, monkeypatch):
     (job / "job.json").write_text("7")
     (job / "status.json").write_text('"running"')
     atomic_write_json(root / "bad-job" / "config.json", {"task": "x"})
-    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    monkeypatch.setenv(rundata.ROOT_ENV, str(root))
     at = open_app(run="good")
     notes = at.dataframe[0].value.set_index("run")["note"]
     for name, file in (("bad-config", "config.json"), ("bad-status", "status.json")):
@@ -385,8 +385,8 @@ def check_json_not_an_object(tmp_path, monkeypatch):
 def check_unwritable_run_folder(tmp_path, monkeypatch):
     import time
 
-    from core import jobs as jobs_mod
-    from core.jobs import JobManager
+    from core.runs import jobs as jobs_mod
+    from core.runs.jobs import JobManager
 
     mgr = JobManager(tmp_path / "runs", module="tests.job_probe", max_concurrent=1, max_queue=2,
                      term_timeout=1.0)
@@ -429,16 +429,16 @@ def check_unwritable_run_folder(tmp_path, monkeypatch):
 
 
 def check_weights_damaged(run, monkeypatch):
-    from core import playground as P
-    from core import views as V
+    from core.app import rundata
+    from core.serving import playground
 
     weights = run / "model.safetensors"
     good = weights.read_bytes()
-    monkeypatch.setenv(V.ROOT_ENV, str(run.parent))
+    monkeypatch.setenv(rundata.ROOT_ENV, str(run.parent))
     for bad, fault in ((good[: len(good) // 2], "truncated"), (b"", "empty"), (b"\x00garbage" * 50, "truncated")):
         weights.write_bytes(bad)
         with pytest.raises(ValueError, match=fault) as e:
-            P.load(run)
+            playground.load(run)
         assert "model.safetensors" in str(e.value)
         at = open_app("pages/playground.py", run=run.name)
         assert any("model.safetensors" in x.value and fault in x.value for x in at.error), [x.value for x in at.error]
@@ -485,9 +485,9 @@ def check_app_error_details():
 
 
 def check_upload_over_limit():
-    from core import train_form as TF
+    from core.app import train_form
 
-    assert _streamlit_config()["server"]["maxUploadSize"] == TF.UPLOAD_LIMIT_MB
+    assert _streamlit_config()["server"]["maxUploadSize"] == train_form.UPLOAD_LIMIT_MB
     assert f"max_upload_size=F.UPLOAD_LIMIT_MB" in (REPO / "pages" / "train.py").read_text()
 
 
@@ -518,7 +518,7 @@ def _labelled_csv(path: Path, labels, texts=None) -> Path:
 
 
 def check_labels_one_to_five(tmp_path):
-    from core.data import load_task
+    from core.data.tasks import load_task
 
     path = _labelled_csv(tmp_path / "five.csv", [1, 2, 3, 4, 5] * 6)
     task = load_task("five", train_file=path)
@@ -543,8 +543,8 @@ def check_dev_label_not_in_train(tiny, tmp_path, capsys):
 def check_blank_text_cells(tiny, tmp_path, monkeypatch):
     import time
 
-    from core import views as V
-    from core.jobs import JobManager
+    from core.app import rundata
+    from core.runs.jobs import JobManager
 
     texts = [f"the film was {'good' if i % 2 else 'bad'} {i}" for i in range(24)]
     texts[3], texts[8], texts[13] = "", "   ", "NaN"
@@ -562,7 +562,7 @@ def check_blank_text_cells(tiny, tmp_path, monkeypatch):
     status = read_status(root / "blanks")
     assert any("3 of 24 rows left out" in w and "blank.csv" in w for w in status["warnings"]), status
     assert any("3 of 24 rows left out" in w for w in job.warnings)
-    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    monkeypatch.setenv(rundata.ROOT_ENV, str(root))
     home = open_app(run="blanks")
     assert any("3 of 24 rows left out" in w.value for w in home.warning), [w.value for w in home.warning]
     page = open_app("pages/train.py")
@@ -570,42 +570,42 @@ def check_blank_text_cells(tiny, tmp_path, monkeypatch):
 
 
 def check_digit_label_names(tmp_path, monkeypatch):
-    from core import views as V
-    from core.cache import ExitCache
+    from core.app import figures, rundata
     from core.app.figures import heatmap
+    from core.engine.cache import ExitCache
     from tests.conftest import synthetic_cache
 
     base = synthetic_cache(n=30, num_layers=3, k=5, seed=11)
     cache = ExitCache(probs=base.probs, labels=base.labels, label_names=[str(j) for j in range(5)],
                       texts=base.texts, meta=base.meta)
     cache.save(tmp_path / "runs" / "digits")
-    run = V.load_run(tmp_path / "runs" / "digits")
+    run = rundata.load_run(tmp_path / "runs" / "digits")
     i = int(np.flatnonzero(cache.labels == 3)[0])
-    fig = V.sample_figure(run, i, V.sample_exits(run, i, {s: run.default_params(s) for s in run.strategies}))
+    fig = figures.sample_figure(run, i, rundata.sample_exits(run, i, {s: run.default_params(s) for s in run.strategies}))
     assert fig.layout.yaxis.type == "category"
     assert list(fig.data[0].y) == ["0", "1", "2", "3 ✓", "4"]
     pg = heatmap(cache.probs[i], cache.label_names, exit_layer=2, label="3")
     # Plotly reads tags in every text: sample texts and label names in hovers are escaped
-    hostile = V.load_run(tmp_path / "runs" / "digits")
+    hostile = rundata.load_run(tmp_path / "runs" / "digits")
     hostile.cache.label_names[0] = '<a href="http://evil.example/">x</a>'
-    table = V.trace_table(hostile, np.full(30, 2), np.zeros(30, dtype=int))
+    table = rundata.trace_table(hostile, np.full(30, 2), np.zeros(30, dtype=int))
     table["text"] = '<a href="http://evil.example/">click</a>'
-    hover = V.samples_scatter(table, 3).data[0].customdata
+    hover = figures.samples_scatter(table, 3).data[0].customdata
     assert all("<a" not in str(row[2]) and "&lt;a" in str(row[2]) for row in hover)
     assert pg.layout.xaxis.type == "category" and list(pg.data[0].x) == ["0", "1", "2", "3", "4"]
 
 
 def _cache_like(base, probs):
-    from core.cache import ExitCache
+    from core.engine.cache import ExitCache
 
     return ExitCache(probs=probs, labels=base.labels, label_names=base.label_names, texts=base.texts,
                      layer_ms=base.layer_ms, embed_ms=base.embed_ms, meta=base.meta)
 
 
 def check_model_learned_nothing(tmp_path, monkeypatch):
-    from core import report
-    from core import views as V
-    from core.health import assess
+    from core.app import rundata
+    from core.engine import report
+    from core.engine.health import assess
     from tests.conftest import synthetic_cache, write_synthetic_run
 
     base = synthetic_cache(n=200, num_layers=4, k=2, seed=5)
@@ -623,7 +623,7 @@ def check_model_learned_nothing(tmp_path, monkeypatch):
         write_synthetic_run(root / name, n=200, num_layers=4, seed=5)
         cache.save(root / name)
     write_synthetic_run(root / "fine", n=200, num_layers=4, seed=5)
-    monkeypatch.setenv(V.ROOT_ENV, str(root))
+    monkeypatch.setenv(rundata.ROOT_ENV, str(root))
     for page in (None, "pages/explore.py"):
         for name, words in (("one-class", "answers"), ("at-chance", "No exit does better")):
             at = open_app(page, run=name)
@@ -670,7 +670,7 @@ def doc_text() -> str:
 def test_md_renders_user_text_as_its_characters(value):
     from html import unescape
 
-    from core.plain import md
+    from core.app.plain import md
 
     html = rendered(md(value))
     assert re.fullmatch(r"<p>.*</p>\n", html, re.S), html  # one paragraph, nothing else

@@ -1,4 +1,4 @@
-"""Batched early exit (core.predictor), the operating-point file (core.export) and `python -m core.predict`.
+"""Batched early exit (core.serving.predictor), the operating-point file (core.export) and `python -m core.predict`.
 
 Tiny random BERTs (hidden 32) for the decision tests; a tiny run folder trained by core.train for the
 file and command tests; the default run's real backbone only in the `integration` test."""
@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import strategies
-from core.export import main as export_main
-from core.export import read_point, write_point
-from core.predictor import EarlyExitPredictor, decide_rows
-from tests.test_predictor import (TEXTS, backbone, full_probs, one_thread, spread_model,  # noqa: F401
-                                  strategy_cases)
+from core.engine import strategies
+from core.serving.export import main as export_main
+from core.serving.export import read_point, write_point
+from core.serving.predictor import EarlyExitPredictor, decide_rows
+from tests.test_predictor import TEXTS, backbone, full_probs, one_thread, spread_model, strategy_cases  # noqa: F401
 from tests.test_train import base_config, tiny  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,14 +96,14 @@ def test_batched_pairs_and_bad_input(backbone):
 # ---- a tiny trained run: export, from_point, the command -------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tiny, tmp_path_factory):  # noqa: F811
-    from core.train import train
+    from core.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny-joint"
     return train(base_config(tiny, out, method="joint", latency_samples=2))
 
 
 def test_export_roundtrip_and_from_point(tiny_run, tmp_path):
-    from core.cache import ExitCache
+    from core.engine.cache import ExitCache
 
     out = tmp_path / "points" / "p.json"
     out.parent.mkdir()
@@ -186,7 +185,7 @@ def _predict(args, stdin=None):
 
 
 def test_predict_command_csv_jsonl_stdin(tiny_run, tmp_path):
-    from core.cache import ExitCache
+    from core.engine.cache import ExitCache
 
     point = tmp_path / "p.json"
     write_point(tiny_run, "entropy", {"threshold": 0.9}, point)
@@ -229,7 +228,7 @@ def test_default_run_batched_exits_equal_the_cache(tmp_path):
     weights, so reloaded probabilities differ by up to about 1e-3. Rows whose rule signal lies that close
     to the threshold (or whose top two classes are that close) can flip: those are the ties, counted and
     required to be few. Against the reloaded model's own probabilities the decisions are exact."""
-    from core.cache import ExitCache
+    from core.engine.cache import ExitCache
 
     if not (DEFAULT_RUN / "model.safetensors").exists():
         pytest.skip("the default run has no weights")

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import report
-from core.cache import ExitCache
-from core.runs import DEFAULT_ROOT, list_runs, read_config, read_metrics, read_status
+from core.engine import report
+from core.engine.cache import ExitCache
+from core.runs.folders import DEFAULT_ROOT, list_runs, read_config, read_metrics, read_status
 
 RUNS = [p for p in list_runs(DEFAULT_ROOT) if (p / "cache.npz").exists()]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -74,7 +74,7 @@ def test_report_omega_table_is_each_runs_last_snapshot(loaded_runs):
 
 
 def test_report_omega_drift_claim_matches_each_runs_replay(loaded_runs):
-    from core.omega_drift import compare_to_drift
+    from core.engine.omega_drift import compare_to_drift
 
     runs = [r for r in loaded_runs if r.omega and r.task == "rotten_tomatoes"]
     if not runs:
@@ -96,7 +96,7 @@ def test_bundled_config_repeats_its_run_under_its_budget_rule(folder):
     configs from before `--budget` repeat under the old rule, whose step count the run recorded."""
     import math
 
-    from core.config import DEFAULTS, parse_cli, resolve_config
+    from core.training.config import DEFAULTS, parse_cli, resolve_config
 
     stored = read_config(folder)
     again = resolve_config({k: v for k, v in parse_cli(["--config", str(folder / "config.json")]).items()

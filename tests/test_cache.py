@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from core.cache import ExitCache
+from core.engine.cache import ExitCache
 
 
 def make_cache(**overrides):

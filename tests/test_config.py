@@ -1,11 +1,11 @@
-"""core.config: the torch-free option table's one argv serializer, shared by the recorded command and
+"""core.training.config: the torch-free option table's one argv serializer, shared by the recorded command and
 the Train form, and the `--out` reader."""
 import shlex
 
 import pytest
 
-from core import train_form as TF
-from core.config import command_line, out_from_argv, parse_cli, resolve_config, to_argv
+from core.app import train_form
+from core.training.config import command_line, out_from_argv, parse_cli, resolve_config, to_argv
 
 
 @pytest.mark.parametrize("values", [
@@ -16,8 +16,8 @@ from core.config import command_line, out_from_argv, parse_cli, resolve_config, 
 def test_recorded_command_and_form_argv_are_one_serialization(values):
     """The form (its widgets start at the method's defaults) writes the recorded command's flags without
     --out, and both parse back to the same configuration."""
-    form = {k: v for k, v in TF.method_defaults(values["method"]).items() if k != "out"}
-    argv = TF.build_argv({**form, **values})
+    form = {k: v for k, v in train_form.method_defaults(values["method"]).items() if k != "out"}
+    argv = train_form.build_argv({**form, **values})
     cfg = resolve_config({**values, "out": "checkpoints/x"})
     recorded = shlex.split(command_line(cfg))
     assert recorded[:3] == ["python", "-m", "core.train"]

@@ -1,4 +1,4 @@
-"""Tests for core.data: the default task, GLUE folders, user files, dataset folders, restore_texts."""
+"""Tests for core.data.tasks: the default task, GLUE folders, user files, dataset folders, restore_texts."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import data as D
+from core.data import tasks as data
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
@@ -40,10 +40,10 @@ def _frame(n: int = 20, *, labels=("neg", "pos"), pair: bool = False) -> pd.Data
     return df
 
 
-def _round_trip(task: D.TaskData, split: str = "dev") -> None:
+def _round_trip(task: data.TaskData, split: str = "dev") -> None:
     """restore_texts(source) equals the frame's texts, also after a JSON round trip."""
     source = json.loads(json.dumps(task.source(split)))
-    assert D.restore_texts(source) == task.texts(split)
+    assert data.restore_texts(source) == task.texts(split)
 
 
 @pytest.fixture
@@ -89,10 +89,10 @@ def glue_root(tmp_path) -> Path:
 def test_default_task_counts():
     """rotten_tomatoes: 8,530 rows split about 80/10/10 into train, dev and the held-out test split,
     stratified, disjoint."""
-    task = D.load_task()
+    task = data.load_task()
     assert (task.name, task.metric, task.label_names, task.is_pair) == (
         "rotten_tomatoes", "accuracy", ["negative", "positive"], False)
-    test = D.load_test_split()
+    test = data.load_test_split()
     assert len(task.train) + len(task.dev) + len(test) == 8530
     assert abs(len(task.dev) - 853) <= 2
     assert task.dev["label"].value_counts().to_dict() == {0: 427, 1: 427}
@@ -104,75 +104,75 @@ def test_default_task_counts():
 
 def test_default_split_is_deterministic():
     """The split depends on neither the seed nor the parse cache."""
-    first = D.load_task("rotten_tomatoes", seed=0)
-    D._rotten_tomatoes_table.cache_clear()
-    again = D.load_task("Rotten-Tomatoes", seed=7)
+    first = data.load_task("rotten_tomatoes", seed=0)
+    data._rotten_tomatoes_table.cache_clear()
+    again = data.load_task("Rotten-Tomatoes", seed=7)
     pd.testing.assert_frame_equal(first.dev, again.dev)
     pd.testing.assert_frame_equal(first.train, again.train)
-    assert D.load_task(None).dev["row_id"].tolist() == first.dev["row_id"].tolist()
+    assert data.load_task(None).dev["row_id"].tolist() == first.dev["row_id"].tolist()
 
 
 def test_default_load_is_fast():
     """Cold load (CSV parse) and warm load (lru_cache) are well under a second."""
-    D._rotten_tomatoes_table.cache_clear()
+    data._rotten_tomatoes_table.cache_clear()
     start = time.perf_counter()
-    D.load_task()
+    data.load_task()
     cold = time.perf_counter() - start
     start = time.perf_counter()
-    D.load_task()
+    data.load_task()
     warm = time.perf_counter() - start
     assert cold < 1.0 and warm < 0.25, (cold, warm)
 
 
 def test_max_train_max_dev_subsets():
     """Subsets come from the full split, follow the seed and stay in row_id order."""
-    full = D.load_task()
-    small = D.load_task(max_train=100, max_dev=50, seed=3)
+    full = data.load_task()
+    small = data.load_task(max_train=100, max_dev=50, seed=3)
     assert (len(small.train), len(small.dev)) == (100, 50)
     assert set(small.train["row_id"]) <= set(full.train["row_id"])
     assert set(small.dev["row_id"]) <= set(full.dev["row_id"])
     assert small.dev["row_id"].is_monotonic_increasing
-    same = D.load_task(max_train=100, max_dev=50, seed=3)
-    other = D.load_task(max_train=100, max_dev=50, seed=4)
+    same = data.load_task(max_train=100, max_dev=50, seed=3)
+    other = data.load_task(max_train=100, max_dev=50, seed=4)
     assert same.train["row_id"].tolist() == small.train["row_id"].tolist()
     assert other.train["row_id"].tolist() != small.train["row_id"].tolist()
-    assert len(D.load_task(max_dev=10**6).dev) == len(full.dev)
+    assert len(data.load_task(max_dev=10**6).dev) == len(full.dev)
     with pytest.raises(ValueError, match="max_train must be a positive integer"):
-        D.load_task(max_train=0)
+        data.load_task(max_train=0)
 
 
 def test_default_restore_round_trip():
     """Default-task sources restore the same texts, for train and dev, also for subsets."""
-    task = D.load_task(max_train=300)
+    task = data.load_task(max_train=300)
     _round_trip(task, "dev")
     _round_trip(task, "train")
     source = task.source("dev")
     assert source["kind"] == "builtin" and source["task"] == "rotten_tomatoes"
     assert source["split"] == "dev" and source["row_ids"] == task.dev["row_id"].tolist()
-    assert D.restore_texts({**source, "row_ids": source["row_ids"][::-1][:3]}) == \
+    assert data.restore_texts({**source, "row_ids": source["row_ids"][::-1][:3]}) == \
         task.texts("dev")[::-1][:3]
-    assert D.restore_texts({**source, "row_ids": np.array(source["row_ids"][:2])}) == \
+    assert data.restore_texts({**source, "row_ids": np.array(source["row_ids"][:2])}) == \
         task.texts("dev")[:2]
 
 
 def test_builtin_task_rejects_columns_and_data_dir(tmp_path):
     """Column names or a data_dir make no sense for the packaged default."""
     with pytest.raises(ValueError, match="text_column applies to"):
-        D.load_task("rotten_tomatoes", text_column="x")
+        data.load_task("rotten_tomatoes", text_column="x")
     with pytest.raises(ValueError, match="takes no data_dir"):
-        D.load_task("rotten_tomatoes", data_dir=tmp_path)
+        data.load_task("rotten_tomatoes", data_dir=tmp_path)
 
 
 def test_restore_rejects_bad_sources():
     """A source without row ids, with an unknown kind or with stale row ids is refused clearly."""
     with pytest.raises(ValueError, match="row_ids"):
-        D.restore_texts({"task": "rotten_tomatoes"})
+        data.restore_texts({"task": "rotten_tomatoes"})
     with pytest.raises(ValueError, match="unknown kind 'tape'"):
-        D.restore_texts({"kind": "tape", "row_ids": [0]})
+        data.restore_texts({"kind": "tape", "row_ids": [0]})
     with pytest.raises(ValueError, match="out of range"):
-        D.restore_texts({"kind": "builtin", "task": "rotten_tomatoes", "row_ids": [99999]})
+        data.restore_texts({"kind": "builtin", "task": "rotten_tomatoes", "row_ids": [99999]})
     with pytest.raises(ValueError, match="data changed"):
-        D.restore_texts({"kind": "builtin", "task": "rotten_tomatoes", "row_ids": [0],
+        data.restore_texts({"kind": "builtin", "task": "rotten_tomatoes", "row_ids": [0],
                          "n_rows": 10})
 
 
@@ -194,10 +194,10 @@ def _shared_folders() -> list[str]:
 @pytest.mark.parametrize("folder", _shared_folders())
 def test_shared_glue_folder_loads(folder):
     """Every shared GLUE folder loads without data_dir; README row counts hold; texts restore."""
-    name = D._builtin_name(folder)
-    assert name in D.GLUE_TASKS, f"{folder} is not a GLUE task core.data knows"
-    task = D.load_task(folder)
-    assert task.name == name and task.metric == D.GLUE_TASKS[name].metric
+    name = data._builtin_name(folder)
+    assert name in data.GLUE_TASKS, f"{folder} is not a GLUE task core.data.tasks knows"
+    task = data.load_task(folder)
+    assert task.name == name and task.metric == data.GLUE_TASKS[name].metric
     if folder in GLUE_COUNTS:
         key, n_train, n_dev, is_pair, metric = GLUE_COUNTS[folder]
         assert (len(task.train), len(task.dev), task.is_pair, task.metric) == (
@@ -205,7 +205,7 @@ def test_shared_glue_folder_loads(folder):
     assert task.dev["row_id"].tolist() == list(range(len(task.dev)))
     assert set(task.train["label"]) == set(range(len(task.label_names)))
     _round_trip(task, "dev")
-    assert D.restore_texts({**task.source("train"), "row_ids": [0, 5]}) == \
+    assert data.restore_texts({**task.source("train"), "row_ids": [0, 5]}) == \
         task.texts("train")[:6:5]
 
 
@@ -214,8 +214,8 @@ def test_shared_glue_data_dir_forms():
     """data_dir may be the task folder or the GLUE root; names are case-insensitive."""
     if not (SHARED_GLUE / "RTE").is_dir():
         pytest.skip(f"no RTE folder in {SHARED_GLUE}")
-    by_folder = D.load_task("rte", data_dir=SHARED_GLUE / "RTE")
-    by_root = D.load_task("RTE", data_dir=SHARED_GLUE)
+    by_folder = data.load_task("rte", data_dir=SHARED_GLUE / "RTE")
+    by_root = data.load_task("RTE", data_dir=SHARED_GLUE)
     pd.testing.assert_frame_equal(by_folder.dev, by_root.dev)
     assert by_root.source("dev")["data_dir"] == str((SHARED_GLUE / "RTE").resolve())
     first = by_root.dev.iloc[0]  # "Christopher Reeve had an accident." is label 1
@@ -228,7 +228,7 @@ def test_shared_mrpc_quotes_and_labels():
     """MRPC keeps quote characters inside sentences (QUOTE_NONE) and reads Quality as label."""
     if not (SHARED_GLUE / "MRPC").is_dir():
         pytest.skip(f"no MRPC folder in {SHARED_GLUE}")
-    task = D.load_task("mrpc")
+    task = data.load_task("mrpc")
     assert task.train["label"].sum() == 2474
     assert task.dev["text_pair"].iloc[0].startswith('"The foodservice pie business')
 
@@ -244,7 +244,7 @@ def test_shared_mrpc_quotes_and_labels():
 ])
 def test_glue_layouts(glue_root, name, n_train, n_dev, pair, metric, names):
     """CoLA without header, string labels (QNLI, MNLI, RTE copies), MNLI dev_matched."""
-    task = D.load_task(name, data_dir=glue_root)
+    task = data.load_task(name, data_dir=glue_root)
     assert (len(task.train), len(task.dev), task.is_pair, task.metric, task.label_names) == (
         n_train, n_dev, pair, metric, names)
     _round_trip(task, "dev")
@@ -253,55 +253,55 @@ def test_glue_layouts(glue_root, name, n_train, n_dev, pair, metric, names):
 
 def test_glue_label_values(glue_root):
     """String labels map to the GLUE names' order; CoLA keeps its integer labels."""
-    assert D.load_task("mnli", data_dir=glue_root).train["label"].tolist() == [0, 1, 2, 0, 1, 2]
-    assert D.load_task("rte", data_dir=glue_root).dev["label"].tolist() == [1]
-    cola = D.load_task("cola", data_dir=glue_root / "CoLA")
+    assert data.load_task("mnli", data_dir=glue_root).train["label"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert data.load_task("rte", data_dir=glue_root).dev["label"].tolist() == [1]
+    cola = data.load_task("cola", data_dir=glue_root / "CoLA")
     assert cola.train["label"].tolist() == [0, 1, 0, 1, 0, 1]
     assert cola.dev["text"].tolist() == ["a fine one .", "one fine a ."]
-    assert D.load_task("qqp", data_dir=glue_root).dev["text"].tolist() == ['how "so"?']
+    assert data.load_task("qqp", data_dir=glue_root).dev["text"].tolist() == ['how "so"?']
 
 
 def test_glue_missing_folder_says_pass_data_dir(tmp_path, monkeypatch):
     """No data_dir and no shared folder: the error says --data-dir and where it looked."""
     monkeypatch.setattr(D, "SHARED_GLUE_DIR", tmp_path / "nowhere")
     with pytest.raises(ValueError, match="--data-dir") as err:
-        D.load_task("cola")
+        data.load_task("cola")
     assert str(tmp_path / "nowhere" / "CoLA") in str(err.value)
     with pytest.raises(ValueError, match="no train.tsv"):
-        D.load_task("sst2", data_dir=tmp_path)
+        data.load_task("sst2", data_dir=tmp_path)
 
 
 def test_glue_bad_files(glue_root):
     """Missing dev file, out-of-range and unknown labels name the file."""
     (glue_root / "MNLI" / "dev_matched.tsv").unlink()
     with pytest.raises(ValueError, match="dev_matched.tsv"):
-        D.load_task("mnli", data_dir=glue_root)
+        data.load_task("mnli", data_dir=glue_root)
     sst = glue_root / "SST-2"
     _write(sst / "train.tsv", _tsv(("sentence", "label"), ("good", 1), ("bad", 0), ("odd", 2)))
     _write(sst / "dev.tsv", _tsv(("sentence", "label"), ("fine", 1)))
     with pytest.raises(ValueError, match=r"train\.tsv: label 2 at data row 3 .*not in range 0\.\.1"):
-        D.load_task("sst2", data_dir=glue_root)
+        data.load_task("sst2", data_dir=glue_root)
     _write(sst / "train.tsv", _tsv(("sentence", "label"), ("good", 1), ("bad", "meh")))
     with pytest.raises(ValueError, match="label 'meh' .* not one of the task's labels"):
-        D.load_task("sst2", data_dir=glue_root)
+        data.load_task("sst2", data_dir=glue_root)
     _write(sst / "train.tsv", _tsv(("sentence", "label"), ("good", 1), ("a\tstray tab", 0)))
     with pytest.raises(ValueError, match=r"train\.tsv: .*line 3 has 3 tab-separated fields, "
                                          r"expected 2"):
-        D.load_task("sst2", data_dir=glue_root)
+        data.load_task("sst2", data_dir=glue_root)
     _write(sst / "train.tsv", _tsv(("text", "y"), ("good", 1)))
     with pytest.raises(ValueError, match="no header row naming the label column 'label'"):
-        D.load_task("sst2", data_dir=glue_root)
+        data.load_task("sst2", data_dir=glue_root)
 
 
 def test_glue_restore_when_folder_gone(glue_root, monkeypatch):
     """Restoring after the GLUE folder is removed says where it looked."""
     monkeypatch.setattr(D, "SHARED_GLUE_DIR", glue_root.parent / "elsewhere")
-    task = D.load_task("qnli", data_dir=glue_root)
+    task = data.load_task("qnli", data_dir=glue_root)
     source = task.source("dev")
     for f in (glue_root / "QNLI").iterdir():
         f.unlink()
     with pytest.raises(ValueError, match="no longer available") as err:
-        D.restore_texts(source)
+        data.restore_texts(source)
     assert str(glue_root / "QNLI" / "dev.tsv") in str(err.value)
 
 
@@ -328,7 +328,7 @@ def test_user_files_happy_path(tmp_path, suffix):
     """Each format loads; string labels map sorted; pairs work; texts restore."""
     train = _save(_frame(20, labels=("pos", "neg", "mixed"), pair=True), tmp_path / f"train{suffix}")
     dev = _save(_frame(6, labels=("neg", "pos"), pair=True), tmp_path / f"dev{suffix}")
-    task = D.load_task("mine", train_file=train, dev_file=dev, text_column="text",
+    task = data.load_task("mine", train_file=train, dev_file=dev, text_column="text",
                        text_pair_column="text_pair", label_column="label")
     assert (task.name, task.is_pair, task.label_names) == ("mine", True, ["mixed", "neg", "pos"])
     assert (len(task.train), len(task.dev)) == (20, 6)
@@ -344,7 +344,7 @@ def test_user_files_happy_path(tmp_path, suffix):
 def test_user_file_without_dev_is_split(tmp_path):
     """No dev_file: a stratified tenth of train becomes dev; both restore from the train file."""
     path = _save(_frame(100), tmp_path / "data" / "train.csv")
-    task = D.load_task(train_file=path)
+    task = data.load_task(train_file=path)
     assert task.name == "data" and task.metric == "accuracy"
     assert (len(task.train), len(task.dev)) == (90, 10)
     assert task.dev["label"].value_counts().to_dict() == {0: 5, 1: 5}
@@ -357,11 +357,11 @@ def test_user_labels_int_kept_and_guessed_columns(tmp_path):
     """Integer labels: the classes are the values that occur (no empty class for a value that never
     occurs); column names are guessed."""
     df = pd.DataFrame({"sentence": [f"s{i}" for i in range(12)], "labels": [0, 2] * 6})
-    task = D.load_task("ints", train_file=_save(df, tmp_path / "t.jsonl"), metric="macro_f1")
+    task = data.load_task("ints", train_file=_save(df, tmp_path / "t.jsonl"), metric="macro_f1")
     assert task.label_names == ["0", "2"] and task.metric == "macro_f1"
     assert set(task.train["label"]) | set(task.dev["label"]) == {0, 1}
     text_ints = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["1", "0", "1", "0"]})
-    task = D.load_task("s", train_file=_save(text_ints, tmp_path / "s.jsonl"),
+    task = data.load_task("s", train_file=_save(text_ints, tmp_path / "s.jsonl"),
                        dev_file=_save(text_ints, tmp_path / "sd.jsonl"))
     assert task.label_names == ["0", "1"] and task.train["label"].tolist() == [1, 0, 1, 0]
 
@@ -369,7 +369,7 @@ def test_user_labels_int_kept_and_guessed_columns(tmp_path):
 def test_user_texts_that_look_like_missing_values(tmp_path):
     """'NA', 'null' and numbers stay texts in CSV files."""
     path = _write(tmp_path / "t.csv", "text,label\nNA,0\nnull,1\n42,0\nfine,1\n")
-    task = D.load_task("t", train_file=path, dev_file=path)
+    task = data.load_task("t", train_file=path, dev_file=path)
     assert task.train["text"].tolist() == ["NA", "null", "42", "fine"]
 
 
@@ -386,27 +386,27 @@ def test_user_file_errors(tmp_path, content, match):
     path = _write(tmp_path / "bad.csv", content)
     dev = _save(_frame(4, labels=(0, 1)), tmp_path / "dev.csv")
     with pytest.raises(ValueError, match=match) as err:
-        D.load_task("x", train_file=path, dev_file=dev)
+        data.load_task("x", train_file=path, dev_file=dev)
     assert str(path) in str(err.value)
 
 
 def test_user_file_missing_and_unknown_column(tmp_path):
     """A missing file or an unknown column is named, the latter with the available columns."""
     with pytest.raises(ValueError, match="file not found: .*nope.csv"):
-        D.load_task("x", train_file=tmp_path / "nope.csv")
+        data.load_task("x", train_file=tmp_path / "nope.csv")
     path = _save(_frame(10), tmp_path / "t.csv")
     with pytest.raises(ValueError, match=r"unknown text_column 'review'; available columns: "
                                          r"text, label"):
-        D.load_task("x", train_file=path, text_column="review")
+        data.load_task("x", train_file=path, text_column="review")
     with pytest.raises(ValueError, match="unknown label_column 'y'"):
-        D.load_task("x", train_file=path, label_column="y")
+        data.load_task("x", train_file=path, label_column="y")
     dev = _save(_frame(4).rename(columns={"text": "body"}), tmp_path / "d.csv")
     with pytest.raises(ValueError, match=r"d\.csv: unknown text column 'text'; available "
                                          r"columns: body, label"):
-        D.load_task("x", train_file=path, dev_file=dev)
+        data.load_task("x", train_file=path, dev_file=dev)
     no_text = _save(pd.DataFrame({"body": ["a", "b"], "label": [0, 1]}), tmp_path / "n.csv")
     with pytest.raises(ValueError, match="no text column found; pass text_column"):
-        D.load_task("x", train_file=no_text)
+        data.load_task("x", train_file=no_text)
 
 
 def test_user_file_other_faults(tmp_path):
@@ -414,32 +414,32 @@ def test_user_file_other_faults(tmp_path):
     train = _save(_frame(10, labels=("a", "b")), tmp_path / "t.csv")
     dev = _save(_frame(4, labels=("c", "d")), tmp_path / "d.csv")
     with pytest.raises(ValueError, match=r"d\.csv: label .* never occurs in the training file"):
-        D.load_task("x", train_file=train, dev_file=dev)
+        data.load_task("x", train_file=train, dev_file=dev)
     with pytest.raises(ValueError, match=r"unsupported file type '\.xlsx'"):
-        D.load_task("x", train_file=_write(tmp_path / "t.xlsx", "x"))
+        data.load_task("x", train_file=_write(tmp_path / "t.xlsx", "x"))
     with pytest.raises(ValueError, match="dev_file was given without train_file"):
-        D.load_task("x", dev_file=dev)
+        data.load_task("x", dev_file=dev)
     with pytest.raises(ValueError, match="unknown metric 'f2'"):
-        D.load_task("x", train_file=train, metric="f2")
+        data.load_task("x", train_file=train, metric="f2")
     three = _save(_frame(30, labels=("a", "b", "c")), tmp_path / "three.csv")
     with pytest.raises(ValueError, match="'acc_f1' needs two classes"):
-        D.load_task("x", train_file=three, metric="acc_f1")
+        data.load_task("x", train_file=three, metric="acc_f1")
     bad_json = _write(tmp_path / "b.jsonl", '{"text": "a", "label": 0}\n{broken\n')
     with pytest.raises(ValueError, match=r"b\.jsonl: cannot be read as jsonl"):
-        D.load_task("x", train_file=bad_json)
+        data.load_task("x", train_file=bad_json)
 
 
 def test_user_file_restore_after_change(tmp_path):
     """Restoring from a deleted or changed file fails with the file named."""
     path = _save(_frame(20), tmp_path / "t.csv")
-    task = D.load_task("x", train_file=path)
+    task = data.load_task("x", train_file=path)
     source = task.source("dev")
     _save(_frame(25), path)
     with pytest.raises(ValueError, match="has 25 rows but the cache was made from 20"):
-        D.restore_texts(source)
+        data.restore_texts(source)
     path.unlink()
     with pytest.raises(ValueError, match=f"file not found: {path}"):
-        D.restore_texts(source)
+        data.restore_texts(source)
 
 
 # ------------------------------------------------------------ HF dataset folders and the hub
@@ -460,7 +460,7 @@ def test_saved_dataset_dict_folder(tmp_path, hf_cache):
     """A save_to_disk DatasetDict: ClassLabel names, validation as dev, pairs guessed, restore."""
     folder = tmp_path / "nli"
     _hf_dict(hf_cache).save_to_disk(str(folder))
-    task = D.load_task(str(folder))
+    task = data.load_task(str(folder))
     assert (task.name, task.label_names, task.is_pair) == ("nli", ["yes", "no"], True)
     assert (len(task.train), len(task.dev)) == (10, 4)
     assert task.dev["label"].tolist() == [1, 0, 1, 1]
@@ -468,7 +468,7 @@ def test_saved_dataset_dict_folder(tmp_path, hf_cache):
     assert (source["kind"], source["hf_split"], source["path"]) == ("hf_folder", "validation",
                                                                    str(folder.resolve()))
     _round_trip(task, "dev")
-    named = D.load_task("my_nli", data_dir=folder)
+    named = data.load_task("my_nli", data_dir=folder)
     assert named.name == "my_nli" and named.texts("dev") == task.texts("dev")
 
 
@@ -476,14 +476,14 @@ def test_saved_single_dataset_and_csv_folder(tmp_path, hf_cache):
     """A saved single Dataset is split; a folder of CSV files loads through load_dataset."""
     single = tmp_path / "single"
     hf_cache.Dataset.from_pandas(_frame(40)).save_to_disk(str(single))
-    task = D.load_task(str(single))
+    task = data.load_task(str(single))
     assert (len(task.train), len(task.dev)) == (36, 4) and task.label_names == ["neg", "pos"]
     assert task.source("dev")["hf_split"] == "train"
     _round_trip(task, "dev")
     files = tmp_path / "csvs"
     _save(_frame(12), files / "train.csv")
     _save(_frame(4), files / "validation.csv")
-    task = D.load_task(str(files))
+    task = data.load_task(str(files))
     assert (len(task.train), len(task.dev)) == (12, 4)
     _round_trip(task, "dev")
 
@@ -492,10 +492,10 @@ def test_dataset_folder_faults(tmp_path, hf_cache):
     """A folder that is no dataset, and a removed folder at restore time, are named."""
     _write(tmp_path / "junk" / "notes.md", "nothing here")
     with pytest.raises(ValueError, match="not a dataset folder"):
-        D.load_task(str(tmp_path / "junk"))
+        data.load_task(str(tmp_path / "junk"))
     folder = tmp_path / "gone"
     _hf_dict(hf_cache).save_to_disk(str(folder))
-    source = D.load_task(str(folder)).source("dev")
+    source = data.load_task(str(folder)).source("dev")
     for split in ("train", "validation", "test"):
         for f in (folder / split).iterdir():
             f.unlink()
@@ -503,7 +503,7 @@ def test_dataset_folder_faults(tmp_path, hf_cache):
     (folder / "dataset_dict.json").unlink()
     folder.rmdir()
     with pytest.raises(ValueError, match=f"dataset folder not found: {folder.resolve()}"):
-        D.restore_texts(source)
+        data.restore_texts(source)
 
 
 def test_hub_dataset_through_load_dataset(hf_cache, monkeypatch):
@@ -515,7 +515,7 @@ def test_hub_dataset_through_load_dataset(hf_cache, monkeypatch):
         return _hf_dict(hf_cache)
 
     monkeypatch.setattr(hf_cache, "load_dataset", fake_load)
-    task = D.load_task("someone/nli:plain", text_column="premise", text_pair_column="hypothesis")
+    task = data.load_task("someone/nli:plain", text_column="premise", text_pair_column="hypothesis")
     assert calls[0] == ("someone/nli", "plain")
     assert task.name == "someone/nli:plain" and task.label_names == ["yes", "no"]
     source = task.source("dev")
@@ -530,7 +530,7 @@ def test_unknown_task_lists_builtins(hf_cache, monkeypatch):
 
     monkeypatch.setattr(hf_cache, "load_dataset", fail)
     with pytest.raises(ValueError, match="unknown task 'movie_revues'") as err:
-        D.load_task("movie_revues")
+        data.load_task("movie_revues")
     for name in ("rotten_tomatoes", "sst2", "mrpc", "rte", "cola", "qnli", "qqp", "mnli"):
         assert name in str(err.value)
     assert "loading it from the Hugging Face hub failed" in str(err.value)
@@ -540,7 +540,7 @@ def test_mistyped_builtin_fails_without_the_hub(monkeypatch):
     """A near-miss of a built-in name fails at once with a suggestion, never asking the hub."""
     monkeypatch.setattr(D, "_load_hub", lambda *a: pytest.fail("the hub was asked"))
     with pytest.raises(ValueError, match="unknown task 'sst3': did you mean 'sst2'") as err:
-        D.load_task("sst3")
+        data.load_task("sst3")
     assert "rotten_tomatoes, sst2, mrpc" in str(err.value)
     with pytest.raises(ValueError, match="did you mean 'rotten_tomatoes'"):
-        D.load_task("rotten_tomato")
+        data.load_task("rotten_tomato")

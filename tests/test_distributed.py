@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from core.io import read_jsonl
-from core.runs import read_config, read_status
+from core.runs.folders import read_config, read_status
+from core.runs.io import read_jsonl
 from tests.test_train import write_csv, write_tiny_backbone
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_two_process_training_writes_one_run_and_matches_the_first_step(data):
 
 
 def test_two_process_predict_equals_one_process(data, tmp_path):
-    from core.export import write_point
+    from core.serving.export import write_point
 
     run = data["root"] / "for-predict"
     launch("core.train", train_args(data, run, 8), 1)

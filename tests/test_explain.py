@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from core.app.explain import explain
-from core.strategies import apply
+from core.engine.strategies import apply
 from tests.conftest import synthetic_cache
 
 CACHE = synthetic_cache(n=60, num_layers=6, k=3, seed=7, lte=True)

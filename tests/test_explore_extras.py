@@ -4,8 +4,15 @@ import io
 import numpy as np
 import pandas as pd
 
-from core import metrics as M
-from core.app.explore_extras import brushable_histogram, brushed_layers, exit_counts, frontier_csv, share_link, sweeps_csv
+from core.app.explore_extras import (
+    brushable_histogram,
+    brushed_layers,
+    exit_counts,
+    frontier_csv,
+    share_link,
+    sweeps_csv,
+)
+from core.engine import metrics
 from tests.conftest import synthetic_cache
 
 
@@ -22,7 +29,7 @@ def test_counts_and_brush():
 
 def test_csv_exports_hold_the_sweeps_and_their_frontier():
     cache = synthetic_cache(n=100, seed=4)
-    sw = M.sweep_all(cache)
+    sw = metrics.sweep_all(cache)
     back = pd.read_csv(io.StringIO(sweeps_csv(sw)))
     assert len(back) == len(sw) and set(sw["strategy"]) == set(back["strategy"])
     front = pd.read_csv(io.StringIO(frontier_csv(sw, "layer_speedup")))

@@ -2,17 +2,17 @@
 import numpy as np
 import pytest
 
-from core import views as V
+from core.app import rundata
 from core.app.compare_tables import binomial_half_width, hparams_table, rules_at_target
 from core.app.history import dev_history, distinct_colors, hparams, matches, smooth, train_history
 from core.app.history_figures import history_figure
-from core.runs import read_metrics
+from core.runs.folders import read_metrics
 from tests.conftest import write_synthetic_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return V.load_run(write_synthetic_run(tmp_path_factory.mktemp("h") / "r", n=80, epochs=3, seed=2))
+    return rundata.load_run(write_synthetic_run(tmp_path_factory.mktemp("h") / "r", n=80, epochs=3, seed=2))
 
 
 def test_histories_read_every_logged_step_and_evaluation(run):

@@ -1,4 +1,4 @@
-"""core.jobs with real processes (tests/job_probe.py stands in for core.train): the lifecycle, and the
+"""core.runs.jobs with real processes (tests/job_probe.py stands in for core.train): the lifecycle, and the
 failures a job page must not hide (a killed job shown as running, a cancel shown as an error, a stale
 status file from a dead process, a full queue)."""
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core import jobs as jobs_mod
-from core.jobs import JOB_FILE, Job, JobManager
-from core.runs import LOG_FILE, read_status, write_status
+from core.runs import jobs as jobs_mod
+from core.runs.folders import LOG_FILE, read_status, write_status
+from core.runs.jobs import JOB_FILE, Job, JobManager
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = "tests.job_probe"
@@ -277,7 +277,7 @@ def test_stale_run_without_job_file_is_recovered(tmp_path):
 
 def test_job_survives_app_restart_and_can_be_cancelled_by_a_new_manager(tmp_path, make_manager):
     root = tmp_path / "runs"
-    code = ("import sys; from core.jobs import JobManager; "
+    code = ("import sys; from core.runs.jobs import JobManager; "
             f"print(JobManager(sys.argv[1], module={PROBE!r}).submit('bg', ['--steps', '1000', "
             "'--sleep', '0.02']).pid)")
     out = subprocess.run([sys.executable, "-c", code, str(root)], cwd=REPO, check=True,

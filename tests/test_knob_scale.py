@@ -2,7 +2,7 @@
 import numpy as np
 
 from core.app.knob_scale import quantile_stops, stops_for, with_value
-from core.strategies import apply
+from core.engine.strategies import apply
 from tests.conftest import synthetic_cache
 
 CACHE = synthetic_cache(n=400, num_layers=6, k=2, seed=3)

@@ -1,11 +1,11 @@
-"""core.losses against independent hand computations (plain Python loops over probabilities)."""
+"""core.training.losses against independent hand computations (plain Python loops over probabilities)."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from core import losses as LS
+from core.training import losses
 
 B, L, K = 5, 4, 3
 
@@ -48,7 +48,7 @@ def close(a, b, tol=1e-5):
 
 def test_exit_ce(data):
     logits, labels = data
-    close(LS.exit_ce(logits, labels), hand_ce(logits, labels))
+    close(losses.exit_ce(logits, labels), hand_ce(logits, labels))
 
 
 @pytest.mark.parametrize("kind", ["linear", "uniform"])
@@ -56,7 +56,7 @@ def test_joint_loss_weighted_average(data, kind):
     logits, labels = data
     ce = hand_ce(logits, labels)
     w = [m + 1 for m in range(L)] if kind == "linear" else [1] * L  # PCEE-BERT Eq. 1: w_m = m
-    loss, per_exit = LS.joint_loss(logits, labels, kind)
+    loss, per_exit = losses.joint_loss(logits, labels, kind)
     close(loss, sum(a * b for a, b in zip(w, ce)) / sum(w))
     close(per_exit, ce)
 
@@ -64,8 +64,8 @@ def test_joint_loss_weighted_average(data, kind):
 def test_stage_losses(data):
     logits, labels = data
     ce = hand_ce(logits, labels)
-    close(LS.last_exit_loss(logits, labels)[0], ce[-1])
-    close(LS.intermediate_loss(logits, labels)[0], sum(ce[:-1]))
+    close(losses.last_exit_loss(logits, labels)[0], ce[-1])
+    close(losses.intermediate_loss(logits, labels)[0], sum(ce[:-1]))
 
 
 def test_self_distill_kl_to_last_exit(data):
@@ -73,10 +73,10 @@ def test_self_distill_kl_to_last_exit(data):
     p = probs_of(logits)
     want = sum(sum(p[b][L - 1][k] * math.log(p[b][L - 1][k] / p[b][m][k]) for k in range(K))
                for m in range(L - 1) for b in range(B)) / B
-    close(LS.self_distill_loss(logits), want)
+    close(losses.self_distill_loss(logits), want)
     # the last exit is the teacher: no gradient reaches it
     x = logits.clone().requires_grad_(True)
-    LS.self_distill_loss(x).backward()
+    losses.self_distill_loss(x).backward()
     assert x.grad[:, -1].abs().max() == 0 and x.grad[:, :-1].abs().max() > 0
 
 
@@ -85,25 +85,25 @@ def test_kd_matrix_is_eq2_with_temperature_scaled_probabilities(data, tau):
     logits, _ = data
     p = probs_of(logits)
     want = [[sum(hand_kd(p[b][t], p[b][m], tau) for b in range(B)) / B for t in range(L)] for m in range(L)]
-    close(LS.kd_matrix(logits, tau), want)
+    close(losses.kd_matrix(logits, tau), want)
 
 
 def test_kd_teacher_is_detached(data):
     logits, _ = data
     x = logits.clone().requires_grad_(True)
-    LS.kd_matrix(x, 2.0)[0, 2].backward()  # student exit 1 learning from teacher exit 3
+    losses.kd_matrix(x, 2.0)[0, 2].backward()  # student exit 1 learning from teacher exit 3
     assert x.grad[:, 2].abs().max() == 0
     assert x.grad[:, 0].abs().max() > 0
 
 
 def test_teacher_masks():
-    lae = LS.teacher_mask(3, "lae").tolist()
-    lle = LS.teacher_mask(3, "lle").tolist()
+    lae = losses.teacher_mask(3, "lae").tolist()
+    lle = losses.teacher_mask(3, "lle").tolist()
     assert lae == [[False, True, True], [True, False, True], [True, True, False]]
     assert lle == [[False, True, True], [False, False, True], [False, False, False]]
-    assert LS.term_names(3) == ["ce", "kd:1", "kd:2", "kd:3"]
+    assert losses.term_names(3) == ["ce", "kd:1", "kd:2", "kd:3"]
     with pytest.raises(ValueError, match="teachers"):
-        LS.teacher_mask(3, "all")
+        losses.teacher_mask(3, "all")
 
 
 @pytest.mark.parametrize("teachers", ["lae", "lle"])
@@ -113,8 +113,8 @@ def test_leebert_terms_and_loss_eq5(data, teachers):
     p = probs_of(logits)
     ce = hand_ce(logits, labels)
     T = {m: [t for t in range(L) if (t != m if teachers == "lae" else t > m)] for m in range(L)}
-    mask = LS.term_mask(L, teachers)
-    terms = LS.leebert_terms(logits, labels, mask, tau)
+    mask = losses.term_mask(L, teachers)
+    terms = losses.leebert_terms(logits, labels, mask, tau)
     assert terms.shape == (L, 1 + L)
     rng = np.random.default_rng(1)
     w = rng.random((L, 1 + L))
@@ -130,7 +130,7 @@ def test_leebert_terms_and_loss_eq5(data, teachers):
                 want_loss += w[m, 1 + t] * want
             else:
                 assert terms[m, 1 + t] == 0
-    close(LS.leebert_loss(terms, torch.tensor(w, dtype=torch.float32)), want_loss)
+    close(losses.leebert_loss(terms, torch.tensor(w, dtype=torch.float32)), want_loss)
 
 
 @pytest.mark.parametrize("weights", ["uniform", "linear"])
@@ -145,7 +145,7 @@ def test_diversity_loss_eq14(data, weights):
         for b in range(B):
             div += min(-sum(p[b][j][k] * math.log(p[b][i][k]) for k in range(K)) for j in range(i)) / B
     want = sum(a * c for a, c in zip(alpha, ce)) - lam * div
-    loss, per_exit = LS.diversity_loss(logits, labels, lam, weights)
+    loss, per_exit = losses.diversity_loss(logits, labels, lam, weights)
     close(loss, want)
     close(per_exit, ce)
 
@@ -155,8 +155,8 @@ def test_diversity_targets_are_detached(data):
     only ever a target j, never a student i)."""
     logits, labels = data
     x = logits.clone().requires_grad_(True)
-    loss, _ = LS.diversity_loss(x, labels, 0.2)
-    rel = LS.exit_ce(x, labels).sum()
+    loss, _ = losses.diversity_loss(x, labels, 0.2)
+    rel = losses.exit_ce(x, labels).sum()
     g_total = torch.autograd.grad(loss, x, retain_graph=True)[0]
     g_rel = torch.autograd.grad(rel, x)[0]
     torch.testing.assert_close(g_total[:, 0], g_rel[:, 0])
@@ -178,20 +178,20 @@ def test_lte_loss_bce_against_correctness(data):
                 vals.append(-(y * math.log(c) + (1 - y) * math.log(1 - c)))
         return sum(vals) / len(vals)
 
-    close(LS.lte_loss(conf, logits, labels), bce(range(L)))
-    close(LS.lte_loss(conf, logits, labels, exits=[L - 1]), bce([L - 1]))
+    close(losses.lte_loss(conf, logits, labels), bce(range(L)))
+    close(losses.lte_loss(conf, logits, labels, exits=[L - 1]), bce([L - 1]))
     # the target is detached: no gradient to the exit logits
     x = logits.clone().requires_grad_(True)
     c = conf.clone().requires_grad_(True)
-    LS.lte_loss(c, x, labels).backward()
+    losses.lte_loss(c, x, labels).backward()
     assert x.grad is None or x.grad.abs().max() == 0
     assert c.grad.abs().max() > 0
 
 
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match=r"\[B, L, K\]"):
-        LS.exit_ce(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+        losses.exit_ce(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="labels"):
-        LS.exit_ce(torch.zeros(3, 2, 2), torch.zeros(4, dtype=torch.long))
+        losses.exit_ce(torch.zeros(3, 2, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="joint weights"):
-        LS.layer_weights(3, "quadratic")
+        losses.layer_weights(3, "quadratic")

@@ -1,11 +1,11 @@
-"""core.model: exits, pooling, BADGE bypasses (Eq. 1-2), LTE heads, parameter groups, save/load."""
+"""core.models.multi_exit: exits, pooling, BADGE bypasses (Eq. 1-2), LTE heads, parameter groups, save/load."""
 import json
 
 import pytest
 import torch
 
-from core.model import ACTIVATIONS, EXIT_KINDS, ModelConfig, MultiExitModel
-from core.runs import CONFIG_FILE
+from core.models.multi_exit import ACTIVATIONS, EXIT_KINDS, ModelConfig, MultiExitModel
+from core.runs.folders import CONFIG_FILE
 from tests.conftest import write_tiny_backbone
 
 
@@ -176,8 +176,8 @@ def test_default_backbone_model():
 
 
 def test_the_option_lists_name_what_the_model_builds():
-    """core.config (torch-free, read by the CLI and the Train form) lists exactly the model's choices."""
-    from core.config import ACTIVATION_NAMES
+    """core.training.config (torch-free, read by the CLI and the Train form) lists exactly the model's choices."""
+    from core.training.config import ACTIVATION_NAMES
 
     assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
     assert set(EXIT_KINDS) == {"linear", "mlp", "mha"}

@@ -1,4 +1,4 @@
-"""core.omega: Ω's parameterization, the D1/D2 split, and the SLO / BLO / CLO-v1 / CLO-v2 update rules
+"""core.training.omega: Ω's parameterization, the D1/D2 split, and the SLO / BLO / CLO-v1 / CLO-v2 update rules
 checked exactly (Θ and Ω on plain SGD) on a toy multi-exit network."""
 import copy
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from core import losses as LS
-from core.omega import Omega, OmegaOptimizer, split_d1_d2, uses_split
+from core.training import losses
+from core.training.omega import Omega, OmegaOptimizer, split_d1_d2, uses_split
 
 L, K, D, B = 3, 3, 6, 8
 LR_THETA, LR_OMEGA, TAU = 0.05, 0.5, 2.0
@@ -41,7 +41,7 @@ B1, B2 = batch(1), batch(2)
 
 def terms_of(model, b, mask):
     x, y = b
-    return LS.leebert_terms(model(x), y, mask, TAU)
+    return losses.leebert_terms(model(x), y, mask, TAU)
 
 
 def omega_grad(omega: Omega, terms: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class Harness:
         self.calls["grad" if grad else "nograd"] += 1
         x, y = b
         logits = self.model(x)
-        return LS.leebert_terms(logits, y, self.mask, TAU, teacher, detach_teacher), None, logits
+        return losses.leebert_terms(logits, y, self.mask, TAU, teacher, detach_teacher), None, logits
 
     def update_theta(self, loss):
         sgd_theta_step(self.model, loss)
@@ -107,7 +107,7 @@ def test_weights_positive_rows_sum_to_one_masked_zero(teachers):
     with torch.no_grad():
         om.logits.normal_()
     w = om.weights()
-    mask = LS.term_mask(4, teachers)
+    mask = losses.term_mask(4, teachers)
     torch.testing.assert_close(w.sum(1), torch.ones(4))
     assert (w[mask] > 0).all() and (w[~mask] == 0).all()
     assert om.terms == ["ce", "kd:1", "kd:2", "kd:3", "kd:4"]
@@ -251,7 +251,7 @@ XI = 0.5  # a large virtual step, so the second-order term is far from negligibl
 
 
 def terms64(model, b, mask, teacher=None, detach_teacher=True):
-    """LeeBERT Eq. 5 terms in float64 (core.losses computes in float32), so that the brute-force
+    """LeeBERT Eq. 5 terms in float64 (core.training.losses computes in float32), so that the brute-force
     derivative below is accurate to ~1e-8; teachers detached, or the given `teacher` logits."""
     x, y = b
     z = model(x.double())                                                       # [B, L, K]
@@ -277,7 +277,7 @@ def unrolled_b2_loss(model, mask, logits: torch.Tensor) -> torch.Tensor:
 
 
 def test_darts_second_order_matches_a_brute_force_derivative():
-    from core.omega import darts_b2_target
+    from core.training.omega import darts_b2_target
 
     model = Toy().double()
     om = Omega(L, "lae", "learned")
@@ -324,7 +324,7 @@ def darts_first_order(model, mask, w):
 
 
 def test_second_order_blo_step_theta_as_first_order_omega_by_the_hypergradient():
-    from core.omega import darts_b2_target
+    from core.training.omega import darts_b2_target
 
     first, second = Harness("blo"), Harness("blo")
     second.opt = OmegaOptimizer("blo", second.omega, lr=LR_OMEGA, theta_lr=LR_THETA,
@@ -350,7 +350,7 @@ def test_second_order_blo_step_theta_as_first_order_omega_by_the_hypergradient()
     loss.backward()
     with torch.no_grad():
         teacher = m_ref(B1[0])
-    fwd = lambda b, grad, **kw: (LS.leebert_terms(m_ref(b[0]), b[1], om0.mask, TAU, **{  # noqa: E731
+    fwd = lambda b, grad, **kw: (losses.leebert_terms(m_ref(b[0]), b[1], om0.mask, TAU, **{  # noqa: E731
         "teacher_logits": kw.get("teacher"), "detach_teacher": kw.get("detach_teacher", True)}), None, None)
     target = darts_b2_target(fwd, B1, B2, [(p, LR_THETA) for p in m_ref.parameters()], om0.weights().detach(),
                              teacher=teacher)

@@ -1,12 +1,12 @@
-"""core.omega_drift and its figure (core.app.figures.omega_steps_figure): the data-free drift of Ω replays Ω's real Adam update (checked
-against torch on core.omega.Omega), and the Ω-over-steps figure draws it beside the learned weights."""
+"""core.engine.omega_drift and its figure (core.app.figures.omega_steps_figure): the data-free drift of Ω replays Ω's real Adam update (checked
+against torch on core.training.omega.Omega), and the Ω-over-steps figure draws it beside the learned weights."""
 import numpy as np
 import pytest
 import torch
 
-from core.omega import Omega
-from core.omega_drift import compare_to_drift, drift, drift_for_run, gradient_scales, term_mask
 from core.app.figures import omega_ce_history, omega_steps_figure
+from core.engine.omega_drift import compare_to_drift, drift, drift_for_run, gradient_scales, term_mask
+from core.training.omega import Omega
 
 
 @pytest.mark.parametrize("teachers", ["lae", "lle"])

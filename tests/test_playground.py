@@ -1,5 +1,5 @@
-"""The Playground and core.playground: the predictor's exit layer and prediction for a typed text equal
-`core.strategies.apply` on the model's own forward pass (every exit's probabilities, computed here);
+"""The Playground and core.serving.playground: the predictor's exit layer and prediction for a typed text equal
+`core.engine.strategies.apply` on the model's own forward pass (every exit's probabilities, computed here);
 the page shows them, for single sentences and for pairs; the all-layers timing runs every layer; a run
 without weights says which command makes them.
 
@@ -17,13 +17,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core import views as V
-
-from core.app import knob_scale as KS
-from core import playground as P
-from core.model import MultiExitModel
-from core.runs import WEIGHTS_FILE
-from core.strategies import apply
+from core.app import figures, knob_scale, rundata
+from core.engine.strategies import apply
+from core.models.multi_exit import MultiExitModel
+from core.runs.folders import WEIGHTS_FILE
+from core.serving import playground
 from tests.test_train_page import tiny_csv, write_tiny_backbone
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -40,7 +38,7 @@ SETTINGS = [("entropy", {"threshold": 0.3}), ("entropy", {"threshold": 0.999}), 
 def runs(tmp_path_factory) -> Path:
     """A checkpoint root with a single-sentence run (LTE heads on), a pair run, and a copy of the first
     without weights."""
-    from core.train import train
+    from core.training.train import train
 
     tmp = tmp_path_factory.mktemp("pg")
     backbone = write_tiny_backbone(tmp / "bert")
@@ -67,15 +65,15 @@ def forward_probs(folder: Path, text: str, pair: str | None = None) -> np.ndarra
     return torch.softmax(out.logits, -1).numpy(), conf
 
 
-# ---- core.playground ------------------------------------------------------------------------------
+# ---- core.serving.playground ------------------------------------------------------------------------------
 def test_result_matches_the_strategy_engine_on_the_forward_pass(runs):
-    pm = P.load(runs / "single")
+    pm = playground.load(runs / "single")
     assert (pm.L, pm.K, pm.label_names, pm.is_pair) == (2, 2, ["negative", "positive"], False)
     seen = set()
     for text in TEXTS:
         probs, conf = forward_probs(runs / "single", text)
         for strategy, params in SETTINGS:
-            res = P.run_text(pm, text, strategy=strategy, repeats=1, **params)
+            res = playground.run_text(pm, text, strategy=strategy, repeats=1, **params)
             el, pred = apply(strategy, probs, confidence=conf, **params)
             assert (res.exit_layer, res.pred) == (int(el[0]), int(pred[0])), (text, strategy, params)
             assert res.label == pm.label_names[res.pred]
@@ -88,40 +86,40 @@ def test_result_matches_the_strategy_engine_on_the_forward_pass(runs):
 
 
 def test_pairs_and_bad_input(runs):
-    pm = P.load(runs / "pair")
+    pm = playground.load(runs / "pair")
     assert pm.is_pair and not pm.has_confidence
     probs, _ = forward_probs(runs / "pair", "the film was good", "it was great")
-    res = P.run_text(pm, "the film was good", "it was great", strategy="entropy", repeats=1, threshold=0.9)
+    res = playground.run_text(pm, "the film was good", "it was great", strategy="entropy", repeats=1, threshold=0.9)
     el, pred = apply("entropy", probs, threshold=0.9)
     assert (res.exit_layer, res.pred) == (int(el[0]), int(pred[0]))
     assert pm.label_names == ["diff", "same"]
     with pytest.raises(ValueError, match="second sentence"):
-        P.run_text(pm, "only one", strategy="entropy", threshold=0.5)
+        playground.run_text(pm, "only one", strategy="entropy", threshold=0.5)
     with pytest.raises(ValueError, match="type a sentence"):
-        P.run_text(pm, "   ", "x", strategy="entropy", threshold=0.5)
+        playground.run_text(pm, "   ", "x", strategy="entropy", threshold=0.5)
     with pytest.raises(ValueError, match="learned exit heads"):
-        P.run_text(pm, "a", "b", strategy="lte", threshold=0.5)
+        playground.run_text(pm, "a", "b", strategy="lte", threshold=0.5)
     with pytest.raises(ValueError, match="out of range"):
-        P.run_text(pm, "a", "b", strategy="budget", layer=3)
+        playground.run_text(pm, "a", "b", strategy="budget", layer=3)
 
 
 def test_missing_weights_give_the_command(runs):
-    msg = P.missing_weights_message(runs / "noweights")
+    msg = playground.missing_weights_message(runs / "noweights")
     assert "python -m core.train --task rotten_tomatoes" in msg and "--lte" in msg
     with pytest.raises(ValueError, match="no model.safetensors"):
-        P.load(runs / "noweights")
-    assert P.missing_weights_message(runs / "single") is None
+        playground.load(runs / "noweights")
+    assert playground.missing_weights_message(runs / "single") is None
 
 
 def test_figures(runs):
-    pm = P.load(runs / "single")
-    res = P.run_text(pm, TEXTS[0], strategy="budget", repeats=1, layer=1)
-    fig = V.probs_figure(res)
+    pm = playground.load(runs / "single")
+    res = playground.run_text(pm, TEXTS[0], strategy="budget", repeats=1, layer=1)
+    fig = figures.probs_figure(res)
     assert np.asarray(fig.data[0].z).shape == (1, 2) and "layer 2 skipped" in fig.layout.title.text
-    assert np.asarray(V.full_figure(res).data[0].z).shape == (2, 2)
-    table = P.layers_table(res)
+    assert np.asarray(figures.full_figure(res).data[0].z).shape == (2, 2)
+    table = playground.layers_table(res)
     assert list(table["layer"]) == [1] and {"negative", "positive", "learned confidence"} <= set(table.columns)
-    assert len(V.timing_figure(res).data[0].x) == 2
+    assert len(figures.timing_figure(res).data[0].x) == 2
 
 
 # ---- the page (AppTest) --------------------------------------------------------------------------------
@@ -149,7 +147,7 @@ def test_page_prediction_and_exit_equal_the_engine(runs, monkeypatch):
     at.text_area(key="pg.text").input(text).run()
     assert not at.exception, [e.value for e in at.exception]
     params = at.session_state["pg.result"]["params"]          # the page's default rule and knob:
-    assert params == V.load_run(runs / "single").default_params("entropy")  # the run's starting knob
+    assert params == rundata.load_run(runs / "single").default_params("entropy")  # the run's starting knob
     el, pred = apply("entropy", probs, **params)
     assert metric(at, "Exit layer") == f"{int(el[0])} / 2"
     assert metric(at, "Prediction") == ["negative", "positive"][int(pred[0])]
@@ -158,9 +156,9 @@ def test_page_prediction_and_exit_equal_the_engine(runs, monkeypatch):
                                  ("lte", "pg.lte.threshold", 0.4)]:
         at.selectbox(key="pg.strategy").select(strategy).run()
         if strategy != "budget":  # thresholds are quantile-stop sliders: take the stop nearest `value`
-            run = V.load_run(runs / "single")
+            run = rundata.load_run(runs / "single")
             control = next(c for c in run.controls(strategy) if c.name == "threshold")
-            value = min(KS.run_stops(run, control, at.session_state, "pg."), key=lambda o: abs(o - value))
+            value = min(knob_scale.run_stops(run, control, at.session_state, "pg."), key=lambda o: abs(o - value))
             at.select_slider(key=key).set_value(value).run()
         else:
             at.slider(key=key).set_value(value).run()
@@ -184,7 +182,7 @@ def test_page_with_a_pair_run(runs, monkeypatch):
     at.text_area(key="pg.text_pair").input("it was great").run()
     probs, _ = forward_probs(runs / "pair", "the film was good", "it was great")
     params = at.session_state["pg.result"]["params"]
-    assert params == V.load_run(runs / "pair").default_params("entropy")
+    assert params == rundata.load_run(runs / "pair").default_params("entropy")
     el, pred = apply("entropy", probs, **params)
     assert metric(at, "Exit layer") == f"{int(el[0])} / 2"
     assert metric(at, "Prediction") == ["diff", "same"][int(pred[0])]
@@ -206,7 +204,7 @@ def test_dev_set_example_fills_the_box(runs, monkeypatch):
 
 # ---- hand-over from Explore, operating-point files, timing spread (issue 10) ----------------------------
 def test_page_opens_at_the_knobs_explore_had(runs, monkeypatch):
-    from core.app import playground_io as PI
+    from core.app import playground_io
 
     monkeypatch.setenv("EEL_CHECKPOINTS", str(runs))
     at = AppTest.from_file(APP, default_timeout=90)
@@ -216,11 +214,11 @@ def test_page_opens_at_the_knobs_explore_had(runs, monkeypatch):
     at.query_params["run"] = "single"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    last = at.session_state[PI.EXPLORE_LAST]
+    last = at.session_state[playground_io.EXPLORE_LAST]
     assert last["run"] == "single"
     at.select_slider(key=f"{last['strategy']}.{next(iter(last['params']))}").set_value(  # a quantile-stop knob
-        V.load_run(runs / "single").controls(last["strategy"])[0].high).run()   # move Explore's knob
-    last = at.session_state[PI.EXPLORE_LAST]
+        rundata.load_run(runs / "single").controls(last["strategy"])[0].high).run()   # move Explore's knob
+    last = at.session_state[playground_io.EXPLORE_LAST]
     at.switch_page("pages/playground.py")
     at.run()
     at.text_area(key="pg.text").input(TEXTS[0]).run()
@@ -236,28 +234,28 @@ def test_page_opens_at_the_knobs_explore_had(runs, monkeypatch):
 
 
 def test_uploaded_point_is_checked_against_the_run(runs, tmp_path):
-    from core.app import playground_io as PI
-    from core.export import point_json, write_point
+    from core.app import playground_io
+    from core.serving.export import point_json, write_point
 
     data = write_point(runs / "single", "maxprob", {"threshold": 0.8}, tmp_path / "p.json")
     raw = point_json(data).encode()
-    names = V.load_run(runs / "single").strategies
-    assert PI.parse_point(raw, "p.json", run_dir=runs / "single", strategies=names)["params"] == {"threshold": 0.8}
+    names = rundata.load_run(runs / "single").strategies
+    assert playground_io.parse_point(raw, "p.json", run_dir=runs / "single", strategies=names)["params"] == {"threshold": 0.8}
     with pytest.raises(ValueError, match="p.json: made for other weights"):
-        PI.parse_point(raw, "p.json", run_dir=runs / "pair", strategies=names)
+        playground_io.parse_point(raw, "p.json", run_dir=runs / "pair", strategies=names)
     with pytest.raises(ValueError, match="p.json: not a JSON operating-point file"):
-        PI.parse_point(b"\xff\xfe", "p.json", run_dir=runs / "single", strategies=names)
+        playground_io.parse_point(b"\xff\xfe", "p.json", run_dir=runs / "single", strategies=names)
     with pytest.raises(ValueError, match="x.json: missing field 'promise'"):
-        PI.parse_point(json.dumps({k: v for k, v in data.items() if k != "promise"}).encode(), "x.json",
+        playground_io.parse_point(json.dumps({k: v for k, v in data.items() if k != "promise"}).encode(), "x.json",
                        run_dir=runs / "single", strategies=names)
 
 
 def test_timing_summary_flags_a_speedup_above_l_over_m():
-    from core.app import playground_io as PI
+    from core.app import playground_io
 
-    t = PI.timing_summary([1.0, 1.1, 0.9, 1.0], [3.0, 3.2, 2.8, 3.1], L=2, exit_layer=1)
+    t = playground_io.timing_summary([1.0, 1.1, 0.9, 1.0], [3.0, 3.2, 2.8, 3.1], L=2, exit_layer=1)
     assert t["speedup_median"] == pytest.approx(3.05) and t["ideal"] == 2.0
     assert "above L/m = 2/1 = 2.00x" in t["noise_note"] and "noise" in t["noise_note"]
-    t = PI.timing_summary([2.0, 2.2, 1.8], [3.0, 3.2, 3.1], L=4, exit_layer=2)
+    t = playground_io.timing_summary([2.0, 2.2, 1.8], [3.0, 3.2, 3.1], L=4, exit_layer=2)
     assert t["noise_note"] is None and t["early_iqr"][0] <= t["early_median"] <= t["early_iqr"][1]
-    assert "spread (25th-75th percentile)" in PI.timing_caption(t)
+    assert "spread (25th-75th percentile)" in playground_io.timing_caption(t)

@@ -1,12 +1,12 @@
-"""core.predictor: real layer-by-layer early exit decides exactly as strategies.apply on full probs."""
+"""core.serving.predictor: real layer-by-layer early exit decides exactly as strategies.apply on full probs."""
 
 import numpy as np
 import pytest
 import torch
 
-from core import strategies
-from core.model import ModelConfig, MultiExitModel
-from core.predictor import EarlyExitPredictor
+from core.engine import strategies
+from core.models.multi_exit import ModelConfig, MultiExitModel
+from core.serving.predictor import EarlyExitPredictor
 from tests.conftest import write_tiny_backbone
 
 WORDS = "the a film movie good bad great dull funny boring is was and but not very it this".split()

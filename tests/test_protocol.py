@@ -8,57 +8,57 @@ import json
 import numpy as np
 import pytest
 
-from core import data as D
-from core.io import read_jsonl
-from core.runs import read_config, read_status, write_status
-from core.config import parse_cli, resolve_config
-from core.train import BestEpoch, train, weak_budget_warnings
+from core.data import tasks as data
+from core.runs.folders import read_config, read_status, write_status
+from core.runs.io import read_jsonl
+from core.training.config import parse_cli, resolve_config
+from core.training.train import BestEpoch, train, weak_budget_warnings
 from tests.test_train import base_config, tiny  # noqa: F401  (tiny is a fixture)
 
 
 # ---- data: test split, split versions, validation split ---------------------------------------------
 def test_test_split_is_held_out_of_training_and_dev():
-    test = D.load_test_split()
-    assert len(test) == D.TEST_ROWS == 850
+    test = data.load_test_split()
+    assert len(test) == data.TEST_ROWS == 850
     assert test["label"].value_counts().to_dict() == {0: 425, 1: 425}  # stratified
-    task = D.load_task()
+    task = data.load_task()
     assert not set(test["row_id"]) & set(task.train["row_id"])
     assert not set(test["row_id"]) & set(task.dev["row_id"])
     for seed in (0, 1, 2):  # no seed or subset draws a test row into training
-        assert not set(test["row_id"]) & set(D.load_task(max_train=4000, seed=seed).train["row_id"])
-    assert D.load_test_split("Rotten-Tomatoes")["row_id"].tolist() == test["row_id"].tolist()
+        assert not set(test["row_id"]) & set(data.load_task(max_train=4000, seed=seed).train["row_id"])
+    assert data.load_test_split("Rotten-Tomatoes")["row_id"].tolist() == test["row_id"].tolist()
     source = {"kind": "builtin", "task": "rotten_tomatoes", "split": "test", "row_ids": test["row_id"][:5].tolist()}
-    assert D.restore_texts(source) == test["text"][:5].tolist()
+    assert data.restore_texts(source) == test["text"][:5].tolist()
 
 
 def test_split_version_1_keeps_the_old_training_rows():
-    old = D.load_task(split_version=1)
-    new = D.load_task()
+    old = data.load_task(split_version=1)
+    new = data.load_task()
     assert len(old.train) == 8530 - len(old.dev)
-    assert set(old.train["row_id"]) == set(new.train["row_id"]) | set(D.load_test_split()["row_id"])
+    assert set(old.train["row_id"]) == set(new.train["row_id"]) | set(data.load_test_split()["row_id"])
     assert old.dev["row_id"].tolist() == new.dev["row_id"].tolist()  # dev (and so every cache) unchanged
     with pytest.raises(ValueError, match="split_version must be one of 1, 2"):
-        D.load_task(split_version=3)
+        data.load_task(split_version=3)
 
 
 def test_test_split_only_for_the_default_task():
     with pytest.raises(ValueError, match="has no held-out test split"):
-        D.load_test_split("sst2")
+        data.load_test_split("sst2")
 
 
 def test_validation_split_is_stratified_fixed_and_disjoint():
-    train = D.load_task(max_train=1000).train
-    rest, val = D.validation_split(train, 0.1)
+    train = data.load_task(max_train=1000).train
+    rest, val = data.validation_split(train, 0.1)
     assert len(val) == 100 and len(rest) == 900
     assert not set(rest["row_id"]) & set(val["row_id"])
     counts = train["label"].value_counts()
     for label, n in val["label"].value_counts().items():
         assert n == int(np.floor(0.1 * counts[label] + 0.5))
-    again = D.validation_split(train, 0.1)[1]
+    again = data.validation_split(train, 0.1)[1]
     assert again["row_id"].tolist() == val["row_id"].tolist()
-    assert D.validation_split(train, 0.1, seed=5)[1]["row_id"].tolist() != val["row_id"].tolist()
+    assert data.validation_split(train, 0.1, seed=5)[1]["row_id"].tolist() != val["row_id"].tolist()
     with pytest.raises(ValueError, match="between 0 and 1"):
-        D.validation_split(train, 1.5)
+        data.validation_split(train, 1.5)
 
 
 # ---- configuration ---------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def test_old_run_config_resolves_to_the_old_split(tmp_path):
     options.write_text(json.dumps({"epochs": 2}))
     eff = resolve_config({k: v for k, v in parse_cli(["--config", str(options), "--out", "checkpoints/x"]).items()
                           if k not in ("command", "config_file")})
-    assert eff["split_version"] == D.SPLIT_VERSION == 2
+    assert eff["split_version"] == data.SPLIT_VERSION == 2
 
 
 def test_bundled_default_run_never_read_the_test_split():
@@ -85,11 +85,11 @@ def test_bundled_default_run_never_read_the_test_split():
         pytest.skip("no bundled default run")
     assert conf["split_version"] == 2 and conf["val_fraction"] > 0
     cfg = parse_cli(["--config", "checkpoints/rotten_tomatoes-joint/config.json"])
-    task = D.load_task(conf["task"], max_train=conf["max_train"], seed=conf["seed"],
+    task = data.load_task(conf["task"], max_train=conf["max_train"], seed=conf["seed"],
                        split_version=cfg["split_version"])
     rows = set(task.train["row_id"])
-    assert not rows & set(D.load_test_split()["row_id"]) and not rows & set(task.dev["row_id"])
-    kept, val = D.validation_split(task.train, conf["val_fraction"])
+    assert not rows & set(data.load_test_split()["row_id"]) and not rows & set(task.dev["row_id"])
+    kept, val = data.validation_split(task.train, conf["val_fraction"])
     derived = conf["derived"]
     assert (len(kept), len(val)) == (derived["n_train"], derived["n_val"])
 
@@ -174,7 +174,7 @@ def test_early_stopping_restores_leebert_omega_of_the_kept_epoch(tiny, tmp_path,
 
 
 def test_train_form_counts_the_rows_training_will_use():
-    from core import train_form as TF
+    from core.app import train_form
 
-    assert TF.check_task({"task": "rotten_tomatoes"}).n_train == 8530 - 854 - D.TEST_ROWS
-    assert TF.check_task({"task": "rotten_tomatoes", "split_version": 1}).n_train == 8530 - 854
+    assert train_form.check_task({"task": "rotten_tomatoes"}).n_train == 8530 - 854 - data.TEST_ROWS
+    assert train_form.check_task({"task": "rotten_tomatoes", "split_version": 1}).n_train == 8530 - 854

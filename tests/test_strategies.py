@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from core import strategies as S
+from core.engine import strategies
 from tests.reference_loop import exit_all
 
 # Sample A, K = 2, L = 4 (dyadic numbers, so float32 holds them exactly):
@@ -20,7 +20,7 @@ B = np.array([[[.25, .4375, .3125], [.125, .75, .125], [.5, .0625, .4375]]], dty
 
 
 def run(name, probs, **kw):
-    e, p = S.apply(name, probs, **kw)
+    e, p = strategies.apply(name, probs, **kw)
     return int(e[0]), int(p[0])
 
 
@@ -103,9 +103,9 @@ def test_pcee_ensemble_is_over_every_passed_layer_pcee_bert_4_6_3():
     assert run("pcee", C, patience=2, threshold=0.9, signal="maxprob", ensemble=True,
                ensemble_span="confident_run") == (5, 0)
     # decide on the 5-layer prefix says the same as apply
-    assert S.decide("pcee", C[0, :5], patience=2, threshold=0.9, signal="maxprob", ensemble=True) == (True, 1)
+    assert strategies.decide("pcee", C[0, :5], patience=2, threshold=0.9, signal="maxprob", ensemble=True) == (True, 1)
     # at layer 4 it does not fire; its ensemble there would be [.35, .65] -> class 1 (p4 alone: class 0)
-    assert S.decide("pcee", C[0, :4], patience=2, threshold=0.9, signal="maxprob", ensemble=True) == (False, 1)
+    assert strategies.decide("pcee", C[0, :4], patience=2, threshold=0.9, signal="maxprob", ensemble=True) == (False, 1)
 
 
 def test_pcee_learned():
@@ -188,30 +188,30 @@ def test_single_layer_everything_exits_at_one():
                          ("patience", {"patience": 1}), ("pcee", {"patience": 1, "threshold": 0.0}),
                          ("dge", {"patience": 1, "threshold": 1.0}), ("voting", {"k": 0.0, "delta": 5.0}),
                          ("lte", {"threshold": 0.5}), ("oracle", {})]:
-        e, p = S.apply(name, one, labels=np.array([0, 1]), confidence=conf, **params)
+        e, p = strategies.apply(name, one, labels=np.array([0, 1]), confidence=conf, **params)
         assert e.tolist() == [1, 1], name
         assert p.tolist() == [1, 0], name
 
 
 # ---- errors -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("call, message", [
-    (lambda: S.apply("nope", A), "unknown strategy 'nope'; valid: budget"),
-    (lambda: S.apply("entropy", A, threshhold=0.5), "unknown parameter(s) ['threshhold']"),
-    (lambda: S.apply("budget", A), "needs parameter 'layer'"),
-    (lambda: S.apply("budget", A, layer=5), "out of range"),
-    (lambda: S.apply("patience", A, patience=0), "out of range"),
-    (lambda: S.apply("patience", A, patience=1.5), "must be an integer"),
-    (lambda: S.apply("pcee", A, signal="vibes"), "must be one of entropy, maxprob, learned"),
-    (lambda: S.apply("pcee", A, signal="learned"), "needs `confidence`"),
-    (lambda: S.apply("lte", A), "needs `confidence`"),
-    (lambda: S.apply("oracle", A), "needs `labels`"),
-    (lambda: S.apply("dge", A, measure="cosine"), "must be one of kd, kl, js"),
-    (lambda: S.apply("entropy", A[0]), "probs must be [N, L, K]"),
-    (lambda: S.apply("entropy", np.full((1, 2, 2), np.nan)), "NaN"),
-    (lambda: S.apply("oracle", A, labels=np.array([0, 1])), "labels must have shape [1]"),
-    (lambda: S.apply("lte", A, confidence=np.zeros((1, 3))), "confidence must have shape [1, 4]"),
-    (lambda: S.apply("pcee", A, ensemble="yes"), "must be True or False"),
-    (lambda: S.apply("pcee", A, ensemble_span="last"), "must be one of all_passed, confident_run"),
+    (lambda: strategies.apply("nope", A), "unknown strategy 'nope'; valid: budget"),
+    (lambda: strategies.apply("entropy", A, threshhold=0.5), "unknown parameter(s) ['threshhold']"),
+    (lambda: strategies.apply("budget", A), "needs parameter 'layer'"),
+    (lambda: strategies.apply("budget", A, layer=5), "out of range"),
+    (lambda: strategies.apply("patience", A, patience=0), "out of range"),
+    (lambda: strategies.apply("patience", A, patience=1.5), "must be an integer"),
+    (lambda: strategies.apply("pcee", A, signal="vibes"), "must be one of entropy, maxprob, learned"),
+    (lambda: strategies.apply("pcee", A, signal="learned"), "needs `confidence`"),
+    (lambda: strategies.apply("lte", A), "needs `confidence`"),
+    (lambda: strategies.apply("oracle", A), "needs `labels`"),
+    (lambda: strategies.apply("dge", A, measure="cosine"), "must be one of kd, kl, js"),
+    (lambda: strategies.apply("entropy", A[0]), "probs must be [N, L, K]"),
+    (lambda: strategies.apply("entropy", np.full((1, 2, 2), np.nan)), "NaN"),
+    (lambda: strategies.apply("oracle", A, labels=np.array([0, 1])), "labels must have shape [1]"),
+    (lambda: strategies.apply("lte", A, confidence=np.zeros((1, 3))), "confidence must have shape [1, 4]"),
+    (lambda: strategies.apply("pcee", A, ensemble="yes"), "must be True or False"),
+    (lambda: strategies.apply("pcee", A, ensemble_span="last"), "must be one of all_passed, confident_run"),
 ])
 def test_errors_name_the_fault(call, message):
     with pytest.raises(ValueError) as err:
@@ -239,14 +239,14 @@ def test_stricter_threshold_never_exits_earlier(seed):
                                            ("pcee", {"patience": 2}, True),
                                            ("pcee", {"patience": 2, "signal": "maxprob"}, False)]:
         order = ts[::-1] if stricter_is_lower else ts  # from lenient to strict
-        exits = [S.apply(name, probs, threshold=t, **extra, **kw)[0] for t in order]
+        exits = [strategies.apply(name, probs, threshold=t, **extra, **kw)[0] for t in order]
         for looser, stricter in zip(exits, exits[1:]):
             assert (stricter >= looser).all(), name
 
 
 def test_budget_at_last_layer_is_the_full_model():
     probs, _, _ = random_cache(2, num_layers=5)
-    e, p = S.apply("budget", probs, layer=5)
+    e, p = strategies.apply("budget", probs, layer=5)
     assert (e == 5).all() and (p == probs[:, -1].argmax(-1)).all()
 
 
@@ -254,14 +254,14 @@ def test_oracle_beats_every_strategy():
     # Every rule predicts some layer's argmax, so it can be right only where the Oracle is.
     # (PCEE's ensemble averages distributions and is left out: its argmax can name a class no layer chose.)
     probs, labels, conf = random_cache(3)
-    _, oracle_pred = S.apply("oracle", probs, labels=labels)
+    _, oracle_pred = strategies.apply("oracle", probs, labels=labels)
     best = (oracle_pred == labels).mean()
     settings = [("budget", {"layer": 2}), ("entropy", {"threshold": .5}), ("maxprob", {"threshold": .7}),
                 ("patience", {"patience": 2}), ("pcee", {"patience": 2, "threshold": .5}),
                 ("dge", {"patience": 2, "threshold": 1.0}), ("voting", {"k": .5, "delta": 1.5}),
                 ("lte", {"threshold": .5})]
     for name, params in settings:
-        _, pred = S.apply(name, probs, labels=labels, confidence=conf, **params)
+        _, pred = strategies.apply(name, probs, labels=labels, confidence=conf, **params)
         assert best >= (pred == labels).mean(), name
 
 
@@ -290,7 +290,7 @@ def test_equivalent_to_per_sample_loop(num_layers, k, name, params):
     if name == "budget":
         params = {"layer": min(params["layer"], num_layers)}
     probs, labels, conf = random_cache(num_layers * 10 + k, n=150, num_layers=num_layers, k=k)
-    e, p = S.apply(name, probs, labels=labels, confidence=conf, **params)
+    e, p = strategies.apply(name, probs, labels=labels, confidence=conf, **params)
     ref_e, ref_p = exit_all(name, probs.astype(np.float64), labels=labels, confidence=conf, **params)
     assert e.tolist() == ref_e
     assert p.tolist() == ref_p
@@ -300,12 +300,12 @@ def test_equivalent_to_per_sample_loop(num_layers, k, name, params):
 def test_decide_on_prefixes_matches_apply(name, params):
     """What the layer-by-layer predictor relies on: stopping at the first `decide` that fires."""
     probs, labels, conf = random_cache(7, n=60, num_layers=5, k=3)
-    e, p = S.apply(name, probs, labels=labels, confidence=conf, **params)
+    e, p = strategies.apply(name, probs, labels=labels, confidence=conf, **params)
     for i in range(len(probs)):
         for m in range(1, 6):
-            fired, pred = S.decide(name, probs[i, :m], confidence=conf[i], label=labels[i], **params)
+            fired, pred = strategies.decide(name, probs[i, :m], confidence=conf[i], label=labels[i], **params)
             if fired or m == 5:
                 break
         if not fired:
-            pred = int(S.apply(name, probs[i:i + 1], labels=labels[i:i + 1], confidence=conf[i:i + 1], **params)[1][0])
+            pred = int(strategies.apply(name, probs[i:i + 1], labels=labels[i:i + 1], confidence=conf[i:i + 1], **params)[1][0])
         assert (m, pred) == (e[i], p[i]), (name, i)

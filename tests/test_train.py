@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.io import read_jsonl
-from core.runs import read_config, read_status
-from core.config import DEFAULTS, command_line, parse_cli, resolve_config
-from core.train import Trainer, TrainingCancelled, encode_rows, make_collate, train
+from core.runs.folders import read_config, read_status
+from core.runs.io import read_jsonl
+from core.training.config import DEFAULTS, command_line, parse_cli, resolve_config
+from core.training.train import Trainer, TrainingCancelled, encode_rows, make_collate, train
 from tests.conftest import NEG, POS, write_tiny_backbone  # noqa: F401  (tests/test_distributed.py imports it from here)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,8 +54,8 @@ def base_config(tiny, out, **over) -> dict:
 def build(tiny, tmp_path, method, **over):
     from accelerate import Accelerator
 
-    from core.data import load_task
-    from core.model import ModelConfig, MultiExitModel
+    from core.data.tasks import load_task
+    from core.models.multi_exit import ModelConfig, MultiExitModel
 
     cfg = resolve_config(base_config(tiny, tmp_path / "run", method=method, **over))
     task = load_task(cfg["task"], train_file=cfg["train_file"], dev_file=cfg["dev_file"],
@@ -206,7 +206,7 @@ def test_leebert_fixed_weights_leave_omega(tiny, tmp_path, weights):
 
 # ---- the whole run --------------------------------------------------------------------------------
 def test_run_folder_contents_and_reproducibility(tiny, tmp_path):
-    from core.cache import ExitCache
+    from core.engine.cache import ExitCache
 
     cfg = base_config(tiny, tmp_path / "rt-leebert", method="leebert", lte=True, epochs=2, log_every=2)
     folder = train(cfg)
@@ -247,8 +247,8 @@ def test_run_folder_contents_and_reproducibility(tiny, tmp_path):
 
 
 def test_weights_reload_to_the_cached_probabilities(tiny, tmp_path):
-    from core.cache import ExitCache
-    from core.model import MultiExitModel
+    from core.engine.cache import ExitCache
+    from core.models.multi_exit import MultiExitModel
 
     folder = train(base_config(tiny, tmp_path / "joint-run", method="badge", latency_samples=0))
     cache = ExitCache.load(folder)
@@ -357,7 +357,7 @@ def test_sigterm_mid_run_gives_cancelled(tiny, tmp_path):
 
 @pytest.mark.integration
 def test_cli_trains_the_default_backbone(tmp_path):
-    from core.cache import ExitCache
+    from core.engine.cache import ExitCache
 
     out = tmp_path / "rt-int"
     args = [sys.executable, "-m", "core.train", "--task", "rotten_tomatoes", "--backbone", "minilm-l6",

@@ -1,4 +1,4 @@
-"""The Train page and core.train_form: the form's fields come from core.config.OPTIONS; its values become
+"""The Train page and core.app.train_form: the form's fields come from core.training.config.OPTIONS; its values become
 an argv that core.train parses back to the same configuration; bad values, bad run names and bad
 uploads get messages; a tiny job started from the page (AppTest) runs to the end, the live panel draws
 its losses, dev scores and Ω, and its run appears on Explore; a failing job shows its error; a running
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import train_form as TF
-from core.jobs import JobManager
-from core.runs import WEIGHTS_FILE, read_config, read_status
-from core.config import DEFAULTS, METHODS, OPTIONS, parse_cli, resolve_config
+from core.app import train_form
+from core.runs.folders import WEIGHTS_FILE, read_config, read_status
+from core.runs.jobs import JobManager
+from core.training.config import DEFAULTS, METHODS, OPTIONS, parse_cli, resolve_config
 from tests.conftest import NEG, POS
 from tests.conftest import write_tiny_backbone as write_backbone
 
@@ -73,7 +73,7 @@ def wait_final(mgr: JobManager, name: str, timeout: float = 120.0):
 
 # ---- fields and argv --------------------------------------------------------------------------------
 def test_fields_are_core_train_options():
-    fields = TF.fields()
+    fields = train_form.fields()
     assert set(fields) == {name for name, *_ in OPTIONS} - {"out"}
     for name, typ, default, help_ in OPTIONS:
         if name == "out":
@@ -84,18 +84,18 @@ def test_fields_are_core_train_options():
     assert (fields["cycle"].default, fields["temperature"].default) == (4, 2.0)
     assert (fields["bypass_dim"].default, fields["bypass_act"].default) == (16, "gelu")
     assert fields["lambda_div"].default == 0.2
-    assert TF.method_defaults("leebert")["optimizer"] == "clo_v2"
-    every = {n for section in TF.SECTIONS.values() for n in section}
+    assert train_form.method_defaults("leebert")["optimizer"] == "clo_v2"
+    every = {n for section in train_form.SECTIONS.values() for n in section}
     assert every == set(fields), "every option has a place on the form"
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_defaults_round_trip_through_the_cli(method):
     """The form at its defaults -> argv -> core.train's own parser -> the same configuration."""
-    defaults = TF.method_defaults(method)
-    values = {n: defaults[n] for n in TF.fields() if TF.relevant(n, {**defaults, "method": method})}
+    defaults = train_form.method_defaults(method)
+    values = {n: defaults[n] for n in train_form.fields() if train_form.relevant(n, {**defaults, "method": method})}
     values["method"] = method
-    argv = TF.build_argv(values)
+    argv = train_form.build_argv(values)
     assert argv[:6] == ["--task", "rotten_tomatoes", "--backbone", "minilm-l6", "--method", method]
     got = resolve_config(parse_cli([*argv, "--out", "checkpoints/x"]))
     want = resolve_config({"method": method, "out": "checkpoints/x"})
@@ -105,19 +105,19 @@ def test_defaults_round_trip_through_the_cli(method):
 
 
 def test_changed_values_reach_the_command_and_irrelevant_ones_do_not():
-    values = {**TF.method_defaults("joint"), "lr": 5e-5, "max_train": 16, "lte": True, "epochs": 1.0,
+    values = {**train_form.method_defaults("joint"), "lr": 5e-5, "max_train": 16, "lte": True, "epochs": 1.0,
               "optimizer": "slo", "lambda_div": 0.5, "temperature": 3.0}
     values.pop("out"), values.pop("command", None)
     values = {k: v for k, v in values.items() if k in DEFAULTS}
-    argv = TF.build_argv(values)
+    argv = train_form.build_argv(values)
     cfg = resolve_config(parse_cli([*argv, "--out", "checkpoints/x"]))
     assert (cfg["lr"], cfg["max_train"], cfg["lte"], cfg["epochs"]) == (5e-5, 16, True, 1)
     for flag in ("--optimizer", "--lambda-div", "--temperature"):  # not used by joint training
         assert flag not in argv
-    lee = TF.build_argv({"method": "leebert", "optimizer": "blo", "cycle": 7, "weights": "learned"})
+    lee = train_form.build_argv({"method": "leebert", "optimizer": "blo", "cycle": 7, "weights": "learned"})
     assert "--cycle" not in lee, "the CLO-v2 cycle means nothing to BLO"
     assert lee[lee.index("--optimizer") + 1] == "blo"
-    fixed = TF.build_argv({"method": "leebert", "weights": "uniform", "optimizer": "clo_v2"})
+    fixed = train_form.build_argv({"method": "leebert", "weights": "uniform", "optimizer": "clo_v2"})
     assert "--optimizer" not in fixed, "a fixed Ω has no optimizer"
 
 
@@ -133,24 +133,24 @@ def test_changed_values_reach_the_command_and_irrelevant_ones_do_not():
 ])
 def test_bad_values_get_core_train_messages(values, words):
     with pytest.raises(ValueError, match=words):
-        TF.build_argv({"method": "joint", **values})
+        train_form.build_argv({"method": "joint", **values})
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", "", ".hidden", "x" * 101, "a b", "/abs"])
 def test_run_names_cannot_escape_the_root(tmp_path, name):
     with pytest.raises(ValueError, match="invalid run name"):
-        TF.check_new_run(tmp_path, name)
+        train_form.check_new_run(tmp_path, name)
 
 
 def test_existing_run_needs_replace(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(ValueError, match="already exists"):
-        TF.check_new_run(tmp_path, "taken")
-    assert TF.check_new_run(tmp_path, "taken", overwrite=True) == tmp_path / "taken"
-    assert TF.suggest_run_name(tmp_path, "taken", "joint") == "taken-joint"
+        train_form.check_new_run(tmp_path, "taken")
+    assert train_form.check_new_run(tmp_path, "taken", overwrite=True) == tmp_path / "taken"
+    assert train_form.suggest_run_name(tmp_path, "taken", "joint") == "taken-joint"
     (tmp_path / "taken-joint").mkdir()
-    assert TF.suggest_run_name(tmp_path, "taken", "joint") == "taken-joint-2"
-    assert TF.suggest_run_name(tmp_path, "/some/dir/my data", "leebert") == "my-data-leebert"
+    assert train_form.suggest_run_name(tmp_path, "taken", "joint") == "taken-joint-2"
+    assert train_form.suggest_run_name(tmp_path, "/some/dir/my data", "leebert") == "my-data-leebert"
 
 
 # ---- uploads ------------------------------------------------------------------------------------------
@@ -158,28 +158,28 @@ def test_upload_limits_and_types(tmp_path):
     data = tiny_csv(200).encode()
     assert len(data) > 0.001 * 1024 * 1024
     with pytest.raises(ValueError, match=r"limited to 0.001 MB"):
-        TF.save_upload(data, "big.csv", tmp_path, limit_mb=0.001)
+        train_form.save_upload(data, "big.csv", tmp_path, limit_mb=0.001)
     with pytest.raises(ValueError, match="unsupported file type"):
-        TF.save_upload(data, "notes.txt", tmp_path)
+        train_form.save_upload(data, "notes.txt", tmp_path)
     with pytest.raises(ValueError, match="unsupported file type"):
-        TF.save_upload(data, "noext", tmp_path)
+        train_form.save_upload(data, "noext", tmp_path)
     with pytest.raises(ValueError, match="empty"):
-        TF.save_upload(b"", "a.csv", tmp_path)
-    path = TF.save_upload(data, "../../My Reviews.CSV", tmp_path, role="train")
+        train_form.save_upload(b"", "a.csv", tmp_path)
+    path = train_form.save_upload(data, "../../My Reviews.CSV", tmp_path, role="train")
     assert path == tmp_path / "train.csv" and path.read_bytes() == data   # never the user's path
-    assert TF.UPLOAD_LIMIT_MB == 50
+    assert train_form.UPLOAD_LIMIT_MB == 50
 
 
 def test_columns_of_an_upload_and_their_guess():
-    cols = TF.peek_columns(tiny_csv(pairs=True).encode(), "pairs.csv")
+    cols = train_form.peek_columns(tiny_csv(pairs=True).encode(), "pairs.csv")
     assert cols == ["premise", "hypothesis", "gold"]
-    assert TF.guess_columns(cols) == {"text": "premise", "pair": "hypothesis", "label": "gold"}
+    assert train_form.guess_columns(cols) == {"text": "premise", "pair": "hypothesis", "label": "gold"}
     tsv = "sentence\tlabel\nfine film\t1\nbad film\t0\n".encode()
-    assert TF.guess_columns(TF.peek_columns(tsv, "x.tsv")) == {"text": "sentence", "pair": None, "label": "label"}
+    assert train_form.guess_columns(train_form.peek_columns(tsv, "x.tsv")) == {"text": "sentence", "pair": None, "label": "label"}
     jsonl = b'{"text": "fine", "label": "pos"}\n{"text": "bad", "label": "neg"}\n'
-    assert TF.peek_columns(jsonl, "x.jsonl") == ["text", "label"]
+    assert train_form.peek_columns(jsonl, "x.jsonl") == ["text", "label"]
     with pytest.raises(ValueError, match="cannot be read"):
-        TF.peek_columns(b'{"text": "fine", "lab', "x.jsonl")
+        train_form.peek_columns(b'{"text": "fine", "lab', "x.jsonl")
 
 
 @pytest.mark.parametrize("content,columns,words", [
@@ -190,14 +190,14 @@ def test_columns_of_an_upload_and_their_guess():
     ("\x00\x01garbage,\"unclosed\n1,2,3\n", {}, "train.csv: cannot be read as csv"),
 ])
 def test_a_bad_upload_gets_a_message_from_load_task(tmp_path, content, columns, words):
-    path = TF.save_upload(content.encode(), "data.csv", tmp_path)
+    path = train_form.save_upload(content.encode(), "data.csv", tmp_path)
     with pytest.raises(ValueError, match=words):
-        TF.check_task({"task": "mine", **columns}, train_file=path)
+        train_form.check_task({"task": "mine", **columns}, train_file=path)
 
 
 def test_a_good_upload_is_summarized(tmp_path):
-    path = TF.save_upload(tiny_csv(30).encode(), "reviews.csv", tmp_path)
-    s = TF.check_task({"task": "reviews", "text_column": "review", "label_column": "sentiment", "max_dev": 4},
+    path = train_form.save_upload(tiny_csv(30).encode(), "reviews.csv", tmp_path)
+    s = train_form.check_task({"task": "reviews", "text_column": "review", "label_column": "sentiment", "max_dev": 4},
                      train_file=path)
     assert (s.name, s.label_names, s.is_pair) == ("reviews", ["neg", "pos"], False)
     assert s.n_dev <= 4 and s.n_train + s.n_dev <= 30
@@ -205,14 +205,14 @@ def test_a_good_upload_is_summarized(tmp_path):
 
 
 def test_staged_uploads_move_into_the_run_folder(tmp_path):
-    stage = TF.staging_dir(tmp_path, "run1")
-    TF.save_upload(b"a,b\n1,2\n", "x.csv", stage, role="train")
-    TF.save_upload(b"a,b\n1,2\n", "y.csv", stage, role="dev")
-    moved = TF.adopt_uploads(tmp_path / "run1")
+    stage = train_form.staging_dir(tmp_path, "run1")
+    train_form.save_upload(b"a,b\n1,2\n", "x.csv", stage, role="train")
+    train_form.save_upload(b"a,b\n1,2\n", "y.csv", stage, role="dev")
+    moved = train_form.adopt_uploads(tmp_path / "run1")
     assert sorted(p.name for p in moved) == ["dev.csv", "train.csv"]
     assert (tmp_path / "run1" / "uploads" / "train.csv").read_bytes() == b"a,b\n1,2\n"
     assert not stage.exists()
-    assert TF.adopt_uploads(tmp_path / "run2") == []
+    assert train_form.adopt_uploads(tmp_path / "run2") == []
 
 
 # ---- live panel data --------------------------------------------------------------------------------------
@@ -223,20 +223,20 @@ def test_live_frames_and_figures():
             {"kind": "omega", "step": 1, "epoch": 1, "omega": [[0.4, 0, 0.6], [0.45, 0.55, 0]],
              "terms": ["ce", "kd:1", "kd:2"]},
             {"kind": "eval", "step": 1, "epoch": 1, "exit_scores": [0.5, 0.75], "metric": "accuracy"}]
-    d = TF.live_data(recs)
+    d = train_form.live_data(recs)
     assert len(d.train) == 2 and list(d.evals["score"]) == [0.5, 0.75] and len(d.omega) == 2
-    om = TF.omega_frame(d.omega)
+    om = train_form.omega_frame(d.omega)
     assert set(zip(om["exit"], om["term"])) == {(1, "ce"), (1, "kd:2"), (2, "ce"), (2, "kd:1")}
-    assert len(TF.omega_lines_figure(d.omega).data) == 4
-    heat = TF.omega_heatmap(d.omega[-1])
+    assert len(train_form.omega_lines_figure(d.omega).data) == 4
+    heat = train_form.omega_heatmap(d.omega[-1])
     assert np.isnan(heat.data[0].z[0][1]) and heat.data[0].z[1][1] == 0.55  # a missing term is blank
-    assert TF.losses_figure(d.train).data and TF.scores_figure(d.evals, "accuracy").data
-    assert TF.live_data([]).empty
+    assert train_form.losses_figure(d.train).data and train_form.scores_figure(d.evals, "accuracy").data
+    assert train_form.live_data([]).empty
 
 
 def test_train_page_builds_its_form_without_torch(tmp_path):
-    """The Train page (and core.train_form / core.config behind it) never imports torch: the form's
-    option table, name lists and argv come from the torch-free core.config. Run in a fresh interpreter so
+    """The Train page (and core.app.train_form / core.training.config behind it) never imports torch: the form's
+    option table, name lists and argv come from the torch-free core.training.config. Run in a fresh interpreter so
     other tests' imports cannot mask an import of torch."""
     import subprocess
     import sys
@@ -244,9 +244,9 @@ def test_train_page_builds_its_form_without_torch(tmp_path):
     probe = (
         "import sys\n"
         "from streamlit.testing.v1 import AppTest\n"
-        "from core import train_form as TF\n"
-        "assert TF.fields() and TF.build_argv({'method': 'leebert', 'epochs': 2})\n"
-        "assert TF.method_defaults('leebert')['optimizer'] == 'clo_v2'\n"
+        "from core.app import train_form\n"
+        "assert train_form.fields() and train_form.build_argv({'method': 'leebert', 'epochs': 2})\n"
+        "assert train_form.method_defaults('leebert')['optimizer'] == 'clo_v2'\n"
         "at = AppTest.from_file('app.py', default_timeout=90)\n"
         "at.run()\n"
         "at.switch_page('pages/train.py')\n"
@@ -264,12 +264,12 @@ def test_train_page_builds_its_form_without_torch(tmp_path):
 
 
 def test_column_guess_has_one_rule():
-    """The form's pickers and core.data guess with the same rule (core.data.guess_columns)."""
-    from core import data as D
+    """The form's pickers and core.data.tasks guess with the same rule (core.data.tasks.guess_columns)."""
+    from core.data import tasks as data
 
-    assert TF.guess_columns is D.guess_columns
+    assert train_form.guess_columns is data.guess_columns
     cols = ["Text_A", "text_b", "Label"]            # case-insensitive, the same lists load_task uses
-    assert D.guess_columns(cols) == {"text": "Text_A", "pair": "text_b", "label": "Label"}
+    assert data.guess_columns(cols) == {"text": "Text_A", "pair": "text_b", "label": "Label"}
 
 
 # ---- the page (AppTest) --------------------------------------------------------------------------------------
@@ -387,7 +387,7 @@ def test_page_upload_bad_files_get_messages_and_a_good_one_trains_from_its_run_f
     at.radio(key="tr.source").set_value("Upload a file").run()
     assert at.button(key="tr.start").disabled
     assert any("50 MB" in c.value for c in at.caption)
-    assert at.file_uploader(key="tr.up_train").proto.max_upload_size_mb == TF.UPLOAD_LIMIT_MB == 50
+    assert at.file_uploader(key="tr.up_train").proto.max_upload_size_mb == train_form.UPLOAD_LIMIT_MB == 50
 
     at.file_uploader(key="tr.up_train").upload("broken.csv", b'review,"sentiment\nfine,1\n', "text/csv").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -399,7 +399,7 @@ def test_page_upload_bad_files_get_messages_and_a_good_one_trains_from_its_run_f
     at.button(key="tr.start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Not started" in e.value and "single class" in e.value for e in at.error), [e.value for e in at.error]
-    assert not (root / "upl").exists() and not TF.staging_dir(root, "upl").exists()
+    assert not (root / "upl").exists() and not train_form.staging_dir(root, "upl").exists()
 
     at.file_uploader(key="tr.up_train").upload("my reviews.csv", tiny_csv(24).encode(), "text/csv").run()
     assert at.selectbox(key="tr.text_column").value == "review"
@@ -419,4 +419,4 @@ def test_page_upload_bad_files_get_messages_and_a_good_one_trains_from_its_run_f
     assert cfg["command"].startswith("python -m core.train ")
     assert str(root / "upl" / "uploads" / "train.csv") in cfg["command"]
     assert (root / "upl" / "uploads" / "train.csv").read_text() == tiny_csv(24)
-    assert not TF.staging_dir(root, "upl").exists()
+    assert not train_form.staging_dir(root, "upl").exists()

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from core import calibrate as CAL, curves as CV, metrics as M
-from core.cache import ExitCache
-from core.strategies import apply, apply_features, candidate_settings, features
+from core.engine import calibrate, curves, metrics
+from core.engine.cache import ExitCache
+from core.engine.strategies import apply, apply_features, candidate_settings, features
 from tests.conftest import synthetic_cache
 
 RULES = ["budget", "entropy", "maxprob", "patience", "pcee", "dge", "voting", "lte"]
@@ -24,10 +24,10 @@ def test_exact_curves_equal_apply_at_every_candidate(metric, k):
     f = _feats(cache)
     cum = np.concatenate([[0.0], np.cumsum(cache.layer_ms)])
     for rule in RULES:
-        for curve in CV.rule_curves(cache, rule, f):
+        for curve in curves.rule_curves(cache, rule, f):
             for i in range(0, len(curve), max(1, len(curve) // 25)):
                 exit_layer, pred = apply_features(rule, f, **curve.params(i))
-                assert curve.score[i] == pytest.approx(M.score(metric, cache.labels, pred), abs=1e-12), rule
+                assert curve.score[i] == pytest.approx(metrics.score(metric, cache.labels, pred), abs=1e-12), rule
                 assert curve.mean_exit_layer[i] == pytest.approx(exit_layer.mean(), abs=1e-12), rule
                 assert curve.expected_ms[i] == pytest.approx(cache.embed_ms + cum[exit_layer].mean(), abs=1e-9)
 
@@ -69,21 +69,21 @@ def _brute_force_points(rule, cache, f):
     out = []
     for p in grids:
         e, pred = apply(rule, cache.probs, confidence=cache.confidence, **p)
-        out.append((M.score(cache.metric, cache.labels, pred), L / e.mean(), cache.embed_ms + cum[e].mean()))
+        out.append((metrics.score(cache.metric, cache.labels, pred), L / e.mean(), cache.embed_ms + cum[e].mean()))
     return np.array(out)
 
 
 def test_picker_equals_brute_force_over_all_signal_values():
     cache = synthetic_cache(70, 5, 2, lte=True, seed=7)
     f = _feats(cache)
-    full = M.score(cache.metric, cache.labels, f.argmax[-1])
+    full = metrics.score(cache.metric, cache.labels, f.argmax[-1])
     full_ms = cache.embed_ms + cache.layer_ms.sum()
     goals = [{"max_drop": 0.0}, {"max_drop": 0.01}, {"max_drop": 0.03}, {"min_layer_speedup": 1.5},
              {"min_layer_speedup": 2.0}, {"min_layer_speedup": 3.0}, {"max_latency_ms": 0.6 * full_ms}]
     for rule in RULES:
         pts = _brute_force_points(rule, cache, f)
         for goal in goals:
-            row = M.goal_table(cache, strategies=[rule], feats=f, **goal).iloc[0]
+            row = metrics.goal_table(cache, strategies=[rule], feats=f, **goal).iloc[0]
             (name, value), = goal.items()
             if name == "max_drop":
                 ok = pts[:, 0] >= full - value - 1e-12
@@ -118,37 +118,37 @@ def test_voting_delta_candidates_are_exactly_attainable():
 def test_sweep_is_thinned_but_keeps_each_rules_frontier():
     cache = synthetic_cache(3000, 12, 3, seed=2)
     f = _feats(cache)
-    df = M.sweep(cache, "entropy", feats=f)
-    curve = CV.rule_curves(cache, "entropy", f)[0]
-    assert len(curve) > 10 * M.SWEEP_POINTS and len(df) < len(curve) / 10
+    df = metrics.sweep(cache, "entropy", feats=f)
+    curve = curves.rule_curves(cache, "entropy", f)[0]
+    assert len(curve) > 10 * metrics.SWEEP_POINTS and len(df) < len(curve) / 10
     kept = set(df["params"])
     front = curve.frontier()
     name = lambda i: json.dumps(curve.params(i), sort_keys=True)  # noqa: E731
-    if len(front) <= 4 * M.SWEEP_POINTS:
+    if len(front) <= 4 * metrics.SWEEP_POINTS:
         assert {name(i) for i in front} <= kept
     else:   # a long frontier is thinned too, keeping its two ends
         by_speed = front[np.argsort(curve.mean_exit_layer[front])]
         assert {name(by_speed[0]), name(by_speed[-1])} <= kept
-        assert len({name(i) for i in front} & kept) == 4 * M.SWEEP_POINTS
-    assert set(CV.thin(curve, M.SWEEP_POINTS, max_frontier=len(front))) >= set(front)
+        assert len({name(i) for i in front} & kept) == 4 * metrics.SWEEP_POINTS
+    assert set(curves.thin(curve, metrics.SWEEP_POINTS, max_frontier=len(front))) >= set(front)
 
 
 # ---- item 2: the goal picker ---------------------------------------------------------------------
 def test_pick_fastest_within_budget_and_its_json():
     cache = synthetic_cache(800, 6, 2, lte=True, seed=4)
-    op = M.pick(cache, max_drop=0.01, run="demo")
+    op = metrics.pick(cache, max_drop=0.01, run="demo")
     assert op.score >= op.full_score - 0.01 - 1e-12
-    table = M.goal_table(cache, max_drop=0.01)
+    table = metrics.goal_table(cache, max_drop=0.01)
     assert op.layer_speedup == pytest.approx(table[table.meets].layer_speedup.max())
     assert op.goal == {"max_drop": 0.01} and op.score_interval[0] <= op.score <= op.score_interval[1]
-    assert M.OperatingPoint.from_json(op.to_json()) == op
-    ev = M.evaluate(cache, op.strategy, **op.params)
+    assert metrics.OperatingPoint.from_json(op.to_json()) == op
+    ev = metrics.evaluate(cache, op.strategy, **op.params)
     assert ev["score"] == op.score and ev["layer_speedup"] == op.layer_speedup
 
 
 def test_goal_table_says_why_a_rule_is_absent():
     cache = synthetic_cache(400, 6, 2, seed=5)
-    table = M.goal_table(cache, min_layer_speedup=3.5)
+    table = metrics.goal_table(cache, min_layer_speedup=3.5)
     pabee = table[table.strategy == "patience"].iloc[0]
     assert not pabee.meets and "layer 2 at the earliest: 3.00x on 6 layers" in pabee.why
     assert pabee.layer_speedup <= 3.0
@@ -158,15 +158,15 @@ def test_goal_table_says_why_a_rule_is_absent():
 def test_pick_errors_name_the_problem():
     cache = synthetic_cache(100, 4, 2, seed=0, latency=False)
     with pytest.raises(ValueError, match="exactly one goal"):
-        M.pick(cache)
+        metrics.pick(cache)
     with pytest.raises(ValueError, match="exactly one goal"):
-        M.pick(cache, max_drop=0.01, min_layer_speedup=2)
+        metrics.pick(cache, max_drop=0.01, min_layer_speedup=2)
     with pytest.raises(ValueError, match="max_drop must be"):
-        M.pick(cache, max_drop=-1)
+        metrics.pick(cache, max_drop=-1)
     with pytest.raises(ValueError, match="layer_ms"):
-        M.pick(cache, max_latency_ms=3.0)
+        metrics.pick(cache, max_latency_ms=3.0)
     with pytest.raises(ValueError, match="no setting meets"):
-        M.pick(cache, min_layer_speedup=3.0, strategies=["patience"])
+        metrics.pick(cache, min_layer_speedup=3.0, strategies=["patience"])
 
 
 # ---- item 3: paired bootstrap --------------------------------------------------------------------
@@ -176,35 +176,35 @@ def test_bootstrap_matches_index_resampling_and_is_seeded():
     a = np.where(rng.random(500) < 0.8, labels, 1 - labels)
     b = np.where(rng.random(500) < 0.75, labels, 1 - labels)
     for metric in ("accuracy", "mcc"):
-        got = M.diff_interval(metric, labels, a, b, n_resamples=4000, seed=1)
-        assert got == M.diff_interval(metric, labels, a, b, n_resamples=4000, seed=1)
+        got = metrics.diff_interval(metric, labels, a, b, n_resamples=4000, seed=1)
+        assert got == metrics.diff_interval(metric, labels, a, b, n_resamples=4000, seed=1)
         idx = rng.integers(0, 500, (4000, 500))     # resampling indices, scored per resample
-        conf = lambda p: np.stack([CV.confusion(p[i], labels[i], 2) for i in idx])  # noqa: E731
-        ref = CV.confusion_score(metric, conf(a)) - CV.confusion_score(metric, conf(b))
+        conf = lambda p: np.stack([curves.confusion(p[i], labels[i], 2) for i in idx])  # noqa: E731
+        ref = curves.confusion_score(metric, conf(a)) - curves.confusion_score(metric, conf(b))
         lo, hi = np.quantile(ref, [0.025, 0.975])
         assert got.low == pytest.approx(lo, abs=0.01) and got.high == pytest.approx(hi, abs=0.01), metric
-        assert got.estimate == pytest.approx(M.score(metric, labels, a) - M.score(metric, labels, b))
+        assert got.estimate == pytest.approx(metrics.score(metric, labels, a) - metrics.score(metric, labels, b))
 
 
 def test_identical_predictions_differ_by_exactly_zero_and_runs_need_the_same_dev_set():
     cache = synthetic_cache(300, 4, 2, seed=0)
     pred = cache.probs[:, 1].argmax(-1)
-    d = M.diff_interval("accuracy", cache.labels, pred, pred)
+    d = metrics.diff_interval("accuracy", cache.labels, pred, pred)
     assert d.low == d.high == 0 and d.covers_zero
-    s, dfull = M.point_intervals(cache, pred)
+    s, dfull = metrics.point_intervals(cache, pred)
     assert s.low < s.estimate < s.high and dfull.high < 0.5
     other = synthetic_cache(300, 4, 2, seed=1)
     with pytest.raises(ValueError, match="same dev"):
-        M.runs_diff_interval(cache, pred, other, pred)
+        metrics.runs_diff_interval(cache, pred, other, pred)
 
 
 # ---- item 4: risk-controlled calibration ---------------------------------------------------------
 def test_hb_pvalue_and_selection_rules_by_hand():
     # zero losses in n: the Hoeffding term is (1 - eps)^n
-    assert CAL.hb_pvalue(np.array([0.0]), 300, 0.01)[0] == pytest.approx(0.99 ** 300)
-    assert CAL.hb_pvalue(np.array([0.5]), 300, 0.01)[0] == 1.0
-    assert CAL.ltt_select(np.array([0.0, 0.0, 0.5, 0.0]), 1000, 0.05, 0.1) == 1   # stops at the first failure
-    assert CAL.crc_select(np.array([0.0, 0.01, 0.02, 0.1]), 99, 0.03) == 2      # (99 * 0.02 + 1) / 100 <= 0.03
+    assert calibrate.hb_pvalue(np.array([0.0]), 300, 0.01)[0] == pytest.approx(0.99 ** 300)
+    assert calibrate.hb_pvalue(np.array([0.5]), 300, 0.01)[0] == 1.0
+    assert calibrate.ltt_select(np.array([0.0, 0.0, 0.5, 0.0]), 1000, 0.05, 0.1) == 1   # stops at the first failure
+    assert calibrate.crc_select(np.array([0.0, 0.01, 0.02, 0.1]), 99, 0.03) == 2      # (99 * 0.02 + 1) / 100 <= 0.03
 
 
 def _subcache(pop, idx):
@@ -233,7 +233,7 @@ def test_guarantees_hold_over_many_draws_from_a_known_population(rule, fixed, ri
     for d in range(draws):
         sub = _subcache(pop, rng.integers(0, pop.N, n))
         for method in ("ltt", "crc"):
-            cal = CAL.calibrate(sub, rule, risk=risk, epsilon=eps, delta=delta, method=method, seed=d, **fixed)
+            cal = calibrate.calibrate(sub, rule, risk=risk, epsilon=eps, delta=delta, method=method, seed=d, **fixed)
             key = json.dumps([cal.strategy, cal.params], sort_keys=True)
             if key not in memo:
                 e, p = apply_features(cal.strategy, pf, **cal.params)
@@ -245,7 +245,7 @@ def test_guarantees_hold_over_many_draws_from_a_known_population(rule, fixed, ri
     assert (ltt_risk > eps).mean() <= delta + 3 * np.sqrt(delta * (1 - delta) / draws)
     assert crc_risk.mean() <= eps + 3 * crc_risk.std() / np.sqrt(draws)
     # a safe, faster setting exists in the population, and both find one most of the time
-    curve = CV.rule_curves(pop, rule, pf, **fixed)[0]
+    curve = curves.rule_curves(pop, rule, pf, **fixed)[0]
     safe = [curve.layer_speedup[i] for i in range(0, len(curve), max(1, len(curve) // 200))
             if pop_risk(apply_features(rule, pf, **curve.params(i))[1]) <= eps]
     assert max(safe) > 1.2
@@ -255,7 +255,7 @@ def test_guarantees_hold_over_many_draws_from_a_known_population(rule, fixed, ri
 
 def test_calibrate_fields_split_and_fallback():
     cache = synthetic_cache(600, 6, 2, seed=3, lte=True)
-    cal = CAL.calibrate(cache, "pcee", epsilon=0.05, risk="gap", patience=2, seed=4)
+    cal = calibrate.calibrate(cache, "pcee", epsilon=0.05, risk="gap", patience=2, seed=4)
     assert len(cal.calib_idx) == 300 and len(set(cal.calib_idx) | set(cal.test_idx)) == 600
     assert cal.params["patience"] == 2 and cal.strategy == "pcee"
     exit_layer, pred = apply("pcee", cache.probs, **cal.params)
@@ -264,33 +264,33 @@ def test_calibrate_fields_split_and_fallback():
     assert cal.test_risk == pytest.approx(((pred[t] != cache.labels[t]) & (full[t] == cache.labels[t])).mean())
     assert cal.test_layer_speedup == pytest.approx(6 / exit_layer[t].mean())
     assert "90%" in cal.guarantee
-    none = CAL.calibrate(cache, "entropy", epsilon=0.001, seed=0)   # 300 samples cannot show 0.1%
+    none = calibrate.calibrate(cache, "entropy", epsilon=0.001, seed=0)   # 300 samples cannot show 0.1%
     assert none.fallback and none.strategy == "budget" and none.params == {"layer": 6}
     assert "full model" in none.guarantee and none.test_risk == 0
     with pytest.raises(ValueError, match="epsilon"):
-        CAL.calibrate(cache, "entropy", epsilon=2)
+        calibrate.calibrate(cache, "entropy", epsilon=2)
     with pytest.raises(ValueError, match="risk"):
-        CAL.calibrate(cache, "entropy", epsilon=0.1, risk="other")
+        calibrate.calibrate(cache, "entropy", epsilon=0.1, risk="other")
     with pytest.raises(ValueError, match="calib_fraction"):
-        CAL.calibrate(cache, "entropy", epsilon=0.1, calib_fraction=1.0)
+        calibrate.calibrate(cache, "entropy", epsilon=0.1, calib_fraction=1.0)
 
 
 # ---- Compare: seed groups and method differences -------------------------------------------------
 def _run(name, cache):
-    from core import views as V
+    from core.app import rundata
 
     f = _feats(cache)
-    per_exit = M.per_exit_scores(cache)
-    return V.RunData(name=name, path=None, cache=cache, feats=f, per_exit=per_exit, full_score=float(per_exit[-1]))
+    per_exit = metrics.per_exit_scores(cache)
+    return rundata.RunData(name=name, path=None, cache=cache, feats=f, per_exit=per_exit, full_score=float(per_exit[-1]))
 
 
 def test_seed_groups_mean_sd_and_noise_verdicts():
-    from core.app import trust_views as TV
+    from core.app import trust_views
 
     runs = [_run(n, synthetic_cache(400, 4, 2, seed=s, method=m))
             for n, s, m in [("t-joint", 0, "joint"), ("t-joint-seed1", 1, "joint"), ("t-joint-seed2", 2, "joint"),
                             ("t-badge", 0, "badge")]]
-    table = TV.seed_summary(runs).set_index("group")
+    table = trust_views.seed_summary(runs).set_index("group")
     assert table.loc["t-joint", "seeds"] == 3 and table.loc["t-badge", "seeds"] == 1
     last = [float(r.per_exit[-1]) for r in runs[:3]]
     assert table.loc["t-joint", "last exit mean"] == pytest.approx(np.mean(last))
@@ -301,10 +301,10 @@ def test_seed_groups_mean_sd_and_noise_verdicts():
     worse = ExitCache(probs=base.probs.copy(), labels=base.labels, label_names=base.label_names, meta=base.meta)
     flip = np.arange(0, 400, 4)   # a quarter of the samples get the other class at the last exit
     worse.probs[flip, -1] = worse.probs[flip, -1, ::-1]
-    diffs = TV.method_differences([_run("a", base), _run("b", worse), runs[1]])
+    diffs = trust_views.method_differences([_run("a", base), _run("b", worse), runs[1]])
     assert list(zip(diffs["run A"], diffs["run B"])) == [("a", "b")]
     assert diffs["verdict"].iloc[0] in ("A better", "B better") and not diffs["95% low"].iloc[0] <= 0 <= diffs["95% high"].iloc[0]
-    same = TV.method_differences([_run("a", base), _run("a2", base)])
+    same = trust_views.method_differences([_run("a", base), _run("a2", base)])
     assert same["verdict"].iloc[0] == "within noise"
 
 
@@ -314,7 +314,7 @@ def test_goal_table_names_rules_without_settings_on_short_models():
     rng = np.random.default_rng(3)
     cache = ExitCache(probs=rng.dirichlet([1, 1], size=(40, 2)).astype(np.float32),
                       labels=rng.integers(0, 2, 40), label_names=["a", "b"])
-    table = M.goal_table(cache, max_drop=0.01)
+    table = metrics.goal_table(cache, max_drop=0.01)
     dge = table[table.strategy == "dge"].iloc[0]
     assert not dge.meets and "2-layer" in dge.why and np.isnan(dge.score)
-    assert table.meets.iloc[0] and M.pick(cache, max_drop=0.5).strategy in set(table.strategy)
+    assert table.meets.iloc[0] and metrics.pick(cache, max_drop=0.5).strategy in set(table.strategy)

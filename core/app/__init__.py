@@ -1,5 +1,5 @@
 """What the Streamlit pages show, kept apart from how they lay it out (the pages) and from the engine
-(core.strategies, core.metrics, core.calibrate, ...). Torch-free.
+(core.engine.strategies, core.engine.metrics, core.engine.calibrate, ...). Torch-free.
 
     rundata.py          run folders, RunData (a loaded run and its memoized derivations), tables
     figures.py          every Plotly figure of the pages, one shared layout

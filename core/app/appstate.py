@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import health, views as V
-
-from core.app import knob_scale as KS
-from core.plain import md
-from core.strategies import STRATEGIES, RegistryField
+from core.app import knob_scale, rundata
+from core.app.plain import md
+from core.engine import health
+from core.engine.strategies import STRATEGIES, RegistryField
 
 RUN_KEY = "run"
 INFOS_KEY = "eel_runs"            # list[RunInfo] of this rerun (set by app.py)
 SETTINGS_KEY = "eel_settings"     # {"run", "settings": {strategy: params}, "focus"} last seen on Explore
 SELECTION_GEN = "eel_sel_gen"     # bumps to give selectable charts/tables a fresh key (clears selection)
 
-TAB_LABELS = RegistryField("label")   # each rule's short label, from its core.strategies registry entry
+TAB_LABELS = RegistryField("label")   # each rule's short label, from its core.engine.strategies registry entry
 
 
 # ---- entry ------------------------------------------------------------------------------------------
@@ -56,23 +55,23 @@ def require_app() -> None:
 
 # ---- loading, cached by run path and cache mtime -------------------------------------------------
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _load(path: str, mtime: float) -> V.RunData:
-    return V.load_run(path)
+def _load(path: str, mtime: float) -> rundata.RunData:
+    return rundata.load_run(path)
 
 
-def load(info: V.RunInfo) -> V.RunData:
+def load(info: rundata.RunInfo) -> rundata.RunData:
     """The run's data (cached until cache.npz changes). ValueError names the file when corrupt."""
     return _load(str(info.path), info.mtime)
 
 
-def try_load(info: V.RunInfo) -> V.RunData | str:
+def try_load(info: rundata.RunInfo) -> rundata.RunData | str:
     try:
         return load(info)
     except (ValueError, OSError) as e:
         return str(e)
 
 
-def ensure_sweeps(run: V.RunData):
+def ensure_sweeps(run: rundata.RunData):
     """The run's sweeps; the first call per run computes them under a spinner (cached after)."""
     if not run.has_sweeps:
         with st.spinner(f"Sweeping every strategy on {run.name} (once per run)..."):
@@ -80,10 +79,10 @@ def ensure_sweeps(run: V.RunData):
     return run.sweeps()
 
 
-def run_infos() -> list[V.RunInfo]:
+def run_infos() -> list[rundata.RunInfo]:
     infos = st.session_state.get(INFOS_KEY)
     if infos is None:
-        infos = V.scan_runs(V.checkpoint_root())
+        infos = rundata.scan_runs(rundata.checkpoint_root())
     return infos
 
 
@@ -96,9 +95,9 @@ def _clear_strategy_state():
             del st.session_state[key]
 
 
-def _first_loadable(infos: list[V.RunInfo]) -> str:
+def _first_loadable(infos: list[rundata.RunInfo]) -> str:
     """The default run: rotten_tomatoes-joint if it loads, else the first run that loads."""
-    preferred = V.default_run(infos)
+    preferred = rundata.default_run(infos)
     ordered = sorted((i for i in infos if i.has_cache), key=lambda i: i.name != preferred)
     for info in ordered:
         if not isinstance(try_load(info), str):
@@ -106,14 +105,14 @@ def _first_loadable(infos: list[V.RunInfo]) -> str:
     return ordered[0].name
 
 
-def sidebar(infos: list[V.RunInfo]) -> V.RunInfo | None:
+def sidebar(infos: list[rundata.RunInfo]) -> rundata.RunInfo | None:
     """The run picker (kept in ?run=) and a short description of the chosen run."""
     st.session_state[INFOS_KEY] = infos
     names = [r.name for r in infos if r.has_cache]
     by_name = {r.name: r for r in infos}
     with st.sidebar:
         if not names:
-            st.info(f"No runs with an exit cache in {md(V.checkpoint_root())} yet. Train one with "
+            st.info(f"No runs with an exit cache in {md(rundata.checkpoint_root())} yet. Train one with "
                     "`python -m core.train --out checkpoints/<name>` (or set `EEL_CHECKPOINTS`).")
             return None
         wanted = st.query_params.get(RUN_KEY)
@@ -123,10 +122,10 @@ def sidebar(infos: list[V.RunInfo]) -> V.RunInfo | None:
             else:
                 st.session_state[RUN_KEY] = _first_loadable(infos)
         if wanted and wanted not in names:
-            st.warning(f"Run {md(wanted)} from the link is not in {md(V.checkpoint_root())}; "
+            st.warning(f"Run {md(wanted)} from the link is not in {md(rundata.checkpoint_root())}; "
                        f"showing {md(st.session_state[RUN_KEY])}.")
         name = st.selectbox("Run", names, key=RUN_KEY, on_change=_clear_strategy_state,
-                            help=f"Run folders under {V.checkpoint_root()}")
+                            help=f"Run folders under {rundata.checkpoint_root()}")
         st.query_params[RUN_KEY] = name
         info = by_name[name]
         cfg = info.config or {}
@@ -135,7 +134,7 @@ def sidebar(infos: list[V.RunInfo]) -> V.RunInfo | None:
     return info
 
 
-def current_run() -> V.RunData | None:
+def current_run() -> rundata.RunData | None:
     """The sidebar's run, loaded; on failure an error naming the run and its file, and None."""
     infos = run_infos()
     name = st.session_state.get(RUN_KEY)
@@ -150,12 +149,12 @@ def current_run() -> V.RunData | None:
         st.caption("Other runs still work: pick one in the sidebar.")
         return None
     st.sidebar.caption(f"{run.cache.N} dev samples · {run.L} exits · {run.cache.K} classes · "
-                       f"metric: {V.metric_name(run.metric)}")
+                       f"metric: {rundata.metric_name(run.metric)}")
     return run
 
 
-def health_warnings(run: V.RunData, *, name: bool = False) -> list[str]:
-    """Warn when the run's exits learned nothing usable (core.health), in plain words with what to try."""
+def health_warnings(run: rundata.RunData, *, name: bool = False) -> list[str]:
+    """Warn when the run's exits learned nothing usable (core.engine.health), in plain words with what to try."""
     found = health.assess(run.cache)
     for sentence in found:
         st.warning((f"Run **{md(run.name)}**: " if name else "") + md(sentence), icon=":material/report:")
@@ -163,8 +162,8 @@ def health_warnings(run: V.RunData, *, name: bool = False) -> list[str]:
 
 
 # ---- controls -----------------------------------------------------------------------------------
-def draw_controls(run: V.RunData, strategy: str, *, prefix: str = "", columns=None) -> dict:
-    """One bound widget per parameter of `strategy` (spec from core.strategies); returns the params."""
+def draw_controls(run: rundata.RunData, strategy: str, *, prefix: str = "", columns=None) -> dict:
+    """One bound widget per parameter of `strategy` (spec from core.engine.strategies); returns the params."""
     controls = run.controls(strategy)
     cols = columns if columns is not None else [st.container()] * max(len(controls), 1)
     params = {}
@@ -175,12 +174,12 @@ def draw_controls(run: V.RunData, strategy: str, *, prefix: str = "", columns=No
             if fixed != st.session_state[key]:
                 st.session_state[key] = fixed
         with col:
-            stops = KS.run_stops(run, c, st.session_state, prefix) if c.widget == "slider" else None
+            stops = knob_scale.run_stops(run, c, st.session_state, prefix) if c.widget == "slider" else None
             if stops:  # quantile scale: each step moves about the same share of samples
                 now = float(st.session_state.get(key, c.default))
-                stops = KS.with_value(KS.with_value(stops, now), KS.url_value(st.query_params.get(key), c))
-                v = st.select_slider(c.label, stops, now, format_func=KS.label_format(stops), key=key,
-                                     help=(c.help + " " if c.help else "") + KS.HELP, bind="query-params")
+                stops = knob_scale.with_value(knob_scale.with_value(stops, now), knob_scale.url_value(st.query_params.get(key), c))
+                v = st.select_slider(c.label, stops, now, format_func=knob_scale.label_format(stops), key=key,
+                                     help=(c.help + " " if c.help else "") + knob_scale.HELP, bind="query-params")
             elif c.widget == "slider":
                 v = st.slider(c.label, c.low, c.high, c.default, c.step, format=c.fmt, key=key,
                               help=c.help or None, bind="query-params")
@@ -193,21 +192,21 @@ def draw_controls(run: V.RunData, strategy: str, *, prefix: str = "", columns=No
     return params
 
 
-def url_text(run: V.RunData, control, value, state, prefix: str = "") -> str:
+def url_text(run: rundata.RunData, control, value, state, prefix: str = "") -> str:
     """How a bound widget spells `value` in the address bar (what it reads back from a link): the stop's
     label on a quantile knob, a number without a trailing .0 on a slider, true/false on a toggle."""
     if control.widget == "toggle":
         return str(bool(value)).lower()
     if control.widget == "select":
         return str(value)
-    stops = KS.run_stops(run, control, state, prefix) if control.widget == "slider" else None
+    stops = knob_scale.run_stops(run, control, state, prefix) if control.widget == "slider" else None
     if stops:
-        return KS.label_format(KS.with_value(stops, float(value)))(float(value))
+        return knob_scale.label_format(knob_scale.with_value(stops, float(value)))(float(value))
     v = float(value)
     return str(int(v)) if v == int(v) else str(v)
 
 
-def inherit_knobs(run: V.RunData, strategy: str, values: dict, *, prefix: str):
+def inherit_knobs(run: rundata.RunData, strategy: str, values: dict, *, prefix: str):
     """Seed a page's knobs with `values` carried over from another page, and write them into the address
     bar too: a bound widget only writes the URL when the user moves it, so without this a link copied
     right after arriving would open at the defaults. Call before the widgets are drawn. Knobs already in
@@ -241,7 +240,7 @@ def selection_key(name: str) -> str:
     return f"{name}-{st.session_state.get(SELECTION_GEN, 0)}"
 
 
-def load_setting(run: V.RunData, strategy: str, params: dict, *, prefix: str = "", tab_key: str | None = "strategy"):
+def load_setting(run: rundata.RunData, strategy: str, params: dict, *, prefix: str = "", tab_key: str | None = "strategy"):
     """Put a setting into the controls (call from a widget callback, before the widgets are drawn)."""
     if strategy not in run.strategies:
         return
@@ -280,9 +279,9 @@ def fmt_speedup(x) -> str:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _omega_records(path: str, mtime: float) -> list[dict]:
-    return V.omega_records(path)
+    return rundata.omega_records(path)
 
 
-def omega_records(run: V.RunData) -> list[dict]:
+def omega_records(run: rundata.RunData) -> list[dict]:
     """The run's Ω records (cached until metrics.jsonl changes)."""
-    return _omega_records(str(run.path), V.metrics_mtime(run.path))
+    return _omega_records(str(run.path), rundata.metrics_mtime(run.path))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core import metrics as M
 from core.app.history import hparams
+from core.engine import metrics
 
 
 def rules_at_target(runs: list, target: float, titles: dict) -> pd.DataFrame:
@@ -16,7 +16,7 @@ def rules_at_target(runs: list, target: float, titles: dict) -> pd.DataFrame:
     gives each setting's own paired bootstrap interval."""
     rows = []
     for r in runs:
-        best = M.best_at(r.sweeps(), target)
+        best = metrics.best_at(r.sweeps(), target)
         full = float(r.per_exit[-1])
         row = {"run": r.name, "method": r.meta.get("method"), "full model": full,
                "± 95%": binomial_half_width(full, r.cache.N) if r.metric == "accuracy" else None}
@@ -30,7 +30,7 @@ def rules_at_target(runs: list, target: float, titles: dict) -> pd.DataFrame:
 
 def binomial_half_width(p: float, n: int, z: float = 1.96) -> float:
     """Half-width of the normal-approximation interval of an accuracy `p` measured on `n` samples."""
-    return z * M.binomial_se(p, n)
+    return z * metrics.binomial_se(p, n)
 
 
 def hparams_table(runs: list, configs: dict) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.strategies import apply_features, features, run_length
+from core.engine.strategies import apply_features, features, run_length
 
 # the column of views.sample_signals each threshold is drawn on
 SIGNAL_COLUMN = {"entropy": "entropy", "maxprob": "max-prob", "learned": "learned confidence"}

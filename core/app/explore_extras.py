@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
-from core import metrics as M
+from core.engine import metrics
 
 BRUSH = "layers"
 
@@ -70,7 +70,7 @@ def sweeps_csv(sweeps: pd.DataFrame) -> str:
 
 def frontier_csv(sweeps: pd.DataFrame, x: str) -> str:
     """The Pareto frontier over all rules on axis `x` (Oracle left out) as CSV."""
-    return M.pareto(sweeps.dropna(subset=[x]), x=x).to_csv(index=False)
+    return metrics.pareto(sweeps.dropna(subset=[x]), x=x).to_csv(index=False)
 
 
 def share_link(page_url: str | None, params: dict[str, list[str]]) -> str:

@@ -14,16 +14,16 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core import metrics as M
-from core.app.rundata import RunData, describe_params, home_threshold, metric_name, sample_signals, strategy_title
 from core.app.history import distinct_colors
-from core.omega_drift import drift_for_run
-from core.plain import plot_text
-from core.strategies import RegistryField
+from core.app.plain import plot_text
+from core.app.rundata import RunData, describe_params, home_threshold, metric_name, sample_signals, strategy_title
 from core.app.trust_views import seed_groups
+from core.engine import metrics
+from core.engine.omega_drift import drift_for_run
+from core.engine.strategies import RegistryField
 
 if TYPE_CHECKING:
-    from core.playground import PlaygroundResult
+    from core.serving.playground import PlaygroundResult
 
 COLORS = RegistryField("color")    # one colour per strategy (its registry entry), the same on every page
 
@@ -67,7 +67,7 @@ def _fig(data: list[dict], layout: dict) -> go.Figure:
 
 def _own_front(df: pd.DataFrame, x: str) -> pd.DataFrame:
     """A strategy's own upper envelope (its Pareto points), for drawing one line per strategy."""
-    return M.pareto(df, x=x, exclude=())
+    return metrics.pareto(df, x=x, exclude=())
 
 
 def _custom(df: pd.DataFrame) -> np.ndarray:
@@ -99,7 +99,7 @@ def _build_static_traces(run: RunData, strategies: tuple[str, ...], x: str, focu
     hover = _hover(x)
     data = []
     deployable = pts[pts["strategy"].isin(run.strategies)]
-    front = M.pareto(deployable, x=x)
+    front = metrics.pareto(deployable, x=x)
     if not front.empty:
         data.append(dict(type="scatter", x=front[x].to_numpy(dtype=float), y=front["score"].to_numpy(dtype=float), mode="lines",
                          name="Pareto frontier (all rules)", hoverinfo="skip",
@@ -350,9 +350,9 @@ def per_exit_figure(runs: list[RunData]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[best + 1], y=[r.per_exit[best]], mode="markers", showlegend=False,
                                  legendgroup=r.name, hoverinfo="skip",
                                  marker=dict(symbol="star", size=14, color=color, line=dict(color="white", width=1))))
-    metrics = sorted({r.metric for r in runs})
+    run_metrics = sorted({r.metric for r in runs})
     fig.update_layout(**layout(), height=380, xaxis=dict(title="Exit layer", tickmode="linear", dtick=1),
-                      yaxis_title=" / ".join(metric_name(m) for m in metrics) + " of each exit on its own")
+                      yaxis_title=" / ".join(metric_name(m) for m in run_metrics) + " of each exit on its own")
     return fig
 
 
@@ -530,7 +530,7 @@ def omega_steps_figure(records: list[dict], config: dict, title: str = "") -> go
                                      line=dict(color=colors[m], width=1.5, dash="dash"),
                                      hovertemplate=f"data-free drift, exit {m + 1}, step %{{x}}: "
                                                    "%{y:.4f}<extra></extra>"))
-    sub = ("dashed: the same Ω updates fed no data (core.omega_drift)" if drift is not None
+    sub = ("dashed: the same Ω updates fed no data (core.engine.omega_drift)" if drift is not None
            else "fixed weights: nothing is learned")
     fig.update_layout(**layout(top=60, white=True), height=340, xaxis_title="training step", yaxis_title="own-CE weight in Ω",
                       title=dict(text=f"{title}<br><sup>{sub}</sup>" if title else f"<sup>{sub}</sup>", x=0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from core.app.history import distinct_colors, smooth
-from core.plain import plot_text
+from core.app.plain import plot_text
 
 _LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10),
                font=dict(family="Inter, system-ui, sans-serif", size=13),

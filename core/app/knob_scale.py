@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.strategies import exit_signal, features
+from core.engine.strategies import exit_signal, features
 
 HELP = ("The track is spaced by quantiles: each step moves about the same number of samples' exits; "
         "the label is the value in the rule's own units.")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core import export as E
-from core.runs import WEIGHTS_FILE
+from core.runs.folders import WEIGHTS_FILE
+from core.serving import export
 
 EXPLORE_LAST = "explore.last_point"   # session key: {"run", "strategy", "params"} Explore showed last
 ADOPTED = "pg.adopted_from_explore"   # session key: the EXPLORE_LAST value the Playground took over
@@ -38,12 +38,12 @@ def parse_point(raw: bytes, name: str, *, run_dir: str | os.PathLike, strategies
         data = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{name}: not a JSON operating-point file ({type(e).__name__})") from None
-    E.validate(data, where=name)
+    export.validate(data, where=name)
     run_dir = Path(run_dir)
     weights = run_dir / WEIGHTS_FILE
     want = data["weights"]["sha256"]
     if want is not None and weights.is_file():
-        if E._cached_sha256(weights) != want:
+        if export._cached_sha256(weights) != want:
             raise ValueError(f"{name}: made for other weights (run {data['run_name']!r}, sha256 {want[:12]}...) "
                              f"than run {run_dir.name!r}; pick that run in the sidebar or export the point again")
     elif data["run_name"] != run_dir.name:

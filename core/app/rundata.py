@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import metrics as M
-from core.cache import ExitCache
-from core.runs import CACHE_FILE, DEFAULT_ROOT, METRICS_FILE, list_runs, read_config, read_metrics, read_status
-from core.strategies import STRATEGIES, RegistryField, apply_features, features, normalized_entropy
+from core.engine import metrics
+from core.engine.cache import ExitCache
+from core.engine.strategies import STRATEGIES, RegistryField, apply_features, features, normalized_entropy
+from core.runs.folders import CACHE_FILE, DEFAULT_ROOT, METRICS_FILE, list_runs, read_config, read_metrics, read_status
 
 ROOT_ENV = "EEL_CHECKPOINTS"
 
-# a rule's explanation, title, tab label and parameter labels live in its core.strategies registry entry
+# a rule's explanation, title, tab label and parameter labels live in its core.engine.strategies registry entry
 EXPLAIN = RegistryField("explain")
 
 METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "acc_f1": "Mean of accuracy and F1",
@@ -36,7 +36,7 @@ def metric_name(metric: str) -> str:
 
 # ---- finding runs -------------------------------------------------------------------------------
 def checkpoint_root() -> Path:
-    """The folder of run folders: $EEL_CHECKPOINTS, else core.runs.DEFAULT_ROOT."""
+    """The folder of run folders: $EEL_CHECKPOINTS, else core.runs.folders.DEFAULT_ROOT."""
     env = os.environ.get(ROOT_ENV, "").strip()
     return Path(env).expanduser() if env else DEFAULT_ROOT
 
@@ -178,13 +178,13 @@ class RunData:
     @property
     def strategies(self) -> list[str]:
         """Strategies with controls (all the engine has that this run supports, Oracle aside)."""
-        return [s for s in M.available_strategies(self.cache) if s != "oracle"]
+        return [s for s in metrics.available_strategies(self.cache) if s != "oracle"]
 
     # -- derived, cached on the object --------------------------------------------------------
     def sweeps(self) -> pd.DataFrame:
         """Default-grid sweeps of every strategy (Oracle included), computed on first use."""
         if self._sweeps is None:
-            self._sweeps = M.sweep_all(self.cache, feats=self.feats)
+            self._sweeps = metrics.sweep_all(self.cache, feats=self.feats)
         return self._sweeps
 
     @property
@@ -219,7 +219,7 @@ class RunData:
         exits are rarely that sure (binary MiniLM exits: mean exit 5.8 of 6); this starts every rule at
         a setting that saves about a third of the layers. {} (the engine's defaults) if none gets there."""
         pts = self.sweeps()
-        best = M.best_at(pts[pts["strategy"] == strategy], START_SPEEDUP)
+        best = metrics.best_at(pts[pts["strategy"] == strategy], START_SPEEDUP)
         return json.loads(best.iloc[0]["params"]) if len(best) else {}
 
     def default_params(self, strategy: str) -> dict:
@@ -231,14 +231,14 @@ class RunData:
 
     def evaluate(self, strategy: str, params: dict) -> dict:
         """metrics.evaluate's result for one setting (the full score reused, not recomputed)."""
-        return M.evaluate(self.cache, strategy, feats=self.feats, full_score=self.full_score, **params)
+        return metrics.evaluate(self.cache, strategy, feats=self.feats, full_score=self.full_score, **params)
 
     def intervals(self, strategy: str, params: dict, pred: np.ndarray | None = None):
         """(score interval, interval of the difference to the full model) of one setting: 95% paired
         bootstrap over the dev samples, memoized per (rule, params) so a rerun pays only for new knobs."""
         def make():
             p = apply_features(strategy, self.feats, **params)[1] if pred is None else pred
-            return M.point_intervals(self.cache, p, full_pred=self.argmax[:, -1])
+            return metrics.point_intervals(self.cache, p, full_pred=self.argmax[:, -1])
         return self.memo(("trust-iv", strategy, json.dumps(params, sort_keys=True, default=str)), make, limit=256)
 
     def texts(self) -> tuple[list[str], str | None]:
@@ -250,7 +250,7 @@ class RunData:
                 if len(raw) != self.cache.N:
                     raise ValueError(f"got {len(raw)} texts for {self.cache.N} samples")
                 shown = [format_text(t) for t in raw]
-            except Exception as e:  # core.data missing, data source offline, ...: show ids instead
+            except Exception as e:  # core.data.tasks missing, data source offline, ...: show ids instead
                 raw = shown = [f"row {i}" for i in self.row_ids()]
                 note = (f"The texts of this run could not be restored ({type(e).__name__}: {e}); "
                         "samples are shown by their row id in the dev set.")
@@ -285,7 +285,7 @@ def load_run(path: str | os.PathLike) -> RunData:
     except FileNotFoundError as e:
         raise ValueError(f"{path}: no such run folder") from e
     feats = features(cache.probs, labels=cache.labels, confidence=cache.confidence)
-    per_exit = M.per_exit_scores(cache)
+    per_exit = metrics.per_exit_scores(cache)
     return RunData(name=path.name, path=path, cache=cache, feats=feats, per_exit=per_exit,
                    full_score=float(per_exit[-1]))
 
@@ -367,8 +367,8 @@ def summary_rows(ev: dict, L: int) -> dict:
     }
 
 
-def operating_point(run: RunData, ev: dict) -> M.OperatingPoint:
-    op = M.OperatingPoint.from_evaluation(run.name, run.cache, ev)
+def operating_point(run: RunData, ev: dict) -> metrics.OperatingPoint:
+    op = metrics.OperatingPoint.from_evaluation(run.name, run.cache, ev)
     op.extra = {k: run.meta.get(k) for k in ("task", "backbone", "method", "seed") if k in run.meta}
     if ev.get("expected_ms") is not None:
         op.extra["expected_ms"] = ev["expected_ms"]
@@ -376,17 +376,17 @@ def operating_point(run: RunData, ev: dict) -> M.OperatingPoint:
     s_int, d_int = run.intervals(ev["strategy"], ev["params"], ev["pred"])
     op.score_interval, op.delta_interval = [s_int.low, s_int.high], [d_int.low, d_int.high]
     op.interval_note = (f"95% paired bootstrap over the {run.cache.N} dev samples "
-                        f"({M.N_RESAMPLES} resamples, seed 0)")
+                        f"({metrics.N_RESAMPLES} resamples, seed 0)")
     return op
 
 
 def full_latency_ms(run: RunData) -> float | None:
-    return M.full_latency_ms(run.cache)
+    return metrics.full_latency_ms(run.cache)
 
 
 def latency_range_ms(run: RunData) -> tuple[float, float]:
     """(batch-1 latency when every sample stops at exit 1, that of the full model); needs layer_ms."""
-    lat = M.exit_latency_ms(run.cache.layer_ms, run.cache.embed_ms)
+    lat = metrics.exit_latency_ms(run.cache.layer_ms, run.cache.embed_ms)
     return float(lat[1]), float(lat[-1])
 
 
@@ -520,7 +520,7 @@ def sample_exits(run: RunData, i: int, settings: dict[str, dict]) -> pd.DataFram
 
 # ---- compare ------------------------------------------------------------------------------------
 def run_summary(run: RunData) -> dict:
-    sab = M.s_avg_best(run.per_exit)
+    sab = metrics.s_avg_best(run.per_exit)
     meta = run.meta
     return {"run": run.name, "task": meta.get("task"), "method": meta.get("method"),
             "backbone": meta.get("backbone"), "seed": meta.get("seed"), "metric": run.metric,

@@ -12,10 +12,10 @@ import re
 import numpy as np
 import pandas as pd
 
-from core import metrics as M
-from core.calibrate import Calibrated, calibrate
-from core.strategies import apply_features
 from core.app.rundata import describe_params
+from core.engine import metrics
+from core.engine.calibrate import Calibrated, calibrate
+from core.engine.strategies import apply_features
 
 GOAL_KINDS = {"loss": "lose at most", "speed-up": "layer speed-up", "latency": "latency budget"}
 SWEPT = {"budget": "layer", "patience": "patience"}   # the knob calibration searches, where not a threshold
@@ -26,7 +26,7 @@ def _memo(run, key, make):
     return run.memo(key, make, limit=MEMO_LIMIT)
 
 
-def point_intervals(run, strategy: str, params: dict, pred: np.ndarray | None = None) -> tuple[M.Interval, M.Interval]:
+def point_intervals(run, strategy: str, params: dict, pred: np.ndarray | None = None) -> tuple[metrics.Interval, metrics.Interval]:
     """(score interval, interval of the difference to the full model) of one setting on the dev set."""
     return run.intervals(strategy, params, pred)
 
@@ -44,7 +44,7 @@ def goal_rows(run, kind: str, value: float) -> pd.DataFrame:
     """Per rule, its best exact setting for the goal: whether it meets it and why not, with the 95%
     interval of its difference to the full model. Rows that meet the goal first, best first."""
     def make():
-        t = M.goal_table(run.cache, strategies=run.strategies, feats=run.feats, **goal_kwargs(kind, value))
+        t = metrics.goal_table(run.cache, strategies=run.strategies, feats=run.feats, **goal_kwargs(kind, value))
         ivs = [point_intervals(run, s, json.loads(p)) for s, p in zip(t["strategy"], t["params"])]
         t["setting"] = [describe_params(json.loads(p)) for p in t["params"]]
         t["score_low"], t["score_high"] = [i[0].low for i in ivs], [i[0].high for i in ivs]
@@ -84,8 +84,8 @@ def calibration_table(run, cal: Calibrated) -> pd.DataFrame:
         else:
             lost = (pred[idx] != labels[idx]) & (full[idx] == labels[idx])
         rows.append({"part": name, "samples": len(idx), "risk": float(lost.mean()),
-                     "score": M.score(run.metric, labels[idx], pred[idx]),
-                     "full model": M.score(run.metric, labels[idx], full[idx]),
+                     "score": metrics.score(run.metric, labels[idx], pred[idx]),
+                     "full model": metrics.score(run.metric, labels[idx], full[idx]),
                      "layer_speedup": run.L / float(exit_layer[idx].mean())})
     return pd.DataFrame(rows)
 
@@ -134,9 +134,9 @@ def method_differences(runs: list, *, seed: int = 0) -> pd.DataFrame:
     rows = []
     for i, a in enumerate(runs):
         for b in runs[i + 1:]:
-            if a.metric != b.metric or not M.same_dev_set(a.cache, b.cache):
+            if a.metric != b.metric or not metrics.same_dev_set(a.cache, b.cache):
                 continue
-            d = M.runs_diff_interval(a.cache, a.argmax[:, -1], b.cache, b.argmax[:, -1], seed=seed)
+            d = metrics.runs_diff_interval(a.cache, a.argmax[:, -1], b.cache, b.argmax[:, -1], seed=seed)
             rows.append({"run A": a.name, "run B": b.name, "A - B (last exit)": d.estimate,
                          "95% low": d.low, "95% high": d.high,
                          "verdict": "within noise" if d.covers_zero else ("A better" if d.low > 0 else "B better")})

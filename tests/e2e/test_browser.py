@@ -180,7 +180,7 @@ BUNDLED = Path(__file__).resolve().parents[2] / "checkpoints" / "rotten_tomatoes
 @pytest.mark.skipif(not BUNDLED.exists(), reason=f"no bundled default run at {BUNDLED.parent}")
 def test_the_bundled_runs_in_a_browser(bundled_server, page):
     """Home opens on the default run; Explore and Traces work on it with the real Rotten Tomatoes
-    sentences restored through core.data; Compare opens on the runs of the same task."""
+    sentences restored through core.data.tasks; Compare opens on the runs of the same task."""
     open_app(page, bundled_server, "/")
     assert "run=rotten_tomatoes-joint" in page.url
     assert "rotten_tomatoes · joint" in page.locator('[data-testid="stSidebar"]').inner_text()

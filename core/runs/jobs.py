@@ -5,7 +5,7 @@ Everything a job is lives in its run folder, so a browser reload or an app resta
 
     job.json     what the manager asked for and started: module, argv, command, pid, pgid,
                  the process's create_time (to tell our pid from a reused one), times, cancel request
-    status.json  state and progress, written by the job itself (core.runs.write_status); the manager
+    status.json  state and progress, written by the job itself (core.runs.folders.write_status); the manager
                  writes `queued`, the launch, and the final state of a process that ended without
                  writing one (failed with the log tail, or cancelled when a cancel was asked)
     train.log    the process's stdout + stderr
@@ -38,9 +38,20 @@ from pathlib import Path
 
 import psutil
 
-from core.io import atomic_write_json, read_json
-from core.runs import (DEFAULT_ROOT, LOG_FILE, STATES, check_run_name, holds_run, read_object, read_status,
-                       replaced_name, run_warnings, staging_folder, write_status)
+from core.runs.folders import (
+    DEFAULT_ROOT,
+    LOG_FILE,
+    STATES,
+    check_run_name,
+    holds_run,
+    read_object,
+    read_status,
+    replaced_name,
+    run_warnings,
+    staging_folder,
+    write_status,
+)
+from core.runs.io import atomic_write_json, read_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_FILE = "job.json"
@@ -381,7 +392,7 @@ class JobManager:
         try:
             atomic_write_json(self._outcome_file(folder), _OUTCOMES[str(folder)])
         except OSError as e:
-            print(f"core.jobs: cannot keep the outcome of {folder}: {e}", file=sys.stderr)
+            print(f"core.runs.jobs: cannot keep the outcome of {folder}: {e}", file=sys.stderr)
 
     def _state(self, folder: Path) -> str | None:
         return self._status(folder).get("state")
@@ -403,7 +414,7 @@ class JobManager:
                 if self._settle(folder, job):
                     n_alive += 1
             except OSError as e:  # one unwritable folder never stalls the others
-                print(f"core.jobs: cannot settle {folder}: {e}", file=sys.stderr)
+                print(f"core.runs.jobs: cannot settle {folder}: {e}", file=sys.stderr)
         for folder, job in records:
             if n_alive >= self.max_concurrent:
                 break
@@ -411,7 +422,7 @@ class JobManager:
                 try:
                     started = self._start(folder, job)
                 except OSError as e:
-                    print(f"core.jobs: cannot start {folder}: {e}", file=sys.stderr)
+                    print(f"core.runs.jobs: cannot start {folder}: {e}", file=sys.stderr)
                     self._write_final(folder, "failed", error=f"could not start the job: {e}",
                                       finished=time.time())
                     started = False
@@ -486,7 +497,7 @@ class JobManager:
         try:
             with open(folder / LOG_FILE, "ab") as log:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-                log.write(f"[core.jobs {stamp}] $ {shlex.join(cmd)}\n".encode())
+                log.write(f"[core.runs.jobs {stamp}] $ {shlex.join(cmd)}\n".encode())
                 log.flush()
                 proc = subprocess.Popen(
                     cmd, cwd=job.get("cwd") or self.cwd, stdin=subprocess.DEVNULL, stdout=log,

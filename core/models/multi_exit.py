@@ -20,7 +20,7 @@ Options (all in the flat `ModelConfig`, saved under "model" in every run's confi
   pooled vector DETACHED, so the confidence loss trains only the LTE heads and never reshapes the
   features the exits and the backbone learn (BERxiT's LTE is a light module on top of a trained model).
 
-The model runs the backbone one layer at a time through `core.backbones.LayerRunner`; `embed` and
+The model runs the backbone one layer at a time through `core.models.backbones.LayerRunner`; `embed` and
 `layer_step` are the same steps `forward` takes, so the early-exit predictor runs exactly this code.
 """
 from __future__ import annotations
@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.backbones import DEFAULT_BACKBONE, load_backbone, make_runner
-from core.config import EXIT_KINDS, POOLINGS  # noqa: F401  (the name lists live with the options)
-from core.io import atomic_write_bytes, atomic_write_json, read_json
-from core.runs import CONFIG_FILE, WEIGHTS_FILE
+from core.models.backbones import DEFAULT_BACKBONE, load_backbone, make_runner
+from core.runs.folders import CONFIG_FILE, WEIGHTS_FILE
+from core.runs.io import atomic_write_bytes, atomic_write_json, read_json
+from core.training.config import EXIT_KINDS, POOLINGS  # noqa: F401  (the name lists live with the options)
 
 ACTIVATIONS = {
     "gelu": nn.GELU,
@@ -53,7 +53,7 @@ MHA_DIM, MHA_HEADS = 32, 2  # BADGE appendix: MHA exit bottleneck 32
 
 @dataclass
 class ModelConfig:
-    backbone: str = DEFAULT_BACKBONE  # alias, local folder or hub id (core.backbones.resolve_backbone)
+    backbone: str = DEFAULT_BACKBONE  # alias, local folder or hub id (core.models.backbones.resolve_backbone)
     num_labels: int = 2
     exit_kind: str = "linear"         # linear | mlp | mha
     pooling: str = "mean"             # cls | mean (over non-padding tokens)

@@ -4,7 +4,7 @@ Eq. 5 is linear in the weights W = softmax(z) per exit, so ∂/∂z_j of Σ_j W_
 every step moves weight toward the exit's smallest term, whatever the data, and the KD terms, divided
 by M |T(m)| (Eq. 4), are far smaller than the CE term. Under Adam a logit whose gradient keeps its sign
 moves about λ2 per step. `drift` replays Ω's own update schedule (same optimizer, learning rate, steps,
-and the relative gradient scale of CLO's plain and cross-level steps, core.omega) on constant terms
+and the relative gradient scale of CLO's plain and cross-level steps, core.training.omega) on constant terms
 that say only "CE = 1, every KD term = 0", so it carries no information about the data. A learned Ω
 that lands where this drift lands has learned the schedule, not the task.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8   # torch.optim.Adam's defaults, which core.omega uses
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8   # torch.optim.Adam's defaults, which core.training.omega uses
 
 
 def term_mask(num_exits: int, teachers: str = "lae") -> np.ndarray:
-    """[L, 1 + L] bool, as core.losses.term_mask: column 0 the exit's CE, column 1 + t teacher t."""
+    """[L, 1 + L] bool, as core.training.losses.term_mask: column 0 the exit's CE, column 1 + t teacher t."""
     idx = np.arange(num_exits)
     kd = idx[None, :] != idx[:, None] if teachers == "lae" else idx[None, :] > idx[:, None]
     return np.concatenate([np.ones((num_exits, 1), dtype=bool), kd], axis=1)
@@ -28,7 +28,7 @@ def masked_softmax(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def gradient_scales(optimizer: str, steps: int, *, cycle: int = 4, d1_scale: float = 0.03) -> np.ndarray:
-    """[steps] the relative size of Ω's gradient at each step under `optimizer` (core.omega.OmegaOptimizer):
+    """[steps] the relative size of Ω's gradient at each step under `optimizer` (core.training.omega.OmegaOptimizer):
     SLO 1; BLO 1 (B2); CLO-v1 λ1/λ2 + 1 (B1 and B2); CLO-v2 λ1/λ2 on plain steps, λ1/λ2 + 1 on every C-th."""
     t = np.arange(1, steps + 1)
     if optimizer in ("slo", "blo"):

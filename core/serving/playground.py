@@ -1,5 +1,5 @@
 """The Playground's logic without Streamlit: load a run's model once, run one text through the real
-early-exit predictor (core.predictor, the CLI's code path) and time it against running every layer.
+early-exit predictor (core.serving.predictor, the CLI's code path) and time it against running every layer.
 
     pm = load(run_folder)                        # ValueError with the command that makes the weights
     res = run_text(pm, "a gripping film", strategy="entropy", threshold=0.3)
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.runs import CONFIG_FILE, WEIGHTS_FILE, read_config
-from core.strategies import normalized_entropy
+from core.engine.strategies import normalized_entropy
+from core.runs.folders import CONFIG_FILE, WEIGHTS_FILE, read_config
 
 
 # ---- what a run has ------------------------------------------------------------------------------
@@ -65,8 +65,8 @@ def missing_weights_message(folder: str | os.PathLike) -> str | None:
 @dataclass
 class PlaygroundModel:
     folder: Path
-    model: object                 # core.model.MultiExitModel (eval mode, CPU)
-    predictor: object             # core.predictor.EarlyExitPredictor
+    model: object                 # core.models.multi_exit.MultiExitModel (eval mode, CPU)
+    predictor: object             # core.serving.predictor.EarlyExitPredictor
     label_names: list[str]
     is_pair: bool
     task: str | None = None
@@ -93,7 +93,7 @@ def _fact(cfg: dict, key: str):
 
 def _cache(folder: Path):
     try:
-        from core.cache import ExitCache
+        from core.engine.cache import ExitCache
 
         return ExitCache.load(folder)
     except Exception:  # no cache or unreadable: the callers fall back
@@ -124,8 +124,8 @@ def _is_pair(folder: Path, cfg: dict) -> bool:
 def load(folder: str | os.PathLike) -> PlaygroundModel:
     """Rebuild the run's model from config.json + model.safetensors. ValueError (with the command that
     makes the weights) when there are none, or naming the file when they do not fit."""
-    from core.model import MultiExitModel
-    from core.predictor import EarlyExitPredictor
+    from core.models.multi_exit import MultiExitModel
+    from core.serving.predictor import EarlyExitPredictor
 
     folder = Path(folder)
     msg = missing_weights_message(folder)

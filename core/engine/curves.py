@@ -1,5 +1,5 @@
 """Exact trade-off curves: a rule's score and cost at EVERY knob value where some sample's exit
-changes (core.strategies.candidate_settings), computed in one pass instead of one `apply` per value.
+changes (core.engine.strategies.candidate_settings), computed in one pass instead of one `apply` per value.
 
 A threshold rule moves a sample's exit only when the knob crosses one of that sample's breakpoints
 (a layer where its signal reaches a new extreme), so sorting all breakpoints once and accumulating
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.strategies import ExitFeatures, apply_features, candidate_settings, exit_signal, fixed_choices
+from core.engine.strategies import ExitFeatures, apply_features, candidate_settings, exit_signal, fixed_choices
 
 
 # ---- task scores from confusion matrices C[..., pred, label] -------------------------------------
@@ -30,7 +30,7 @@ def _f1_pos(C):  # binary F1 of class 1, zero_division=0 (sklearn's default aver
 
 def confusion_score(metric: str, C: np.ndarray) -> np.ndarray:
     """Task score of every confusion matrix in C [..., K, K] (rows: prediction, cols: label); equals
-    core.metrics.score on the predictions the matrix counts."""
+    core.engine.metrics.score on the predictions the matrix counts."""
     C = np.asarray(C, dtype=np.float64)
     n = C.sum((-2, -1))
     correct = np.trace(C, axis1=-2, axis2=-1)
@@ -167,7 +167,7 @@ def signal_events(sig, f: ExitFeatures, idx: np.ndarray | None = None) -> Events
 
 def exit_latency_ms(layer_ms, embed_ms=None) -> np.ndarray:
     """[L + 1] batch-1 latency of stopping after m layers, m = 0..L: embed_ms + sum(layer_ms[:m]).
-    The last entry is the full model's latency. The one copy of this formula (core.metrics re-exports it)."""
+    The last entry is the full model's latency. The one copy of this formula (core.engine.metrics re-exports it)."""
     return float(embed_ms or 0.0) + np.concatenate([[0.0], np.cumsum(layer_ms)])
 
 

@@ -8,7 +8,7 @@ part, which reports it. Risk is a per-sample 0/1 loss against the full model (al
     consistency   the exit's prediction differs from the full model's (needs no labels)
     gap           the exit's prediction is wrong where the full model is right
 The settings searched are the rule's exact candidate settings on the calibration part
-(core.strategies.candidate_settings), ordered from the safest (exits latest) to the most aggressive.
+(core.engine.strategies.candidate_settings), ordered from the safest (exits latest) to the most aggressive.
 
     method="ltt"  Learn then Test (Angelopoulos et al., 2021) as used for early exits by Jazbec et al.
                   (2024): a Hoeffding-Bentkus p-value per setting for the null "risk > epsilon", tested
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
-from core.curves import signal_events
-from core.strategies import STRATEGIES, ExitFeatures, apply_features, candidate_settings, exit_signal, features
+from core.engine.curves import signal_events
+from core.engine.strategies import STRATEGIES, ExitFeatures, apply_features, candidate_settings, exit_signal, features
 
 RISKS = ("consistency", "gap")
 METHODS = ("ltt", "crc")
@@ -178,7 +178,7 @@ def calibrate(cache, strategy: str, *, risk: str = "consistency", epsilon: float
     name, params = ("budget", {"layer": cache.L}) if fallback else (strategy, settings[j])
     exit_layer, pred = apply_features(name, f, **params)
     full_pred = f.argmax[-1]
-    from core.metrics import score  # lazy: core.metrics imports the engine, not the other way round
+    from core.engine.metrics import score  # lazy: core.engine.metrics imports the engine, not the other way round
 
     t_pred, t_full, t_lab = pred[test_idx], full_pred[test_idx], cache.labels[test_idx]
     test_risk = float(_loss(t_pred, t_full, t_lab, risk).mean())

@@ -5,11 +5,11 @@ serializer, and the one way a config loads its task.
     cfg = resolve_config(parse_cli(argv))        # ValueError naming the first bad value
     argv = to_argv(values)                       # options -> flags (non-default values only)
     command_line(cfg)                            # the `python -m core.train ...` a run records
-    task = load_task(cfg)                        # core.data.load_task with the config's arguments
+    task = load_task(cfg)                        # core.data.tasks.load_task with the config's arguments
 
 Importing this module never imports torch (tests/test_train_page.py checks it), so the Streamlit
-process can build the Train form without loading the training stack. core.losses, core.omega and
-core.model take their name lists from here.
+process can build the Train form without loading the training stack. core.training.losses, core.training.omega and
+core.models.multi_exit take their name lists from here.
 """
 from __future__ import annotations
 
@@ -19,19 +19,19 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from core.data import METRICS, SPLIT_VERSION, SPLIT_VERSIONS
-from core.io import read_json
-from core.runs import check_run_name
+from core.data.tasks import METRICS, SPLIT_VERSION, SPLIT_VERSIONS
+from core.runs.folders import check_run_name
+from core.runs.io import read_json
 
 # ---- names ---------------------------------------------------------------------------------------
-JOINT_WEIGHTS = ("linear", "uniform")                 # joint-like loss weights (core.losses)
-TEACHERS = ("lae", "lle")                             # LeeBERT teacher sets T(m) (core.losses)
-OPTIMIZERS = ("slo", "blo", "clo_v1", "clo_v2")       # LeeBERT Ω optimizers (core.omega)
-OMEGA_GRADS = ("first_order", "second_order")         # Ω's gradient on B2 (core.omega)
-OMEGA_WEIGHTS = ("learned", "uniform", "random")      # LeeBERT Ω kinds (core.omega.WEIGHTS)
-EXIT_KINDS = ("linear", "mlp", "mha")                 # exit classifiers (core.model)
-POOLINGS = ("cls", "mean")                            # what exits read (core.model)
-ACTIVATION_NAMES = ("gelu", "relu", "tanh", "swish", "leaky_relu", "identity")  # core.model.ACTIVATIONS
+JOINT_WEIGHTS = ("linear", "uniform")                 # joint-like loss weights (core.training.losses)
+TEACHERS = ("lae", "lle")                             # LeeBERT teacher sets T(m) (core.training.losses)
+OPTIMIZERS = ("slo", "blo", "clo_v1", "clo_v2")       # LeeBERT Ω optimizers (core.training.omega)
+OMEGA_GRADS = ("first_order", "second_order")         # Ω's gradient on B2 (core.training.omega)
+OMEGA_WEIGHTS = ("learned", "uniform", "random")      # LeeBERT Ω kinds (core.training.omega.WEIGHTS)
+EXIT_KINDS = ("linear", "mlp", "mha")                 # exit classifiers (core.models.multi_exit)
+POOLINGS = ("cls", "mean")                            # what exits read (core.models.multi_exit)
+ACTIVATION_NAMES = ("gelu", "relu", "tanh", "swish", "leaky_relu", "identity")  # core.models.multi_exit.ACTIVATIONS
 ALWAYS_PASSED = ("task", "backbone", "method")        # written into an argv even at their defaults
 
 METHODS = ("joint", "two_stage", "alternating", "self_distill", "leebert", "badge", "diversity")
@@ -332,11 +332,11 @@ def _given(values: dict, key: str):
 
 
 def load_task(values: dict, *, train_file=None, dev_file=None):
-    """core.data.load_task with a config's (or the form's) arguments: the one call core.train and the
+    """core.data.tasks.load_task with a config's (or the form's) arguments: the one call core.train and the
     Train form's check make. `train_file` / `dev_file` override the values' paths (a run's staging
     folder, the form's staged uploads). ValueError names the file or dataset and the fault, or an
     empty split."""
-    from core.data import load_task as load
+    from core.data.tasks import load_task as load
 
     task = load(_given(values, "task") or DEFAULTS["task"], data_dir=_given(values, "data_dir"),
                 train_file=train_file if train_file is not None else _given(values, "train_file"),

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from core.curves import Curve, confusion_score, exit_latency_ms, rule_curves, thin
-from core.strategies import STRATEGIES, ExitFeatures, apply_features, features, fixed_choices
+from core.engine.curves import Curve, confusion_score, exit_latency_ms, rule_curves, thin
+from core.engine.strategies import STRATEGIES, ExitFeatures, apply_features, features, fixed_choices
+
 
 # ---- task metrics -------------------------------------------------------------------------------
 def _acc_f1(y, p):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.config import JOINT_WEIGHTS, TEACHERS  # noqa: F401  (the name lists live with the options)
+from core.training.config import JOINT_WEIGHTS, TEACHERS  # noqa: F401  (the name lists live with the options)
 
 
 # ---- helpers -------------------------------------------------------------------------------------

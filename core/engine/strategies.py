@@ -15,9 +15,9 @@ whole cache, which is what the real layer-by-layer predictor relies on.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np

@@ -3,8 +3,8 @@
     text ─► tokenize ─► embed ─► layer 1 + exit 1 ─► decide? ─► layer 2 + exit 2 ─► decide? ─► ...
 
 After each layer m the exit's softmax joins the probabilities so far and
-`core.strategies.decide(strategy, probs[:m], confidence=conf[:m], **params)` says whether to stop.
-At the last layer `core.strategies.apply` on the full [1, L, K] array gives the rule's final
+`core.engine.strategies.decide(strategy, probs[:m], confidence=conf[:m], **params)` says whether to stop.
+At the last layer `core.engine.strategies.apply` on the full [1, L, K] array gives the rule's final
 prediction. The rules are causal, so this makes the same decision as `apply` on the exit cache.
 
 Latencies are wall-clock milliseconds at batch size 1 of the MODEL: from token ids to the decision
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core import strategies
+from core.engine import strategies
 
 
 @dataclass
@@ -57,7 +57,7 @@ def _softmax(logits: torch.Tensor) -> list[float]:
 
 
 def decide_rows(strategy: str, probs_prefix: np.ndarray, *, confidence=None, **params):
-    """`core.strategies.decide` for many rows at once: probs_prefix [n, m, K] (layers 1..m of each row
+    """`core.engine.strategies.decide` for many rows at once: probs_prefix [n, m, K] (layers 1..m of each row
     still running) -> (fires at layer m [n] bool, prediction if it exits there [n]). Same rule code,
     same special case for a budget beyond m, vectorized over the rows."""
     f = strategies.features(probs_prefix, confidence=confidence)
@@ -84,7 +84,7 @@ def _sync(device: torch.device) -> None:
 
 
 class EarlyExitPredictor:
-    """Early-exit inference with a `core.model.MultiExitModel`. Runs in eval mode (a model in training
+    """Early-exit inference with a `core.models.multi_exit.MultiExitModel`. Runs in eval mode (a model in training
     mode is switched to eval for the call and back after); build it after moving the model to its
     device."""
 
@@ -164,8 +164,8 @@ class EarlyExitPredictor:
     def from_point(cls, path, *, device: str | torch.device = "cpu") -> "EarlyExitPredictor":
         """A predictor for the run and exit rule an operating-point file (core.export, v1) names; the
         weights' sha256 is checked first. `predict_batch` then uses the point's rule by default."""
-        from core.export import read_point
-        from core.model import MultiExitModel
+        from core.models.multi_exit import MultiExitModel
+        from core.serving.export import read_point
 
         point = read_point(path)
         model = MultiExitModel.from_run(point.run_dir, device=device)
@@ -334,7 +334,7 @@ class EarlyExitPredictor:
         """Early exit on many inputs, `batch_size` at a time, results in input order.
 
         The rule is `strategy`/`params`, or the operating point's (`from_point`). Decisions are those
-        of `core.strategies.apply` on the same rows' per-layer probabilities. `latency_ms` of a row is
+        of `core.engine.strategies.apply` on the same rows' per-layer probabilities. `latency_ms` of a row is
         the time from its batch's embeddings to its exit (batch-shared work included); `tokenize_ms`
         is the row's share of tokenizing everything.
         """

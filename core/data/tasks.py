@@ -93,7 +93,7 @@ GLUE_TASKS: dict[str, GlueSpec] = {
 }
 BUILTIN_TASKS = (DEFAULT_TASK, *GLUE_TASKS)
 
-# the one column-guessing rule (core.data for files and datasets, the Train form's pickers); names match
+# the one column-guessing rule (core.data.tasks for files and datasets, the Train form's pickers); names match
 # case-insensitively, pairs before single texts
 _PAIR_GUESSES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
                  ("question", "sentence"), ("text", "text_pair"), ("#1 String", "#2 String"),

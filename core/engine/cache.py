@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from core.io import atomic_write_bytes
-from core.runs import CACHE_FILE
+from core.runs.folders import CACHE_FILE
+from core.runs.io import atomic_write_bytes
 
 FORMAT_VERSION = 1
 PROB_SUM_TOL = 1e-4
@@ -30,7 +30,7 @@ class ExitCache:
     labels: np.ndarray                     # [N] int64 in [0, K)
     label_names: list[str]                 # [K]
     texts: list | None = None              # [N] str, or [a, b] pairs; None when `source` is given
-    source: dict | None = None             # {"task", "split", "row_ids", ...} for core.data.restore_texts
+    source: dict | None = None             # {"task", "split", "row_ids", ...} for core.data.tasks.restore_texts
     confidence: np.ndarray | None = None   # [N, L] float32 in [0, 1], learned exit confidence (LTE)
     layer_ms: np.ndarray | None = None     # [L] batch-1 latency of layer m with its exit head
     embed_ms: float | None = None          # batch-1 latency of the embeddings
@@ -115,12 +115,12 @@ class ExitCache:
 
     # ---- texts -------------------------------------------------------------------------------
     def get_texts(self) -> list:
-        """The inputs, either stored or restored from the data source (via core.data)."""
+        """The inputs, either stored or restored from the data source (via core.data.tasks)."""
         if self.texts is not None:
             return list(self.texts)
         if self.source is None:
             raise ValueError("this cache stores neither texts nor a data source to restore them from")
-        from core.data import restore_texts  # lazy: keeps the engine light
+        from core.data.tasks import restore_texts  # lazy: keeps the engine light
 
         return restore_texts(self.source)
 

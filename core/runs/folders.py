@@ -4,7 +4,7 @@ A run folder `checkpoints/<run>/` holds
     config.json        what was asked, including the exact command
     status.json        state, progress, error (atomic writes)
     metrics.jsonl      one JSON record per event (losses, learning rates, Ω, per-exit dev scores)
-    cache.npz          the dev-set ExitCache (see core.cache)
+    cache.npz          the dev-set ExitCache (see core.engine.cache)
     model.safetensors  weights (optional)
     train.log          stdout/stderr of a background job (optional)
 """
@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from core.io import atomic_write_json, read_json, read_jsonl
+from core.runs.io import atomic_write_json, read_json, read_jsonl
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
 CONFIG_FILE = "config.json"
@@ -162,7 +162,7 @@ def replaced_name(staging: str | os.PathLike) -> str | None:
 
 @contextlib.contextmanager
 def root_lock(root: str | os.PathLike):
-    """An exclusive flock on <root>/.jobs.lock (the lock core.jobs holds while it changes job state)."""
+    """An exclusive flock on <root>/.jobs.lock (the lock core.runs.jobs holds while it changes job state)."""
     Path(root).mkdir(parents=True, exist_ok=True)
     fd = os.open(Path(root) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:

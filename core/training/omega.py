@@ -1,7 +1,7 @@
 """LeeBERT's learned loss weights Ω and the optimizers that update them (LeeBERT §3.2-3.4).
 
 Ω is an [L, T] matrix, T = 1 + L: row m weighs exit m's terms of Eq. 5, column 0 its CE, column 1 + t
-its distillation from teacher exit t (see `core.losses.leebert_terms`). Each row is a softmax over the
+its distillation from teacher exit t (see `core.training.losses.leebert_terms`). Each row is a softmax over the
 row's existing terms, so an exit's weights are positive and sum to 1 (the normalization of
 LeeBERT-rand); terms that do not exist (t ∉ T(m)) have weight 0.
 
@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.config import OMEGA_GRADS, OMEGA_WEIGHTS, OPTIMIZERS  # noqa: F401  (the name lists live with the options)
-from core.losses import leebert_loss, term_mask, term_names
+from core.training.config import OMEGA_GRADS, OMEGA_WEIGHTS, OPTIMIZERS  # noqa: F401  (the name lists live with the options)
+from core.training.losses import leebert_loss, term_mask, term_names
 
 FD_RADIUS = 0.01  # DARTS Eq. 8: the finite-difference perturbation's norm
 WEIGHTS = OMEGA_WEIGHTS
@@ -126,7 +126,7 @@ def darts_b2_target(forward: "ForwardFn", b1, b2, theta: list[tuple[torch.Tensor
     `theta` lists (parameter, ξ); `weights` = W(Ω), detached. Θ is restored exactly on return and
     the `.grad`s are left as they were.
 
-    The training gradient detaches the distillation teachers (core.losses.kd_matrix), so ∇Θ L_B1 is not
+    The training gradient detaches the distillation teachers (core.training.losses.kd_matrix), so ∇Θ L_B1 is not
     the derivative of L_B1's value. ∇_Θ* L_B2 is of the value (`forward(b2, True, detach_teacher=False)`),
     while the mixed derivative must be of the training gradient: the perturbed forwards
     get `teacher`, B1's logits at Θ, as fixed teachers (`forward(b1, False, teacher=...)`), and `rng`,

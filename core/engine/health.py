@@ -21,7 +21,7 @@ ADVICE = "Train it longer (more epochs) or on more training rows, then look agai
 def majority_score(metric: str, labels) -> float:
     """The score of always answering the most common label: the chance line a run is held against
     (here and in core.train's weak-budget warnings)."""
-    from core.metrics import score
+    from core.engine.metrics import score
 
     labels = np.asarray(labels, dtype=int)
     return float(score(metric, labels, np.full_like(labels, int(np.bincount(labels).argmax()))))
@@ -29,7 +29,7 @@ def majority_score(metric: str, labels) -> float:
 
 def assess(cache, *, one_class_share: float = ONE_CLASS_SHARE, z: float = Z) -> list[str]:
     """Plain sentences naming what is wrong with a run whose exits learned nothing usable."""
-    from core.metrics import binomial_se
+    from core.engine.metrics import binomial_se
 
     probs = np.asarray(cache.probs)
     labels = np.asarray(cache.labels)

@@ -1,20 +1,20 @@
-"""The Train page's logic without Streamlit: form fields derived from `core.config.OPTIONS`, the form's
+"""The Train page's logic without Streamlit: form fields derived from `core.training.config.OPTIONS`, the form's
 values -> a validated argv for `python -m core.train`, uploads saved and checked like the CLI checks
 files, and the frames and figures of the live panel (losses, per-exit dev scores, Ω).
 
     fields = visible_fields(values)                 # which options the form shows for this method
     argv = build_argv(values)                       # ValueError naming the bad value
-    summary = check_task(values)                    # core.config.load_task, the call core.train makes
-    python -m core.train_form <argv> --out checkpoints/<run>   # what the JobManager starts
+    summary = check_task(values)                    # core.training.config.load_task, the call core.train makes
+    python -m core.app.train_form <argv> --out checkpoints/<run>   # what the JobManager starts
 
-One source of truth: every default, type and help text comes from `core.config.OPTIONS` (the papers'
+One source of truth: every default, type and help text comes from `core.training.config.OPTIONS` (the papers'
 defaults live there: LeeBERT Table 3, BADGE Table 5, Sun et al. λ = 0.2); the method-dependent
-defaults (LeeBERT's optimizer, the joint weights) come from `core.config.resolve_config`.
+defaults (LeeBERT's optimizer, the joint weights) come from `core.training.config.resolve_config`.
 
 Uploads. A job's run folder may not exist before the JobManager creates it, so the page saves an
 upload under `<root>/.uploads/<run>/` (hidden from run lists), checks it there with `load_task`, and
 gives core.train the file's final path `<root>/<run>/uploads/<file>`. Jobs are started as
-`python -m core.train_form ...`: `main` below moves the staged files into the run folder and then runs
+`python -m core.app.train_form ...`: `main` below moves the staged files into the run folder and then runs
 `core.train.main` with the argv unchanged, so config.json records a plain, reproducible
 `python -m core.train ... --train-file checkpoints/<run>/uploads/train.csv` command.
 """
@@ -30,17 +30,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import config as C
-from core.data import guess_columns  # noqa: F401  (the pickers' guess: core.data's one rule)
-from core.io import atomic_write_bytes
-from core.runs import check_run_name, read_metrics
+from core.data.tasks import guess_columns  # noqa: F401  (the pickers' guess: core.data.tasks's one rule)
+from core.runs.folders import check_run_name, read_metrics
+from core.runs.io import atomic_write_bytes
+from core.training import config
 
 UPLOAD_LIMIT_MB = 50
 UPLOAD_TYPES = ("csv", "tsv", "jsonl")       # what the form's uploader accepts
 UPLOADS_DIR = "uploads"                      # inside the run folder
 STAGING_DIR = ".uploads"                     # inside the checkpoint root, hidden from run lists
 
-# ---- form fields from core.config.OPTIONS --------------------------------------------------------
+# ---- form fields from core.training.config.OPTIONS --------------------------------------------------------
 # Where each option goes on the form. The task options are drawn by the page's task section.
 SECTIONS = {
     "task": ("task", "data_dir", "train_file", "dev_file", "text_column", "text_pair_column",
@@ -53,7 +53,7 @@ SECTIONS = {
                  "seed", "eval_batch_size", "val_fraction", "patience"),
     "output": ("latency_samples", "save_weights", "fp16_weights", "eval_every_epoch", "log_every"),
 }
-ALWAYS_PASSED = C.ALWAYS_PASSED   # written into argv even at their defaults
+ALWAYS_PASSED = config.ALWAYS_PASSED   # written into argv even at their defaults
 
 LABELS = {
     "task": "Task", "data_dir": "GLUE folder", "metric": "Metric", "max_train": "Max training rows",
@@ -93,9 +93,9 @@ class Field:
 
 
 def _choices() -> dict[str, tuple]:
-    return {"method": C.METHODS, "optimizer": C.OPTIMIZERS, "omega_grad": C.OMEGA_GRADS, "budget": C.BUDGETS,
-            "teachers": C.TEACHERS, "exit_kind": C.EXIT_KINDS, "pooling": C.POOLINGS,
-            "bypass_act": C.ACTIVATION_NAMES, "metric": C.METRICS}
+    return {"method": config.METHODS, "optimizer": config.OPTIMIZERS, "omega_grad": config.OMEGA_GRADS, "budget": config.BUDGETS,
+            "teachers": config.TEACHERS, "exit_kind": config.EXIT_KINDS, "pooling": config.POOLINGS,
+            "bypass_act": config.ACTIVATION_NAMES, "metric": config.METRICS}
 
 
 def _float_widget(default) -> tuple[float, str]:
@@ -111,7 +111,7 @@ def fields() -> dict[str, Field]:
     """Every core.train option (but --out) as a Field, in OPTIONS order."""
     choices = _choices()
     out = {}
-    for name, typ, default, help_ in C.OPTIONS:
+    for name, typ, default, help_ in config.OPTIONS:
         if name == "out":
             continue
         kind = {int: "int", float: "float", bool: "bool"}.get(typ, "str")
@@ -127,17 +127,17 @@ def fields() -> dict[str, Field]:
 
 
 def method_defaults(method: str) -> dict:
-    """core.config.resolve_config's effective values for `method` with every other option at its default
+    """core.training.config.resolve_config's effective values for `method` with every other option at its default
     (fills the method-dependent defaults: LeeBERT's clo_v2 / learned, joint's linear weights, ...)."""
-    cfg = C.resolve_config({"method": method, "out": "checkpoints/form-defaults"})
+    cfg = config.resolve_config({"method": method, "out": "checkpoints/form-defaults"})
     cfg.pop("notes", None)
     return cfg
 
 
 def weight_choices(method: str) -> tuple[str, ...]:
     if method == "leebert":
-        return C.OMEGA_WEIGHTS
-    return C.JOINT_WEIGHTS if method in C.JOINT_LIKE else ()
+        return config.OMEGA_WEIGHTS
+    return config.JOINT_WEIGHTS if method in config.JOINT_LIKE else ()
 
 
 def relevant(name: str, values: dict) -> bool:
@@ -147,13 +147,13 @@ def relevant(name: str, values: dict) -> bool:
     learned = leebert and (values.get("weights") or "learned") == "learned"
     rules = {
         "optimizer": learned,
-        "weights": leebert or method in C.JOINT_LIKE,
+        "weights": leebert or method in config.JOINT_LIKE,
         "teachers": leebert, "temperature": leebert,
         "omega_lr": learned,
         "cycle": learned and (values.get("optimizer") or "clo_v2") == "clo_v2",
         "omega_grad": learned and (values.get("optimizer") or "clo_v2") != "slo",
         "lambda_div": method == "diversity",
-        "stage2_epochs": method in C.TWO_STAGE,
+        "stage2_epochs": method in config.TWO_STAGE,
         "bypass": method != "badge",
         "bypass_dim": method == "badge" or bool(values.get("bypass")),
         "bypass_act": method == "badge" or bool(values.get("bypass")),
@@ -174,17 +174,17 @@ def build_argv(values: dict) -> list[str]:
     """The form's values -> argv for core.train (no --out: the JobManager adds it).
 
     Passes task, backbone and method always, every other relevant option only when it differs from
-    its OPTIONS default (core.config.to_argv); empty strings and None mean "not given". The argv is
+    its OPTIONS default (core.training.config.to_argv); empty strings and None mean "not given". The argv is
     parsed back with core.train's own parser and resolve_config, so a bad value raises ValueError here,
     with core.train's message, before any job starts.
     """
-    unknown = sorted(set(values) - set(C.DEFAULTS))
+    unknown = sorted(set(values) - set(config.DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown}; valid: {', '.join(C.DEFAULTS)}")
+        raise ValueError(f"unknown option(s) {unknown}; valid: {', '.join(config.DEFAULTS)}")
     if "out" in values:
         raise ValueError("the run folder is set by the run name, not by an option")
     given = {}
-    for name in C.DEFAULTS:
+    for name in config.DEFAULTS:
         if name not in values or not relevant(name, values):
             continue
         v = values[name]
@@ -192,22 +192,22 @@ def build_argv(values: dict) -> list[str]:
             continue
         if isinstance(v, str):
             v = v.strip()
-        if C.TYPES[name] is float and isinstance(v, (int, float)) and not isinstance(v, bool):
+        if config.TYPES[name] is float and isinstance(v, (int, float)) and not isinstance(v, bool):
             if not math.isfinite(float(v)):
                 raise ValueError(f"{LABELS.get(name, name)} must be a finite number, got {v!r}")
             v = float(v)
-        if C.TYPES[name] is int and isinstance(v, float):
+        if config.TYPES[name] is int and isinstance(v, float):
             if not v.is_integer():
                 raise ValueError(f"{LABELS.get(name, name)} must be a whole number, got {v!r}")
             v = int(v)
         given[name] = v
-    argv = C.to_argv(given)
+    argv = config.to_argv(given)
     try:
-        cfg = C.parse_cli([*argv, "--out", "checkpoints/form-check"])
+        cfg = config.parse_cli([*argv, "--out", "checkpoints/form-check"])
     except SystemExit:  # argparse rejected a value; say which
         raise ValueError(f"core.train does not accept these options: {' '.join(argv)}") from None
     cfg.pop("command", None)
-    C.resolve_config(cfg)
+    config.resolve_config(cfg)
     return argv
 
 
@@ -250,7 +250,7 @@ class TaskSummary:
     is_pair: bool
     n_train: int
     n_dev: int
-    warnings: tuple[str, ...] = ()  # rows left out of the data, counted (core.data)
+    warnings: tuple[str, ...] = ()  # rows left out of the data, counted (core.data.tasks)
 
     def describe(self) -> str:
         kind = "sentence pairs" if self.is_pair else "sentences"
@@ -260,11 +260,11 @@ class TaskSummary:
 
 
 def check_task(values: dict, *, train_file=None, dev_file=None) -> TaskSummary:
-    """Load the task exactly as core.train will (core.data.load_task with the same arguments);
+    """Load the task exactly as core.train will (core.data.tasks.load_task with the same arguments);
     ValueError names the file or dataset and the fault. `train_file` / `dev_file` override the
     values' paths (to check staged uploads before they move into the run folder)."""
-    task = C.load_task(values, train_file=train_file, dev_file=dev_file)
-    C.check_splits(task)
+    task = config.load_task(values, train_file=train_file, dev_file=dev_file)
+    config.check_splits(task)
     return TaskSummary(task.name, task.metric, list(map(str, task.label_names)), bool(task.is_pair),
                        len(task.train), len(task.dev), tuple(task.warnings))
 
@@ -291,7 +291,7 @@ def upload_name(role: str, filename: str) -> str:
 def save_upload(data: bytes, filename: str, folder: str | os.PathLike, *, role: str = "train",
                 limit_mb: float = UPLOAD_LIMIT_MB) -> Path:
     """Save an uploaded file's bytes as <folder>/<role><suffix> (atomic). ValueError when it is empty,
-    over `limit_mb` megabytes, or of a type core.data does not read."""
+    over `limit_mb` megabytes, or of a type core.data.tasks does not read."""
     name = upload_name(role, filename)
     size = len(data)
     if size == 0:
@@ -355,7 +355,7 @@ def adopt_uploads(out: str | os.PathLike, src: str | os.PathLike | None = None, 
     return moved
 
 
-UPLOADS_FROM = "--uploads-from"  # core.train_form's own option: the staged folder this job trains on
+UPLOADS_FROM = "--uploads-from"  # core.app.train_form's own option: the staged folder this job trains on
 
 
 def _take_option(argv: list[str], flag: str) -> tuple[list[str], str | None]:
@@ -375,13 +375,13 @@ def _take_option(argv: list[str], flag: str) -> tuple[list[str], str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m core.train_form <core.train argv> [--uploads-from DIR] --out <run folder>`: adopt the
+    """`python -m core.app.train_form <core.train argv> [--uploads-from DIR] --out <run folder>`: adopt the
     run's staged uploads (exactly the folder DIR the page checked, under <root>/.uploads/), then run
     core.train with the remaining argv."""
     argv, src = _take_option(list(sys.argv[1:] if argv is None else argv), UPLOADS_FROM)
-    out = C.out_from_argv(argv)
+    out = config.out_from_argv(argv)
     if out:
-        from core.runs import holds_run, staging_folder
+        from core.runs.folders import holds_run, staging_folder
 
         # a replacement (core.train --overwrite of a folder holding a run) trains in the staging folder
         dest = staging_folder(out) if "--overwrite" in argv and holds_run(out) else Path(out)
@@ -389,22 +389,21 @@ def main(argv: list[str] | None = None) -> int:
             if src is not None:
                 allowed = (Path(out).parent / STAGING_DIR).resolve()
                 if allowed not in Path(src).resolve().parents:
-                    print(f"core.train_form: error: {UPLOADS_FROM} must name a folder under {allowed}",
+                    print(f"core.app.train_form: error: {UPLOADS_FROM} must name a folder under {allowed}",
                           file=sys.stderr)
                     return 2
             for path in adopt_uploads(out, src, dest=dest):
-                print(f"core.train_form: using upload {path}", file=sys.stderr)
+                print(f"core.app.train_form: using upload {path}", file=sys.stderr)
         except OSError as e:
-            print(f"core.train_form: error: cannot move the uploads into {dest}: {e}", file=sys.stderr)
+            print(f"core.app.train_form: error: cannot move the uploads into {dest}: {e}", file=sys.stderr)
             return 1
-    from core.train import main as train_main
+    from core.training.train import main as train_main
 
     return train_main(argv)
 
 
 # ---- live panel (its figures: core.app.figures) -------------------------------------------------
-from core.app.figures import (exit_colors, losses_figure, omega_frame, omega_heatmap,  # noqa: E402,F401
-                              omega_lines_figure, scores_figure)
+from core.app.figures import exit_colors, losses_figure, omega_frame, omega_heatmap, omega_lines_figure, scores_figure  # noqa: E402,F401
 
 
 def read_records(folder: str | os.PathLike) -> list[dict]:

@@ -1,0 +1,2 @@
+"""Torch. Backbones run layer by layer (any Hugging Face encoder family) and the multi-exit model on top.
+"""

@@ -1,0 +1,349 @@
+"""The operating-point file, version 1: one chosen exit rule of one trained run, ready to run.
+
+    python -m core.export --run checkpoints/rotten_tomatoes-joint --strategy entropy \
+        --params '{"threshold": 0.3}' --out entropy-0.3.json
+
+The file says which weights to load (the run folder, relative to the file where possible, and the
+sha256 of its `model.safetensors`), how to read the exits (strategy and params, label names) and
+what this setting promised on the rows it was measured on (score, full-model score, layer speed-up,
+estimated wall-clock speed-up). Every promised number is `{"value": x, "interval": [lo, hi] | null}`;
+`guarantee` holds a calibration guarantee (risk level, confidence) when the point came from one.
+Both are null when unknown: this module does not compute intervals, it carries what it is given
+(see `promise_from_evaluation(..., intervals=, guarantee=)`).
+
+`read_point(path)` validates every field and, by default, the weights' hash; every error names the
+file and the fault. Torch-free (json, hashlib): the app imports it.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.engine.strategies import STRATEGIES, resolve_params
+from core.runs.folders import CACHE_FILE, CONFIG_FILE, WEIGHTS_FILE
+from core.runs.io import atomic_write_json, read_json
+
+FORMAT = "early-exit-lab/operating-point"
+FORMAT_VERSION = 1
+PROMISED = ("score", "full_score", "layer_speedup", "wallclock_speedup")  # each {"value", "interval"}
+_TOP_FIELDS = {"format": str, "format_version": int, "run": str, "run_name": str, "weights": dict,
+               "backbone": str, "task": (str, type(None)), "metric": str, "label_names": list,
+               "num_layers": int, "strategy": str, "params": dict, "promise": dict, "created": str}
+
+
+@dataclass
+class PointFile:
+    """A loaded, validated operating-point file. `run_dir` is resolved against the file's folder."""
+    path: Path
+    data: dict
+    run_dir: Path
+
+    @property
+    def strategy(self) -> str:
+        return self.data["strategy"]
+
+    @property
+    def params(self) -> dict:
+        return dict(self.data["params"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.data["label_names"])
+
+    @property
+    def promise(self) -> dict:
+        return self.data["promise"]
+
+    def promised(self, name: str) -> tuple[float | None, list | None]:
+        """(value, interval or None) of one promised number."""
+        p = self.data["promise"].get(name) or {}
+        return p.get("value"), p.get("interval")
+
+
+# ---- hashing and the run's facts -----------------------------------------------------------------
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def rebuild_command(run_dir: str | os.PathLike) -> str:
+    """How to rebuild a run's weights: its recorded command, or a generic hint."""
+    cfg_path = Path(run_dir) / CONFIG_FILE
+    try:
+        cfg = read_json(cfg_path) if cfg_path.exists() else {}
+    except ValueError:
+        cfg = {}
+    cmd = cfg.get("canonical_command") or cfg.get("command")
+    if cmd and "--no-save-weights" not in cmd:
+        return cmd
+    return f"python -m core.train ... --out {run_dir} (weights are saved unless --no-save-weights)"
+
+
+def _relative(target: Path, start: Path) -> str:
+    """`target` relative to `start` when both are on one drive, else absolute."""
+    try:
+        return os.path.relpath(target.resolve(), start.resolve())
+    except ValueError:  # different drives (Windows)
+        return str(target.resolve())
+
+
+# ---- writing -------------------------------------------------------------------------------------
+def promise_from_evaluation(ev: dict, *, n_rows: int, split: str = "dev", task: str | None = None,
+                            intervals: dict | None = None, guarantee: dict | None = None) -> dict:
+    """The promise block from a `core.engine.metrics.evaluate` result.
+
+    `intervals` maps names in PROMISED to [lo, hi] (e.g. bootstrap intervals); `guarantee` is a
+    calibration guarantee dict. Both stay null when not given: unknown, not zero-width.
+    """
+    intervals = intervals or {}
+    unknown = set(intervals) - set(PROMISED)
+    if unknown:
+        raise ValueError(f"intervals for unknown numbers {sorted(unknown)}; known: {', '.join(PROMISED)}")
+    out = {}
+    for name in PROMISED:
+        v = ev.get(name)
+        iv = intervals.get(name)
+        out[name] = {"value": None if v is None else float(v),
+                     "interval": None if iv is None else [float(iv[0]), float(iv[1])]}
+    out["mean_exit_layer"] = float(ev["mean_exit_layer"])
+    out["wallclock_note"] = ("estimated from the run's batch-1 per-layer latencies (cache layer_ms)"
+                             if ev.get("wallclock_speedup") is not None else "no per-layer latencies in this run")
+    out["measured_on"] = {"split": split, "rows": int(n_rows), "task": task, "file": CACHE_FILE}
+    out["guarantee"] = guarantee
+    return out
+
+
+def build_point(run_dir: str | os.PathLike, strategy: str, params: dict, *, out: str | os.PathLike,
+                intervals: dict | None = None, guarantee: dict | None = None,
+                hash_weights: bool = True) -> dict:
+    """The v1 dict for `strategy`/`params` on the run in `run_dir`, promise measured on its dev cache.
+    `out` is where the file will live (the run path is stored relative to it)."""
+    from core.engine.cache import ExitCache
+    from core.engine.metrics import evaluate
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such run folder")
+    cache = ExitCache.load(run_dir)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    if "labels" in STRATEGIES[strategy].needs:
+        raise ValueError(f"strategy {strategy!r} needs the gold labels; it is a ceiling, not a point to ship")
+    if hash_weights and not (run_dir / WEIGHTS_FILE).is_file():
+        raise ValueError(f"{run_dir}: no {WEIGHTS_FILE}, so this point could not run; rebuild the weights "
+                         f"with: {rebuild_command(run_dir)}")
+    ev = evaluate(cache, strategy, **resolve_params(strategy, dict(params), cache.L))
+    return point_from_evaluation(run_dir, cache, ev, run_path=_relative(run_dir, Path(out).parent),
+                                 intervals=intervals, guarantee=guarantee, hash_weights=hash_weights)
+
+
+def point_from_evaluation(run_dir: str | os.PathLike, cache, ev: dict, *, run_path: str | None = None,
+                          intervals: dict | None = None, guarantee: dict | None = None,
+                          hash_weights: bool = True) -> dict:
+    """The v1 dict from an evaluation already made (`core.engine.metrics.evaluate` on the run's cache).
+    `run_path` is what the file records as the run folder (default: its absolute path). The weights'
+    sha256 is null when the run has none (or `hash_weights` is False); `read_point` refuses such files."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / CONFIG_FILE
+    cfg = read_json(cfg_path) if cfg_path.exists() else {}
+    weights = run_dir / WEIGHTS_FILE
+    sha = _cached_sha256(weights) if hash_weights and weights.is_file() else None
+    backbone = (cfg.get("model") or {}).get("backbone") or cache.meta.get("backbone") or cfg.get("backbone")
+    strategy = ev["strategy"]
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "run": run_path if run_path is not None else str(run_dir.resolve()), "run_name": run_dir.resolve().name,
+        "weights": {"file": WEIGHTS_FILE, "sha256": sha},
+        "backbone": str(backbone or "unknown"), "task": cache.meta.get("task"), "metric": cache.metric,
+        "label_names": list(cache.label_names), "num_layers": int(cache.L),
+        "strategy": strategy, "params": resolve_params(strategy, dict(ev["params"]), cache.L),
+        "promise": promise_from_evaluation(ev, n_rows=cache.N, task=cache.meta.get("task"),
+                                           intervals=intervals, guarantee=guarantee),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _cached_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_version(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_version(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 once per file version (the app rebuilds the point on every rerun)."""
+    return sha256_file(path)
+
+
+def write_point(run_dir, strategy: str, params: dict, out, **kw) -> dict:
+    """Build, validate and atomically write an operating-point file; returns its dict."""
+    data = build_point(run_dir, strategy, params, out=out, **kw)
+    validate(data, where=str(out))
+    atomic_write_json(out, data)
+    return data
+
+
+def point_json(data: dict) -> str:
+    """The file's text, as `write_point` writes it (for downloads)."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def predict_command(point_file: str, input_file: str = "INPUT.csv", output_file: str = "predictions.jsonl") -> str:
+    """The exact `core.predict` command that applies a point file."""
+    return (f"python -m core.predict --point {shlex.quote(point_file)} --input {shlex.quote(input_file)} "
+            f"--output {shlex.quote(output_file)}")
+
+
+def app_export(run_dir: str | os.PathLike, cache, ev: dict, *, intervals: dict | None = None,
+               guarantee: dict | None = None, suffix: str = "") -> tuple[dict, str, str, str | None]:
+    """What Explore's export shows for the current evaluation: (v1 dict with the run's absolute path, so
+    the downloaded file works wherever it is saved on this machine; file name; the core.predict command
+    for it; a plain sentence on why the point cannot run, or None). `intervals` and `guarantee` go into
+    the promise as in `promise_from_evaluation`."""
+    run_dir = Path(run_dir)
+    data = point_from_evaluation(run_dir, cache, ev, intervals=intervals, guarantee=guarantee)
+    fname = f"{run_dir.name}-{ev['strategy']}{suffix}.json"
+    problem = None
+    if "labels" in STRATEGIES[ev["strategy"]].needs:
+        problem = "This rule needs the gold labels: it is a ceiling to compare against, not a point to run."
+    elif data["weights"]["sha256"] is None:
+        problem = (f"This run saved no weights, so core.predict will refuse the file. Rebuild the weights with: "
+                   f"{rebuild_command(run_dir)}")
+    return data, fname, predict_command(fname), problem
+
+
+# ---- reading and validation ----------------------------------------------------------------------
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate(data, *, where: str) -> None:
+    """Raise ValueError('<where>: <fault>') for any missing or malformed field."""
+    def bad(msg):
+        raise ValueError(f"{where}: {msg}")
+
+    if not isinstance(data, dict):
+        bad("not an operating-point file (the top level is not a JSON object)")
+    if data.get("format") != FORMAT:
+        bad(f"not an operating-point file (format is {data.get('format')!r}, expected {FORMAT!r}); "
+            "write one with `python -m core.export` or Explore's export")
+    if data.get("format_version") != FORMAT_VERSION:
+        bad(f"format_version {data.get('format_version')!r} is not supported (this version reads {FORMAT_VERSION})")
+    for name, kind in _TOP_FIELDS.items():
+        if name not in data:
+            bad(f"missing field {name!r}")
+        if not isinstance(data[name], kind) or isinstance(data[name], bool):
+            bad(f"field {name!r} has the wrong type ({type(data[name]).__name__})")
+    w = data["weights"]
+    if w.get("file") != WEIGHTS_FILE:
+        bad(f"weights.file must be {WEIGHTS_FILE!r}, got {w.get('file')!r}")
+    sha = w.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or len(sha) != 64
+                            or any(c not in "0123456789abcdef" for c in sha)):
+        bad("weights.sha256 is not a 64-digit lowercase hex digest")
+    names = data["label_names"]
+    if len(names) < 2 or not all(isinstance(n, str) for n in names):
+        bad("label_names must list at least two class names (strings)")
+    if data["num_layers"] < 1:
+        bad(f"num_layers must be >= 1, got {data['num_layers']}")
+    if data["strategy"] not in STRATEGIES:
+        bad(f"unknown strategy {data['strategy']!r}; valid: {', '.join(STRATEGIES)}")
+    if "labels" in STRATEGIES[data["strategy"]].needs:
+        bad(f"strategy {data['strategy']!r} needs the gold labels; it cannot run on new text")
+    try:
+        resolve_params(data["strategy"], data["params"], data["num_layers"])
+    except ValueError as e:
+        bad(f"params: {e}")
+    promise = data["promise"]
+    for name in PROMISED:
+        p = promise.get(name)
+        if not isinstance(p, dict) or "value" not in p or "interval" not in p:
+            bad(f"promise.{name} must be {{'value': number or null, 'interval': [lo, hi] or null}}")
+        if p["value"] is not None and not _number(p["value"]):
+            bad(f"promise.{name}.value is not a finite number")
+        iv = p["interval"]
+        if iv is not None and (not isinstance(iv, list) or len(iv) != 2 or not all(map(_number, iv))
+                               or iv[0] > iv[1]):
+            bad(f"promise.{name}.interval must be [lo, hi] with lo <= hi")
+    for name in ("score", "full_score", "layer_speedup"):
+        if promise[name]["value"] is None:
+            bad(f"promise.{name}.value is missing")
+    on = promise.get("measured_on")
+    if not isinstance(on, dict) or not isinstance(on.get("rows"), int) or on["rows"] < 1:
+        bad("promise.measured_on must say on how many rows (rows >= 1) the promise was measured")
+    if "guarantee" not in promise or not isinstance(promise["guarantee"], (dict, type(None))):
+        bad("promise.guarantee must be an object or null")
+
+
+def read_point(path: str | os.PathLike, *, check_weights: bool = True) -> PointFile:
+    """Load and validate an operating-point file; with `check_weights`, the run's weights must exist
+    and match the recorded sha256. ValueError names the file and the fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: operating-point file not found")
+    try:
+        data = read_json(path)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file; an operating-point file is JSON") from None
+    validate(data, where=str(path))
+    run_dir = Path(data["run"])
+    if not run_dir.is_absolute():
+        run_dir = (path.parent / run_dir)
+    run_dir = Path(os.path.normpath(run_dir))
+    if check_weights:
+        weights = run_dir / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ValueError(f"{path}: the weights it names are missing ({weights}); rebuild them with: "
+                             f"{rebuild_command(run_dir)}")
+        want = data["weights"]["sha256"]
+        if want is None:
+            raise ValueError(f"{path}: records no weights.sha256, so the weights cannot be checked; "
+                             "export the point again with `python -m core.export`")
+        got = sha256_file(weights)
+        if got != want:
+            raise ValueError(f"{path}: {weights} has sha256 {got[:12]}..., the point was made for "
+                             f"{want[:12]}...; the run was retrained since: export the point again")
+    return PointFile(path=path, data=data, run_dir=run_dir)
+
+
+# ---- command line --------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.export",
+                                 description="Write an operating-point file (version 1) for a run's exit rule.")
+    ap.add_argument("--run", required=True, help="run folder (with cache.npz and model.safetensors)")
+    ap.add_argument("--strategy", required=True, help=f"exit rule: {', '.join(STRATEGIES)}")
+    ap.add_argument("--params", default="{}", help='the rule\'s knobs as JSON, e.g. \'{"threshold": 0.3}\'')
+    ap.add_argument("--out", required=True, help="where to write the .json file")
+    args = ap.parse_args(argv)
+    try:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--params is not valid JSON ({e.msg}); write e.g. '{{\"threshold\": 0.3}}'") from None
+        if not isinstance(params, dict):
+            raise ValueError("--params must be a JSON object, e.g. '{\"threshold\": 0.3}'")
+        data = write_point(args.run, args.strategy, params, args.out)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"core.export: error: {e}", file=sys.stderr)
+        return 2
+    p = data["promise"]
+    print(f"core.export: wrote {args.out}: {data['strategy']} {json.dumps(data['params'], sort_keys=True)}, "
+          f"dev {data['metric']} {p['score']['value']:.4f} (full model {p['full_score']['value']:.4f}), "
+          f"layer speed-up {p['layer_speedup']['value']:.2f}x", file=sys.stderr)
+    print(f"run it with: {predict_command(args.out)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""Apply an operating-point file to a file of texts, in batches, with early exit.
+
+    python -m core.predict --point FILE.json --input FILE [--text-column C] [--text-pair-column C]
+        [--label-column C] --output FILE.jsonl [--batch-size 32] [--compare-full]
+    accelerate launch -m core.predict ...     # rows sharded over processes, one output in input order
+
+Input: CSV, TSV, JSONL (read as `core.data.tasks` reads a training file: same column guessing and
+messages), or `-` for standard input with one text per line (blank lines skipped). Output: one JSON
+line per input row, in input order: {"row", "prediction" (label name), "exit_layer" (1-based),
+"probability" (of the prediction at the exit)}. At the end a summary: rows, mean exit layer, layer
+speed-up, rows per second; with --compare-full the full model's rows per second on the same rows and
+the measured speed-up; with labels the score. Beside each measured number the point's promise, and a
+plain statement where the measurement falls outside the promise's interval.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.runs.io import atomic_write_json, atomic_write_text
+
+PROGRESS_MIN_ROWS = 500   # tqdm bar from this many rows on
+
+
+# ---- input ---------------------------------------------------------------------------------------
+def read_input(path: str, *, text_column=None, text_pair_column=None, label_column=None,
+               is_pair: bool = False) -> tuple[list[str], list[str] | None, "object | None", str]:
+    """(texts, text_pairs | None, raw labels (pandas Series) | None, where) of an input file or '-'."""
+    import pandas as pd
+
+    from core.data import tasks as data
+
+    if path == "-":
+        if text_column or text_pair_column or label_column:
+            raise ValueError("standard input holds one text per line: --text-column, --text-pair-column "
+                             "and --label-column apply to CSV, TSV and JSONL files")
+        if is_pair:
+            raise ValueError("this point's task classifies sentence pairs; pass a CSV/TSV/JSONL file with "
+                             "--text-column and --text-pair-column instead of standard input")
+        texts = [line.rstrip("\r\n") for line in sys.stdin]
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise ValueError("standard input: no text lines")
+        return texts, None, None, "standard input"
+    fpath = data._user_path(path, "--input")
+    where = str(fpath)
+    table = data._read_user_file(fpath)
+    available = [str(c) for c in table.columns]
+    for what, name in (("--text-column", text_column), ("--text-pair-column", text_pair_column),
+                       ("--label-column", label_column)):
+        if name is not None and name not in available:
+            raise ValueError(f"{where}: unknown {what} {name!r}; available columns: {', '.join(available)}")
+    guess = data._known_columns(available)   # core.data.tasks's one rule for column names
+    text, pair = text_column, text_pair_column
+    if text is None:
+        text = guess["text"]
+        if text is None:
+            raise ValueError(f"{where}: no text column found; pass --text-column (available columns: "
+                             f"{', '.join(available)})")
+        pair = pair if pair is not None else guess["pair"]
+    if is_pair and pair is None:
+        raise ValueError(f"{where}: this point's task classifies sentence pairs; name the second text with "
+                         f"--text-pair-column (available columns: {', '.join(available)})")
+    if not is_pair and pair is not None:
+        raise ValueError(f"{where}: this point's task classifies single texts, but a text pair column "
+                         f"({pair!r}) was given or guessed; pass --text-column alone")
+    label = label_column if label_column is not None else guess["label"]
+    frame = data._standard_columns(table, where, text=text, pair=pair, label=label)
+    labels = frame["label"] if "label" in frame else None
+    return (frame["text"].tolist(), frame["text_pair"].tolist() if pair else None,
+            None if labels is None else pd.Series(labels), where)
+
+
+def encode_labels(raw, label_names: list[str], where: str) -> np.ndarray:
+    """Raw labels (ids or names) -> ids 0..K-1 of the point's label names; errors as core.data.tasks's."""
+    from core.data import tasks as data
+
+    ids, _ = data._encode_labels([(raw, where)], list(label_names))
+    return ids[0]
+
+
+# ---- sharding over processes (accelerate launch) -------------------------------------------------
+def _world() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment; (0, 1) for a plain `python -m`."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _state():
+    """The launcher's process group: gloo on CPUs (ACCELERATE_USE_CPU=1 or no GPU), NCCL on GPUs."""
+    import torch
+    from accelerate import PartialState
+
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
+def shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    """[start, stop) of this process's contiguous block of n rows (blocks differ by at most one row)."""
+    bounds = np.linspace(0, n, world + 1).round().astype(int)
+    return int(bounds[rank]), int(bounds[rank + 1])
+
+
+# ---- the run -------------------------------------------------------------------------------------
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="row", disable=not enabled or total < PROGRESS_MIN_ROWS,
+                mininterval=0.5 if sys.stderr.isatty() else 10.0, dynamic_ncols=True)
+
+
+def run_rows(pred, texts, pairs, *, batch_size: int, compare_full: bool, show_progress: bool) -> dict:
+    """Early exit (and with compare_full the full model) on these rows. Batches are length-sorted;
+    the two variants alternate batch by batch so load on the machine hits both alike.
+    -> {"exit_layer", "pred", "prob", "seconds", "full_seconds" | None, "full_pred" | None}."""
+    strategy, params = pred._rule(None, None)
+    encs = pred.encode_many(texts, pairs)
+    n = len(encs)
+    exit_layer = np.zeros(n, dtype=np.int64)
+    preds = np.zeros(n, dtype=np.int64)
+    prob = np.zeros(n)
+    full_pred = np.zeros(n, dtype=np.int64) if compare_full else None
+    secs = full_secs = 0.0
+    bar = _progress(n, "predict", show_progress)
+    with pred._inference():
+        for idx in pred.batches(encs, batch_size):
+            batch = [encs[j] for j in idx]
+            t = time.perf_counter()
+            layer, p, probs, _, _ = pred.run_batch(batch, strategy=strategy, params=params)
+            secs += time.perf_counter() - t
+            exit_layer[idx], preds[idx] = layer, p
+            prob[idx] = probs[np.arange(len(idx)), layer - 1, p]
+            if compare_full:
+                t = time.perf_counter()
+                full_pred[idx] = pred.full_batch(batch).argmax(-1)
+                full_secs += time.perf_counter() - t
+            bar.update(len(idx))
+    bar.close()
+    return {"exit_layer": exit_layer, "pred": preds, "prob": prob, "seconds": secs,
+            "full_seconds": full_secs if compare_full else None, "full_pred": full_pred}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a proportion k / n."""
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return c - h, c + h
+
+
+def summarize(point, out: dict, labels: np.ndarray | None, *, batch_size: int) -> dict:
+    """The measured numbers beside the point's promise (JSON-safe)."""
+    from core.engine.metrics import score
+
+    L = point.data["num_layers"]
+    n = len(out["exit_layer"])
+    mean_layer = float(out["exit_layer"].mean())
+    s = {"rows": n, "batch_size": batch_size, "strategy": point.strategy, "params": point.params,
+         "mean_exit_layer": mean_layer, "layer_speedup": L / mean_layer,
+         "rows_per_s": n / out["seconds"] if out["seconds"] > 0 else None,
+         "full_rows_per_s": None, "measured_speedup": None, "score": None, "score_interval": None,
+         "full_score": None, "full_score_interval": None, "agreement_with_full": None,
+         "metric": point.data["metric"]}
+    if out["full_seconds"]:
+        s["full_rows_per_s"] = n / out["full_seconds"]
+        s["measured_speedup"] = out["full_seconds"] / out["seconds"]
+        s["agreement_with_full"] = float((out["full_pred"] == out["pred"]).mean())
+    if labels is not None:
+        s["score"] = score(point.data["metric"], labels, out["pred"])
+        if point.data["metric"] == "accuracy":
+            s["score_interval"] = list(wilson(int((labels == out["pred"]).sum()), n))
+        if out["full_pred"] is not None:
+            s["full_score"] = score(point.data["metric"], labels, out["full_pred"])
+            if point.data["metric"] == "accuracy":
+                s["full_score_interval"] = list(wilson(int((labels == out["full_pred"]).sum()), n))
+    s["promise"] = {k: point.promised(k)[0] for k in ("score", "full_score", "layer_speedup", "wallclock_speedup")}
+    s["promise_intervals"] = {k: point.promised(k)[1] for k in ("score", "full_score", "layer_speedup",
+                                                                 "wallclock_speedup")}
+    s["promise_rows"] = point.promise.get("measured_on", {}).get("rows")
+    return s
+
+
+def _judge(name: str, measured, promised, interval, measured_interval=None) -> str:
+    """A plain sentence on whether `measured` keeps the promise."""
+    if measured is None or promised is None:
+        return ""
+    if interval is not None:
+        inside = interval[0] <= measured <= interval[1]
+        return ("" if inside else f"  -> the measured {name} is OUTSIDE the promised interval "
+                f"[{interval[0]:.4g}, {interval[1]:.4g}]")
+    if measured_interval is not None:
+        inside = measured_interval[0] <= promised <= measured_interval[1]
+        return (f"  (no interval promised; the promise lies inside the measured 95% interval)" if inside else
+                f"  -> the promised {name} lies OUTSIDE the measured 95% interval "
+                f"[{measured_interval[0]:.4f}, {measured_interval[1]:.4f}]")
+    return "  (the promise carries no interval, so the gap cannot be judged against one)"
+
+
+def summary_lines(s: dict) -> list[str]:
+    p, iv = s["promise"], s["promise_intervals"]
+    rows = [f"rows: {s['rows']} (batch size {s['batch_size']}, {s['strategy']} "
+            f"{json.dumps(s['params'], sort_keys=True)}; promise measured on {s['promise_rows']} dev rows)"]
+    rows.append(f"mean exit layer: {s['mean_exit_layer']:.3f}")
+    rows.append(f"layer speed-up: {s['layer_speedup']:.3f}x   promised {p['layer_speedup']:.3f}x"
+                + _judge("layer speed-up", s["layer_speedup"], p["layer_speedup"], iv["layer_speedup"]))
+    if s["rows_per_s"] is not None:
+        rows.append(f"rows per second (early exit, model time after tokenization): {s['rows_per_s']:.1f}")
+    if s["full_rows_per_s"] is not None:
+        wc = p["wallclock_speedup"]
+        rows.append(f"rows per second (all layers, same rows and batches): {s['full_rows_per_s']:.1f}")
+        rows.append(f"measured speed-up (batched, one run, no repeats: no interval): {s['measured_speedup']:.3f}x   "
+                    + (f"promised {wc:.3f}x (estimated at batch size 1 from per-layer latencies)" if wc else
+                       "no wall-clock promise (the run has no per-layer latencies)")
+                    + _judge("wall-clock speed-up", s["measured_speedup"], wc, iv["wallclock_speedup"]))
+        rows.append(f"early exit agrees with all layers on {100 * s['agreement_with_full']:.1f}% of rows")
+    if s["score"] is not None:
+        ci = s["score_interval"]
+        ci_text = f" (95% interval {ci[0]:.4f}-{ci[1]:.4f})" if ci else " (no interval for this metric)"
+        rows.append(f"{s['metric']}: {s['score']:.4f}{ci_text}   promised {p['score']:.4f}"
+                    + _judge(s["metric"], s["score"], p["score"], iv["score"], ci))
+        if s["full_score"] is not None:
+            rows.append(f"{s['metric']} of all layers: {s['full_score']:.4f}   promised {p['full_score']:.4f}"
+                        + _judge("full-model score", s["full_score"], p["full_score"], iv["full_score"],
+                                 s["full_score_interval"]))
+    return rows
+
+
+def write_output(path: str, out: dict, label_names: list[str], offset: int = 0) -> None:
+    lines = [json.dumps({"row": offset + i, "prediction": label_names[int(p)], "exit_layer": int(m),
+                         "probability": round(float(q), 6)})
+             for i, (p, m, q) in enumerate(zip(out["pred"], out["exit_layer"], out["prob"]))]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--point", required=True, help="operating-point file (python -m core.export, or Explore's export)")
+    ap.add_argument("--input", required=True, help="CSV, TSV or JSONL file, or - for standard input (one text per line)")
+    ap.add_argument("--text-column")
+    ap.add_argument("--text-pair-column")
+    ap.add_argument("--label-column", help="gold labels (names or ids): adds the score to the summary")
+    ap.add_argument("--output", required=True, help="JSONL file to write, one line per input row")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--compare-full", action="store_true",
+                    help="also run all layers on the same rows and report the measured speed-up")
+    ap.add_argument("--summary-json", help="also write the summary numbers to this JSON file")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank, world = _world()
+    state = _state() if world > 1 else None
+    try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        from core.serving.export import read_point
+        from core.serving.predictor import EarlyExitPredictor
+
+        point = read_point(args.point)
+        is_pair = bool(_point_is_pair(point))
+        texts, pairs, raw_labels, where = read_input(
+            args.input, text_column=args.text_column, text_pair_column=args.text_pair_column,
+            label_column=args.label_column, is_pair=is_pair)
+        labels = None if raw_labels is None else encode_labels(raw_labels, point.label_names, where)
+        out_dir = Path(args.output).resolve().parent
+        if not out_dir.is_dir():
+            raise ValueError(f"--output: folder {out_dir} does not exist")
+        pred = EarlyExitPredictor.from_point(args.point, device=state.device if state is not None else "cpu")
+    except ValueError as e:
+        print(f"core.predict: error: {e}", file=sys.stderr)
+        return 2
+    n = len(texts)
+    start, stop = shard(n, rank, world)
+    out = run_rows(pred, texts[start:stop], None if pairs is None else pairs[start:stop],
+                   batch_size=args.batch_size, compare_full=args.compare_full, show_progress=rank == 0)
+    if state is not None:
+        out = _gather(state, args.output, out, rank, world)
+        if out is None:
+            return 0
+    write_output(args.output, out, point.label_names)
+    s = summarize(point, out, labels, batch_size=args.batch_size)
+    s["processes"] = world
+    print(f"core.predict: wrote {n} rows to {args.output}", file=sys.stderr)
+    for line in summary_lines(s):
+        print(line)
+    if args.summary_json:
+        atomic_write_json(args.summary_json, s)
+    return 0
+
+
+def _point_is_pair(point) -> bool:
+    from core.runs.folders import read_config
+
+    cfg = read_config(point.run_dir) or {}
+    return bool((cfg.get("derived") or {}).get("is_pair"))
+
+
+def _gather(state, output: str, out: dict, rank: int, world: int) -> dict | None:
+    """Every process writes its block to a side file; the main process joins them in input order and
+    returns the whole (others return None). Seconds are the slowest process's (the wall time)."""
+    part = Path(f"{output}.part{rank}-of-{world}.npz")
+    arrays = {k: v for k, v in out.items() if isinstance(v, np.ndarray)}
+    np.savez(part, **arrays, seconds=out["seconds"],
+             full_seconds=-1.0 if out["full_seconds"] is None else out["full_seconds"])
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return None
+    parts = [np.load(Path(f"{output}.part{r}-of-{world}.npz")) for r in range(world)]
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in arrays}
+    merged["seconds"] = max(float(p["seconds"]) for p in parts)
+    fs = [float(p["full_seconds"]) for p in parts]
+    merged["full_seconds"] = None if fs[0] < 0 else max(fs)
+    merged.setdefault("full_pred", None)
+    for r in range(world):
+        Path(f"{output}.part{r}-of-{world}.npz").unlink(missing_ok=True)
+    state.wait_for_everyone()
+    return merged
+
+
+if __name__ == "__main__":
+    sys.exit(main())
