@@ -9,7 +9,7 @@ from core.app.narrow import fixed_frame, legend_html
 from core.serving import export
 
 appstate.require_app()
-from core.engine.strategies import STRATEGIES
+from core.engine.registry import STRATEGIES
 
 st.title("Explore exit rules")
 run = appstate.current_run()

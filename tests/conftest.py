@@ -223,3 +223,36 @@ def bundled_server(tmp_path_factory):
     """The app on the committed runs in checkpoints/ (what a newcomer opens)."""
     with streamlit_server(REPO / "checkpoints", tmp_path_factory.mktemp("server") / "bundled.log") as url:
         yield url
+
+
+# ---- fixtures of the model tests ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster and steadier on a shared machine (restored afterwards). Modules
+    of torch tests use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def spread_backbone(tmp_path_factory):
+    """The predictor tests' tiny BERT (helpers.SPREAD_LAYERS layers, a vocabulary of helpers.WORDS)."""
+    from tests.helpers import SPREAD_LAYERS, WORDS
+
+    return write_tiny_backbone(tmp_path_factory.mktemp("tiny") / "bert", layers=SPREAD_LAYERS, words=WORDS,
+                               punctuation=".,!?'", pad_vocab=False, fast=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_backbone):
+    """A tiny backbone and a 40-row / 12-row CSV task (the training tests' default)."""
+    from tests.helpers import write_csv
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {"backbone": tiny_backbone,
+            "train_file": write_csv(root / "train.csv", 40, 0), "dev_file": write_csv(root / "dev.csv", 12, 1),
+            "text_column": "review", "label_column": "sentiment"}

@@ -322,7 +322,7 @@ def test_filter_traces_unit():
 
 
 def test_controls_follow_the_engine_spec(root):
-    from core.engine.strategies import STRATEGIES, resolve_params
+    from core.engine.registry import STRATEGIES, resolve_params
 
     run = rundata.load_run(Path(root) / "synth-deep")
     for s in run.strategies:
@@ -434,7 +434,7 @@ def _margin_rule(f, *, threshold: float):
 
 
 def test_a_rule_registered_in_one_place_appears_on_explore(tmp_path, monkeypatch):
-    from core.engine.strategies import STRATEGIES, Param, Strategy
+    from core.engine.registry import STRATEGIES, Param, Strategy
     from tests.conftest import write_synthetic_run
 
     grid = lambda f: [{"threshold": float(t)} for t in np.linspace(0, 1, 21)]  # noqa: E731

@@ -19,14 +19,7 @@ from transformers import (
 
 from core.models.backbones import FAMILIES, load_backbone, make_runner, resolve_backbone
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster and steadier on a shared machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 COMMON = dict(vocab_size=99, hidden_size=32, num_attention_heads=4, intermediate_size=37,

@@ -16,7 +16,7 @@ import pytest
 from core.runs.folders import read_status
 from core.training.train import main as train_main
 from core.training.train import train
-from tests.test_train import write_csv
+from tests.helpers import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BAD_INPUTS.md"
@@ -236,7 +236,7 @@ def check_app_replace_with_upload(tiny, run, monkeypatch):
 
     from core.app import rundata
     from core.runs.folders import read_config
-    from tests.test_train_page import open_train, poll_until_final
+    from tests.helpers import open_train, poll_until_final
 
     monkeypatch.setenv(rundata.ROOT_ENV, str(run.parent))
     before = files(run)

@@ -1,7 +1,7 @@
 """Batched early exit (core.serving.predictor), the operating-point file (core.export) and `python -m core.predict`.
 
 Tiny random BERTs (hidden 32) for the decision tests; a tiny run folder trained by core.train for the
-file and command tests; the default run's real backbone only in the `integration` test."""
+file and command tests; the default run's real spread_backbone only in the `integration` test."""
 from __future__ import annotations
 
 import json
@@ -18,17 +18,18 @@ from core.engine import strategies
 from core.serving.export import main as export_main
 from core.serving.export import read_point, write_point
 from core.serving.predictor import EarlyExitPredictor, decide_rows
-from tests.test_predictor import TEXTS, backbone, full_probs, one_thread, spread_model, strategy_cases  # noqa: F401
-from tests.test_train import base_config, tiny  # noqa: F401
+from tests.helpers import TEXTS, base_config, full_probs, spread_model, strategy_cases
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUN = REPO / "checkpoints" / "rotten_tomatoes-joint"
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 # ---- decisions ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("batch_size,sort", [(3, True), (3, False), (8, True), (1, True)])
-def test_batched_decisions_equal_apply(backbone, batch_size, sort):
-    model = spread_model(backbone, bypass=True, lte=True)
+def test_batched_decisions_equal_apply(spread_backbone, batch_size, sort):
+    model = spread_model(spread_backbone, bypass=True, lte=True)
     probs, conf = full_probs(model, TEXTS)
     pred = EarlyExitPredictor(model)
     seen_layers = set()
@@ -45,8 +46,8 @@ def test_batched_decisions_equal_apply(backbone, batch_size, sort):
     assert len(seen_layers) > 2, "the cases should exit at several layers"
 
 
-def test_decide_rows_equals_decide_row_by_row(backbone):
-    model = spread_model(backbone, lte=True)
+def test_decide_rows_equals_decide_row_by_row(spread_backbone):
+    model = spread_model(spread_backbone, lte=True)
     probs, conf = full_probs(model, TEXTS)
     for strategy, params in strategy_cases(probs, conf):
         for m in range(1, probs.shape[1] + 1):
@@ -56,8 +57,8 @@ def test_decide_rows_equals_decide_row_by_row(backbone):
             assert fired.tolist() == [f for f, _ in one] and pred.tolist() == [p for _, p in one]
 
 
-def test_exited_rows_leave_the_batch(backbone):
-    model = spread_model(backbone)
+def test_exited_rows_leave_the_batch(spread_backbone):
+    model = spread_model(spread_backbone)
     probs, _ = full_probs(model, TEXTS)
     pred = EarlyExitPredictor(model)
     sizes: list[tuple[int, int]] = []
@@ -75,8 +76,8 @@ def test_exited_rows_leave_the_batch(backbone):
     assert [b for _, b in sizes] == want and want[-1] < want[0]
 
 
-def test_batched_pairs_and_bad_input(backbone):
-    model = spread_model(backbone)
+def test_batched_pairs_and_bad_input(spread_backbone):
+    model = spread_model(spread_backbone)
     a, b = TEXTS[:4], TEXTS[4:]
     x = model.tokenize(a, b, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -265,9 +266,9 @@ def test_default_run_batched_exits_equal_the_cache(tmp_path):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_pooled_decisions_equal_apply(backbone, batch_size):
+def test_pooled_decisions_equal_apply(spread_backbone, batch_size):
     """Rows pooled across input batches at every depth: the same exits and predictions as `apply`."""
-    model = spread_model(backbone, bypass=True, lte=True)
+    model = spread_model(spread_backbone, bypass=True, lte=True)
     probs, conf = full_probs(model, TEXTS)
     pred = EarlyExitPredictor(model)
     encs = pred.encode_many(TEXTS)
@@ -282,8 +283,8 @@ def test_pooled_decisions_equal_apply(backbone, batch_size):
             np.testing.assert_allclose(got_conf[j, :m], conf[j, :m], atol=1e-5)
 
 
-def test_pooled_layer_calls_stay_full(backbone):
-    model = spread_model(backbone)
+def test_pooled_layer_calls_stay_full(spread_backbone):
+    model = spread_model(spread_backbone)
     probs, _ = full_probs(model, TEXTS * 3)
     pred = EarlyExitPredictor(model)
     sizes = []

@@ -1,6 +1,5 @@
 """ExitCache: exact round trip, atomic writes, and every validation error naming file and fault."""
 import json
-import zipfile
 
 import numpy as np
 import pytest

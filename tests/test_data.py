@@ -263,7 +263,7 @@ def test_glue_label_values(glue_root):
 
 def test_glue_missing_folder_says_pass_data_dir(tmp_path, monkeypatch):
     """No data_dir and no shared folder: the error says --data-dir and where it looked."""
-    monkeypatch.setattr(D, "SHARED_GLUE_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(data, "SHARED_GLUE_DIR", tmp_path / "nowhere")
     with pytest.raises(ValueError, match="--data-dir") as err:
         data.load_task("cola")
     assert str(tmp_path / "nowhere" / "CoLA") in str(err.value)
@@ -295,7 +295,7 @@ def test_glue_bad_files(glue_root):
 
 def test_glue_restore_when_folder_gone(glue_root, monkeypatch):
     """Restoring after the GLUE folder is removed says where it looked."""
-    monkeypatch.setattr(D, "SHARED_GLUE_DIR", glue_root.parent / "elsewhere")
+    monkeypatch.setattr(data, "SHARED_GLUE_DIR", glue_root.parent / "elsewhere")
     task = data.load_task("qnli", data_dir=glue_root)
     source = task.source("dev")
     for f in (glue_root / "QNLI").iterdir():
@@ -538,7 +538,7 @@ def test_unknown_task_lists_builtins(hf_cache, monkeypatch):
 
 def test_mistyped_builtin_fails_without_the_hub(monkeypatch):
     """A near-miss of a built-in name fails at once with a suggestion, never asking the hub."""
-    monkeypatch.setattr(D, "_load_hub", lambda *a: pytest.fail("the hub was asked"))
+    monkeypatch.setattr(data, "_load_hub", lambda *a: pytest.fail("the hub was asked"))
     with pytest.raises(ValueError, match="unknown task 'sst3': did you mean 'sst2'") as err:
         data.load_task("sst3")
     assert "rotten_tomatoes, sst2, mrpc" in str(err.value)

@@ -17,7 +17,8 @@ import pytest
 
 from core.runs.folders import read_config, read_status
 from core.runs.io import read_jsonl
-from tests.test_train import write_csv, write_tiny_backbone
+from tests.conftest import write_tiny_backbone
+from tests.helpers import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -60,3 +60,9 @@ def test_no_test_module_imports_another(path):
             leaf = n.split(".")[-1]
             assert not (n.startswith("tests") and leaf.startswith("test_")), \
                 f"{path.name} imports {n}: shared helpers live in tests/conftest.py or tests/helpers.py"
+
+
+def test_the_run_root_is_the_checkouts_checkpoints_folder():
+    from core.runs.folders import DEFAULT_ROOT, REPO_ROOT
+
+    assert REPO_ROOT == REPO and DEFAULT_ROOT == REPO / "checkpoints"

@@ -5,7 +5,7 @@ import pytest
 
 from core.engine import metrics
 from core.engine.cache import ExitCache
-from tests.test_strategies import random_cache
+from tests.helpers import random_cache
 
 
 def make_cache(seed=0, num_layers=6, k=3, with_conf=True, metric="accuracy"):

@@ -8,14 +8,7 @@ from core.models.multi_exit import ACTIVATIONS, EXIT_KINDS, ModelConfig, MultiEx
 from core.runs.folders import CONFIG_FILE
 from tests.conftest import write_tiny_backbone
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster and steadier on a shared machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WORDS = "the a film movie good bad great dull funny boring is was and but not very it this".split()

@@ -22,7 +22,8 @@ from core.engine.strategies import apply
 from core.models.multi_exit import MultiExitModel
 from core.runs.folders import WEIGHTS_FILE
 from core.serving import playground
-from tests.test_train_page import tiny_csv, write_tiny_backbone
+from tests.conftest import write_tiny_backbone
+from tests.helpers import tiny_csv
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TEXTS = ["the film was good and great", "a dull , boring mess", "not very funny but the best", "flat"]

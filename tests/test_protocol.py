@@ -13,7 +13,7 @@ from core.runs.folders import read_config, read_status, write_status
 from core.runs.io import read_jsonl
 from core.training.config import parse_cli, resolve_config
 from core.training.train import BestEpoch, train, weak_budget_warnings
-from tests.test_train import base_config, tiny  # noqa: F401  (tiny is a fixture)
+from tests.helpers import base_config
 
 
 # ---- data: test split, split versions, validation split ---------------------------------------------

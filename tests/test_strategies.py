@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from core.engine import strategies
+from tests.helpers import random_cache
 from tests.reference_loop import exit_all
 
 # Sample A, K = 2, L = 4 (dyadic numbers, so float32 holds them exactly):
@@ -220,14 +221,6 @@ def test_errors_name_the_fault(call, message):
 
 
 # ---- properties on random caches ----------------------------------------------------------------
-def random_cache(seed, n=400, num_layers=6, k=3):
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(size=(n, num_layers, k)) * rng.uniform(0.2, 4.0, size=(n, num_layers, 1))
-    probs = np.exp(logits)
-    probs = (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
-    labels = rng.integers(0, k, n)
-    conf = rng.random((n, num_layers)).astype(np.float32)
-    return probs, labels, conf
 
 
 @pytest.mark.parametrize("seed", [0, 1])

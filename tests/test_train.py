@@ -21,33 +21,10 @@ from core.runs.folders import read_config, read_status
 from core.runs.io import read_jsonl
 from core.training.config import DEFAULTS, command_line, parse_cli, resolve_config
 from core.training.train import Trainer, TrainingCancelled, encode_rows, make_collate, train
-from tests.conftest import NEG, POS, write_tiny_backbone  # noqa: F401  (tests/test_distributed.py imports it from here)
+from tests.helpers import base_config
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_LAYERS = 3
-
-
-def write_csv(path: Path, n: int, seed: int) -> str:
-    rng = np.random.default_rng(seed)
-    lines = ["review,sentiment"]
-    for i in range(n):
-        lab = i % 2
-        a, b = rng.choice(POS if lab else NEG, 2, replace=False)
-        lines.append(f"the film was {a} and {b},{'pos' if lab else 'neg'}")
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tiny_backbone):
-    root = tmp_path_factory.mktemp("tiny")
-    return {"backbone": tiny_backbone,
-            "train_file": write_csv(root / "train.csv", 40, 0), "dev_file": write_csv(root / "dev.csv", 12, 1),
-            "text_column": "review", "label_column": "sentiment"}
-
-
-def base_config(tiny, out, **over) -> dict:
-    return {**tiny, "out": str(out), "batch_size": 8, "epochs": 1, "latency_samples": 2, **over}
 
 
 # ---- parameter groups -----------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from core.app import train_form
 from core.runs.folders import WEIGHTS_FILE, read_config, read_status
 from core.runs.jobs import JobManager
 from core.training.config import DEFAULTS, METHODS, OPTIONS, parse_cli, resolve_config
-from tests.conftest import NEG, POS
 from tests.conftest import write_tiny_backbone as write_backbone
+from tests.helpers import open_train, poll_until_final, st_active, tiny_csv
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
@@ -33,19 +33,6 @@ APP = str(REPO / "app.py")
 def write_tiny_backbone(folder: Path, layers: int = 2) -> str:
     """The shared tiny BERT (tests/conftest.py) with 2 layers, 512 positions and "'-" in its vocabulary."""
     return write_backbone(folder, layers=layers, punctuation=".,!?'-", max_positions=512)
-
-
-def tiny_csv(n: int = 24, seed: int = 0, *, pairs: bool = False) -> str:
-    rng = np.random.default_rng(seed)
-    lines = ["premise,hypothesis,gold" if pairs else "review,sentiment"]
-    for i in range(n):
-        lab = i % 2
-        a, b = rng.choice(POS if lab else NEG, 2, replace=False)
-        if pairs:
-            lines.append(f"the film was {a},it was {b if lab else rng.choice(POS)},{'same' if lab else 'diff'}")
-        else:
-            lines.append(f"the film was {a} and {b},{'pos' if lab else 'neg'}")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -273,15 +260,6 @@ def test_column_guess_has_one_rule():
 
 
 # ---- the page (AppTest) --------------------------------------------------------------------------------------
-def open_train(**query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.run()
-    at.switch_page("pages/train.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def fill_tiny(at: AppTest, backbone: str, *, method: str = "leebert", name: str = "tiny") -> AppTest:
@@ -295,22 +273,6 @@ def fill_tiny(at: AppTest, backbone: str, *, method: str = "leebert", name: str 
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def poll_until_final(at: AppTest, timeout: float = 120.0) -> AppTest:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        time.sleep(1.0)
-        at.run()
-        assert not at.exception, [e.value for e in at.exception]
-        if not st_active(at):
-            at.run()  # the rerun a finished job asks for
-            return at
-    raise AssertionError("the job did not finish")
-
-
-def st_active(at: AppTest) -> bool:
-    return bool(at.session_state["tr.active"]) if "tr.active" in at.session_state else False
 
 
 def badges(at: AppTest) -> list[str]:

@@ -7,7 +7,8 @@ import pytest
 
 from core.engine import calibrate, curves, metrics
 from core.engine.cache import ExitCache
-from core.engine.strategies import apply, apply_features, candidate_settings, features
+from core.engine.features import features
+from core.engine.strategies import apply, apply_features, candidate_settings
 from tests.conftest import synthetic_cache
 
 RULES = ["budget", "entropy", "maxprob", "patience", "pcee", "dge", "voting", "lte"]

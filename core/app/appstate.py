@@ -14,7 +14,7 @@ import streamlit as st
 from core.app import knob_scale, rundata
 from core.app.plain import md
 from core.engine import health
-from core.engine.strategies import STRATEGIES, RegistryField
+from core.engine.registry import STRATEGIES, RegistryField
 
 RUN_KEY = "run"
 INFOS_KEY = "eel_runs"            # list[RunInfo] of this rerun (set by app.py)

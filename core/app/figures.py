@@ -20,7 +20,7 @@ from core.app.rundata import RunData, describe_params, home_threshold, metric_na
 from core.app.trust_views import seed_groups
 from core.engine import metrics
 from core.engine.omega_drift import drift_for_run
-from core.engine.strategies import RegistryField
+from core.engine.registry import RegistryField
 
 if TYPE_CHECKING:
     from core.serving.playground import PlaygroundResult

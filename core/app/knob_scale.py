@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.engine.strategies import exit_signal, features
+from core.engine.features import features
+from core.engine.registry import STRATEGIES
+from core.engine.strategies import exit_signal
 
 HELP = ("The track is spaced by quantiles: each step moves about the same number of samples' exits; "
         "the label is the value in the rule's own units.")
 N_STOPS = 101          # slider positions: one per percent of the breakpoints
-SCALED = {("entropy", "threshold"), ("maxprob", "threshold"), ("lte", "threshold"), ("pcee", "threshold"),
-          ("dge", "threshold"), ("voting", "delta")}
+
+
+def scaled(strategy: str, name: str) -> bool:
+    """Whether knob `name` of `strategy` gets quantile stops: it is the swept knob of a rule with a signal."""
+    spec = STRATEGIES.get(strategy)
+    return spec is not None and spec.signal is not None and spec.knob == name
 
 
 def breakpoints(feats, strategy: str, fixed: dict) -> np.ndarray:
@@ -37,7 +43,7 @@ def quantile_stops(values: np.ndarray, low: float, high: float, *, n: int = N_ST
 def stops_for(cache, strategy: str, name: str, params: dict, low: float, high: float, feats=None) -> list[float] | None:
     """The slider stops of knob `name` of `strategy` (other knobs as in `params`), or None when the
     knob keeps its linear slider."""
-    if (strategy, name) not in SCALED:
+    if not scaled(strategy, name):
         return None
     f = feats if feats is not None else features(cache.probs, labels=cache.labels, confidence=cache.confidence)
     fixed = {k: v for k, v in params.items() if k != name}
@@ -71,7 +77,7 @@ def url_value(text, control) -> float:
 def run_stops(run, control, state: dict, prefix: str = "") -> list[float] | None:
     """stops_for on a loaded run (views.RunData) for one Control, the other knobs read from `state`
     (the widget values) or their defaults; memoized on the run."""
-    if (control.strategy, control.name) not in SCALED:
+    if not scaled(control.strategy, control.name):
         return None
     others = {c.name: state.get(prefix + c.key, c.default) for c in run.controls(control.strategy)
               if c.name != control.name}

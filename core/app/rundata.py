@@ -18,7 +18,9 @@ import pandas as pd
 
 from core.engine import metrics
 from core.engine.cache import ExitCache
-from core.engine.strategies import STRATEGIES, RegistryField, apply_features, features, normalized_entropy
+from core.engine.features import features, normalized_entropy
+from core.engine.registry import STRATEGIES, RegistryField
+from core.engine.strategies import apply_features
 from core.runs.folders import CACHE_FILE, DEFAULT_ROOT, METRICS_FILE, list_runs, read_config, read_metrics, read_status
 
 ROOT_ENV = "EEL_CHECKPOINTS"
@@ -290,33 +292,24 @@ def load_run(path: str | os.PathLike) -> RunData:
                    full_score=float(per_exit[-1]))
 
 
-def _nice_ceil(x: float) -> float:
-    if not np.isfinite(x) or x <= 0:
-        return 1.0
-    mag = 10 ** math.floor(math.log10(x))
-    for m in (1, 2, 2.5, 5, 10):
-        if m * mag >= x:
-            return float(m * mag)
-    return float(10 * mag)
-
-
 def _controls_for(run: RunData, strategy: str) -> list[Control]:
-    spec = STRATEGIES[strategy].params
+    """The widgets of `strategy`'s knobs on this run, from the registry entry: kinds, ranges (a knob's
+    own `slider` ends where it has no upper bound), and choices this run can serve."""
+    spec = STRATEGIES[strategy]
     L = run.L
     out = []
-    for name, p in spec.items():
-        label = STRATEGIES[strategy].labels.get(name, name)
+    for name, p in spec.params.items():
+        label = spec.labels.get(name, name)
         if p.kind is bool:
             out.append(Control(strategy, name, "toggle", label, bool(p.default), help=p.help))
         elif p.choices is not None:
-            options = tuple(c for c in p.choices if not (c == "learned" and run.cache.confidence is None))
+            needs = {c: spec.option_needs.get((name, c)) for c in p.choices}
+            options = tuple(c for c in p.choices if needs[c] != "confidence" or run.cache.confidence is not None)
             default = p.default if p.default in options else options[0]
             out.append(Control(strategy, name, "select", label, default, options=options, help=p.help))
         elif p.kind is int:
             low = int(p.low if p.low is not None else 1)
-            high = int(p.high) if p.high is not None else L
-            if strategy == "dge" and name == "patience":
-                high = max(L - 1, low + 1)  # counts earlier layers: at most L - 1 of them
+            high = int(p.slider(run.feats)[0]) if p.slider else (int(p.high) if p.high is not None else L)
             high = max(high, low + 1)
             default = p.default if p.default is not None else max(low, math.ceil(L / 2))
             out.append(Control(strategy, name, "slider", label, int(min(max(default, low), high)),
@@ -325,16 +318,8 @@ def _controls_for(run: RunData, strategy: str) -> list[Control]:
             low = float(p.low if p.low is not None else 0.0)
             if p.high is not None:
                 high, step, fmt = float(p.high), 0.001, "%.3f"
-            elif strategy == "voting" and name == "k":
-                high, step, fmt = 1.0, 0.05, "%.2f"
-            elif strategy == "voting" and name == "delta":
-                high, step, fmt = float(L), 0.05, "%.2f"
-            elif strategy == "dge" and name == "threshold":
-                # up to the largest divergence in the run, so every swept setting can be loaded
-                div = run.feats.divergence("kd")                       # BADGE Eq. 4, [m, i] for i < m
-                finite = div[np.isfinite(div)]
-                high = _nice_ceil(float(finite.max())) if finite.size else 1.0
-                step, fmt = high / 2000, "%.4f"
+            elif p.slider is not None:
+                high, step, fmt = p.slider(run.feats)
             else:
                 high, step, fmt = max(1.0, 2 * float(p.default)), 0.01, "%.2f"
             default = float(min(max(p.default, low), high))

@@ -15,10 +15,10 @@ import pandas as pd
 from core.app.rundata import describe_params
 from core.engine import metrics
 from core.engine.calibrate import Calibrated, calibrate
+from core.engine.registry import STRATEGIES
 from core.engine.strategies import apply_features
 
 GOAL_KINDS = {"loss": "lose at most", "speed-up": "layer speed-up", "latency": "latency budget"}
-SWEPT = {"budget": "layer", "patience": "patience"}   # the knob calibration searches, where not a threshold
 MEMO_LIMIT = 256
 
 
@@ -58,8 +58,7 @@ def goal_rows(run, kind: str, value: float) -> pd.DataFrame:
 
 def calibration_fixed(strategy: str, params: dict) -> dict:
     """The knobs calibration holds fixed: everything but the swept one."""
-    swept = SWEPT.get(strategy)
-    return {k: v for k, v in params.items() if k not in ("threshold", "delta") and k != swept}
+    return {k: v for k, v in params.items() if k != STRATEGIES[strategy].knob}
 
 
 def calibrated(run, strategy: str, params: dict, *, risk: str, epsilon: float, delta: float,

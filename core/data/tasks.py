@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.runs.folders import REPO_ROOT
+
 DEFAULT_TASK = "rotten_tomatoes"
 DEV_FRACTION = 0.1
 SPLIT_SEED = 0
@@ -54,7 +56,6 @@ SPLIT_VERSIONS = (1, 2)
 TEST_ROWS = 850    # size of the default task's held-out test split (split version 2)
 TEST_SEED = 1      # its own seed, so the test rows do not mirror the dev draw
 METRICS = ("accuracy", "acc_f1", "mcc", "macro_f1")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_GLUE_DIR = REPO_ROOT.parent / "shared" / "data" / "glue"
 USER_FILE_TYPES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 

@@ -29,7 +29,9 @@ import numpy as np
 from scipy.stats import binom
 
 from core.engine.curves import signal_events
-from core.engine.strategies import STRATEGIES, ExitFeatures, apply_features, candidate_settings, exit_signal, features
+from core.engine.features import ExitFeatures, features
+from core.engine.registry import STRATEGIES
+from core.engine.strategies import apply_features, candidate_settings, exit_signal
 
 RISKS = ("consistency", "gap")
 METHODS = ("ltt", "crc")
@@ -126,15 +128,15 @@ def _listed_risks(strategy, settings, f, idx, full_pred, labels, risk):
 def _sequence(strategy, f, fixed, idx, risk):
     """Settings safest first, their empirical risk and monotone risk on the samples `idx`."""
     full_pred, labels = f.argmax[-1], f.labels
-    spec = STRATEGIES[strategy].params
-    fx = {k: fixed.get(k, p.default) for k, p in spec.items()
-          if k not in ("threshold", "delta", "layer") and fixed.get(k, p.default) is not None}
+    spec = STRATEGIES[strategy]
+    fx = {k: fixed.get(k, p.default) for k, p in spec.params.items()
+          if k != spec.knob and fixed.get(k, p.default) is not None}
     sig = exit_signal(strategy, f, **fx)
     if sig is not None:
         return _signal_risks(sig, f, idx, full_pred, labels, risk)
     sub = features(f.probs[idx], labels=labels[idx],
                    confidence=None if f.confidence is None else f.confidence[idx])
-    if strategy in ("budget", "patience"):
+    if spec.signal is None:                                           # listed from the earliest exit
         settings = candidate_settings(strategy, sub)[::-1]          # exits latest first
     else:                                                             # PCEE ensemble: plain rule's breakpoints
         settings = candidate_settings(strategy, sub, **fx)

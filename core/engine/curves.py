@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.engine.strategies import ExitFeatures, apply_features, candidate_settings, exit_signal, fixed_choices
+from core.engine.features import ExitFeatures
+from core.engine.strategies import apply_features, candidate_settings, exit_signal, fixed_choices
 
 
 # ---- task scores from confusion matrices C[..., pred, label] -------------------------------------

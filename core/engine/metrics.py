@@ -16,7 +16,9 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from core.engine.curves import Curve, confusion_score, exit_latency_ms, rule_curves, thin
-from core.engine.strategies import STRATEGIES, ExitFeatures, apply_features, features, fixed_choices
+from core.engine.features import ExitFeatures, features
+from core.engine.registry import STRATEGIES
+from core.engine.strategies import apply_features, fixed_choices
 
 
 # ---- task metrics -------------------------------------------------------------------------------

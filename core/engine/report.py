@@ -23,8 +23,9 @@ from core.engine.cache import ExitCache
 from core.engine.calibrate import calibrate
 from core.engine.health import assess
 from core.engine.omega_drift import compare_to_drift
-from core.engine.strategies import apply, deployable
-from core.runs.folders import DEFAULT_ROOT, list_runs, read_config, read_metrics, read_status
+from core.engine.registry import deployable
+from core.engine.strategies import apply
+from core.runs.folders import DEFAULT_ROOT, REPO_ROOT, list_runs, read_config, read_metrics, read_status
 from core.runs.io import atomic_write_bytes, atomic_write_text, read_json
 
 DRIFT_HOLDS, DRIFT_FAILS = 0.5, 0.25  # ‖Ω − drift‖ / ‖Ω − start‖: above: differs; below: the drift explains Ω
@@ -656,7 +657,7 @@ def build(root: Path, out: Path) -> tuple[str, dict[str, bytes]]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Regenerate docs/RESULTS.md and its figures from checkpoints/.")
     ap.add_argument("--root", default=str(DEFAULT_ROOT))
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs"))
+    ap.add_argument("--out", default=str(REPO_ROOT / "docs"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     text, figures = build(Path(args.root), out)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from core.runs.io import atomic_write_json, read_json, read_jsonl
 
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+REPO_ROOT = Path(__file__).resolve().parents[2]   # the checkout: core/runs/folders.py -> ../../
+DEFAULT_ROOT = REPO_ROOT / "checkpoints"
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"

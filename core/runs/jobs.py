@@ -41,6 +41,7 @@ import psutil
 from core.runs.folders import (
     DEFAULT_ROOT,
     LOG_FILE,
+    REPO_ROOT,
     STATES,
     check_run_name,
     holds_run,
@@ -53,7 +54,6 @@ from core.runs.folders import (
 )
 from core.runs.io import atomic_write_json, read_json
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 JOB_FILE = "job.json"
 LOCK_FILE = ".jobs.lock"
 OUTCOMES_DIR = ".outcomes"  # <root>/.outcomes/<folder>.json: final states a run folder refused

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.engine.strategies import STRATEGIES, resolve_params
+from core.engine.registry import STRATEGIES, resolve_params
 from core.runs.folders import CACHE_FILE, CONFIG_FILE, WEIGHTS_FILE
 from core.runs.io import atomic_write_json, read_json
 

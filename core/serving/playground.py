@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.engine.strategies import normalized_entropy
+from core.engine.features import normalized_entropy
 from core.runs.folders import CONFIG_FILE, WEIGHTS_FILE, read_config
 
 

@@ -59,15 +59,13 @@ def _softmax(logits: torch.Tensor) -> list[float]:
 def decide_rows(strategy: str, probs_prefix: np.ndarray, *, confidence=None, **params):
     """`core.engine.strategies.decide` for many rows at once: probs_prefix [n, m, K] (layers 1..m of each row
     still running) -> (fires at layer m [n] bool, prediction if it exits there [n]). Same rule code,
-    same special case for a budget beyond m, vectorized over the rows."""
+    vectorized over the rows."""
     f = strategies.features(probs_prefix, confidence=confidence)
     return _decide(strategy, f, strategies.resolve_params(strategy, params))
 
 
 def _decide(strategy: str, f, spec_params: dict):
     """decide_rows on ready features and checked params (the predictor's per-layer hot path)."""
-    if strategy == "budget" and spec_params["layer"] > f.L:
-        return np.zeros(f.N, dtype=bool), f.argmax[-1]
     fire, pred_at, _ = strategies.STRATEGIES[strategy].rule(f, **spec_params)   # [m, n]
     return fire[-1].astype(bool), (f.argmax[-1] if pred_at is None else pred_at[-1])
 
@@ -146,8 +144,8 @@ class EarlyExitPredictor:
                 return
         except TypeError:  # unhashable parameter value: validate every time (and fail below)
             key = None
-        needs_conf = strategy == "lte" or (strategy == "pcee" and params.get("signal") == "learned")
-        if needs_conf and not self.has_confidence:
+        spec = strategies.STRATEGIES.get(strategy)
+        if spec is not None and "confidence" in spec.needs_for(params) and not self.has_confidence:
             raise ValueError(f"strategy {strategy!r} needs learned exit heads; this model has none "
                              "(train with ModelConfig.lte=True)")
         # one dry run of the rule on a dummy sample: unknown strategy or parameter, bad type or range,

@@ -18,8 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from core.runs.folders import CONFIG_FILE, DEFAULT_ROOT
 from core.runs.io import atomic_write_json, read_json
 

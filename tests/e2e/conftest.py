@@ -77,3 +77,14 @@ def screenshot(pg, name: str):
 def no_error_box(pg):
     boxes = pg.locator(ERROR_BOX)
     assert boxes.count() == 0, boxes.first.inner_text()
+
+
+BUNDLED = Path(__file__).resolve().parents[2] / "checkpoints" / "rotten_tomatoes-joint" / "cache.npz"
+
+
+def open_app(pg, base: str, path: str):
+    """Open `path` of the app at `base` and wait until it has drawn its title and settled."""
+    pg.goto(base + path)
+    settle(pg)
+    pg.wait_for_selector("h1", timeout=30000)
+    settle(pg)

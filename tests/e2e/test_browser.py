@@ -8,20 +8,12 @@ Screenshots of every page land in test-output/screenshots/ (gitignored) for a pe
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import NEEDS_CHROMIUM, no_error_box, screenshot, settle
+from tests.e2e.conftest import BUNDLED, NEEDS_CHROMIUM, no_error_box, open_app, screenshot, settle
 
 pytestmark = [pytest.mark.e2e, NEEDS_CHROMIUM]
-
-
-def open_app(pg, base: str, path: str):
-    pg.goto(base + path)
-    settle(pg)
-    pg.wait_for_selector("h1", timeout=30000)
-    settle(pg)
 
 
 def plot_trace(pg, chart_index: int, name: str) -> dict:
@@ -174,9 +166,6 @@ def test_run_choice_survives_page_navigation(app_server, page):
 
 
 # ---- the committed runs: what a newcomer opens ----------------------------------------------------------
-BUNDLED = Path(__file__).resolve().parents[2] / "checkpoints" / "rotten_tomatoes-joint" / "cache.npz"
-
-
 @pytest.mark.skipif(not BUNDLED.exists(), reason=f"no bundled default run at {BUNDLED.parent}")
 def test_the_bundled_runs_in_a_browser(bundled_server, page):
     """Home opens on the default run; Explore and Traces work on it with the real Rotten Tomatoes

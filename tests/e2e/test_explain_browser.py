@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import SHOTS, no_error_box, screenshot, settle  # noqa: F401 (browser / page fixtures too)
-from tests.e2e.test_browser import open_app
+from tests.e2e.conftest import SHOTS, no_error_box, open_app, screenshot, settle  # noqa: F401 (browser / page fixtures too)
 
 pytestmark = [pytest.mark.e2e]
 

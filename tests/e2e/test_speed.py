@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM, no_error_box, settle  # browser / page fixtures come from there too
-from tests.e2e.test_browser import BUNDLED
+from tests.e2e.conftest import BUNDLED, CHROMIUM, no_error_box, settle  # browser / page fixtures come from there too
 
 OUT = Path(__file__).resolve().parents[2] / "test-output" / "timings.json"
 

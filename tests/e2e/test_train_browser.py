@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.e2e, NEEDS_CHROMIUM]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run app.py` on a free port over an empty checkpoint root; yields (url, root, backbone)."""
-    from tests.test_train_page import write_tiny_backbone
+    from tests.conftest import write_tiny_backbone
 
     tmp = tmp_path_factory.mktemp("e2e-train")
     backbone = write_tiny_backbone(tmp / "bert")
