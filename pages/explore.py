@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.app import appstate, explore_extras, figures, playground_io, rundata, trust_views
 from core.app.narrow import fixed_frame, legend_html
+from core.app.plain import md
 from core.serving import export
 
 appstate.require_app()
@@ -189,26 +190,31 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
                               bind="query-params")
     method = g[3].radio("Method", ["ltt", "crc"], key="g.method", bind="query-params",
                         format_func={"ltt": "Learn then Test", "crc": "conformal risk control"}.get)
-    cal = trust_views.calibrated(run, focus, settings[focus], risk=risk, epsilon=eps, delta=round(1 - conf, 4),
-                        method=method)
-    st.text(cal.guarantee)
-    st.dataframe(trust_views.calibration_table(run, cal), hide_index=True, key="g.table", column_config={
-        "risk": st.column_config.NumberColumn("risk", format="%.4f"),
-        "score": st.column_config.NumberColumn(rundata.metric_name(run.metric), format="%.4f"),
-        "full model": st.column_config.NumberColumn("full model", format="%.4f"),
-        "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
-    })
-    st.caption("Half of the dev samples (seeded) choose the setting; the held-out half reports it. Learn then "
-               "Test holds the risk at most epsilon with the stated confidence; conformal risk control holds it in "
-               "expectation. The whole-dev-set row is what the other tables show, chosen and scored on the same "
-               "samples, hence optimistic.")
-    cal_point, cal_name, _, _ = export.app_export(run.path, run.cache, run.evaluate(cal.strategy, cal.params),
-                                             guarantee=trust_views.guarantee_record(cal), suffix="-calibrated")
-    b1, b2 = st.columns(2)
-    b1.button("Load the calibrated setting into the knobs", key="g.load", disabled=cal.fallback,
-              on_click=lambda: appstate.load_setting(run, cal.strategy, cal.params))
-    b2.download_button("Download the calibrated point (JSON)", export.point_json(cal_point), file_name=cal_name,
-                       mime="application/json", key="g.export", icon=":material/download:")
+    try:
+        cal = trust_views.calibrated(run, focus, settings[focus], risk=risk, epsilon=eps, delta=round(1 - conf, 4),
+                            method=method)
+    except ValueError as err:  # knobs calibration cannot use, e.g. a DGE patience this model cannot meet
+        cal = None
+        st.warning(md(err))
+    if cal is not None:
+        st.text(cal.guarantee)
+        st.dataframe(trust_views.calibration_table(run, cal), hide_index=True, key="g.table", column_config={
+            "risk": st.column_config.NumberColumn("risk", format="%.4f"),
+            "score": st.column_config.NumberColumn(rundata.metric_name(run.metric), format="%.4f"),
+            "full model": st.column_config.NumberColumn("full model", format="%.4f"),
+            "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
+        })
+        st.caption("Half of the dev samples (seeded) choose the setting; the held-out half reports it. Learn then "
+                   "Test holds the risk at most epsilon with the stated confidence; conformal risk control holds it in "
+                   "expectation. The whole-dev-set row is what the other tables show, chosen and scored on the same "
+                   "samples, hence optimistic.")
+        cal_point, cal_name, _, _ = export.app_export(run.path, run.cache, run.evaluate(cal.strategy, cal.params),
+                                                 guarantee=trust_views.guarantee_record(cal), suffix="-calibrated")
+        b1, b2 = st.columns(2)
+        b1.button("Load the calibrated setting into the knobs", key="g.load", disabled=cal.fallback,
+                  on_click=lambda: appstate.load_setting(run, cal.strategy, cal.params))
+        b2.download_button("Download the calibrated point (JSON)", export.point_json(cal_point), file_name=cal_name,
+                           mime="application/json", key="g.export", icon=":material/download:")
 
 # ---- where the samples exit, and the export ---------------------------------------------------------
 h, e = st.columns([1, 1])

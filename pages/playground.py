@@ -149,7 +149,7 @@ def main() -> None:
 
     # ---- the answer ---------------------------------------------------------------------------------------------
     c = st.columns(5)
-    c[0].metric("Prediction", res.label, help="The exit rule's prediction at the exit layer.")
+    c[0].metric("Prediction", md(res.label), help="The exit rule's prediction at the exit layer.")
     c[1].metric("Exit layer", f"{res.exit_layer} / {res.L}",
                 help="Counted from 1; the layers after it did not run.")
     timing = playground_io.timing_summary(res.runs_ms, res.full_runs_ms, L=res.L, exit_layer=res.exit_layer)

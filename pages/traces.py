@@ -131,13 +131,13 @@ with head:
 parts = run.raw_text(pos)
 for label, part in zip(["A", "B"] if len(parts) == 2 else [""], parts):
     st.markdown(f"> {'**' + label + '** ' if label else ''}{md(part)}")  # the text as plain text
-m = st.columns(4)
-m[0].metric("Label", row["label"])
-m[1].metric("Full model says", run.cache.label_names[int(run.argmax[pos, -1])],
+m = st.columns(4)  # st.metric reads its value as Markdown: label names go through md()
+m[0].metric("Label", md(row["label"]))
+m[1].metric("Full model says", md(run.cache.label_names[int(run.argmax[pos, -1])]),
             "right" if row["full model right"] else "wrong",
             delta_color="normal" if row["full model right"] else "inverse", delta_arrow="off")
 m[2].metric(f"{rundata.strategy_title(rule)} exits at", f"layer {row['exit layer']}")
-m[3].metric("and predicts", row["prediction"], "right" if row["right"] else "wrong",
+m[3].metric("and predicts", md(row["prediction"]), "right" if row["right"] else "wrong",
             delta_color="normal" if row["right"] else "inverse", delta_arrow="off")
 def _to_playground(texts=parts):
     st.session_state["pg.text"] = texts[0]

@@ -218,7 +218,7 @@ def test_latency_budget_target(root):
 def test_export_is_a_valid_operating_point(root):
     run = rundata.load_run(Path(root) / "synth-joint")
     ev = run.evaluate("patience", {"patience": 2})
-    op = OperatingPoint.from_json(rundata.operating_point(run, ev).to_json())
+    op = OperatingPoint.from_json(OperatingPoint.from_evaluation(run.name, run.cache, ev).to_json())
     assert op.strategy == "patience" and op.params == {"patience": 2}
     assert op.layer_speedup == pytest.approx(ev["layer_speedup"])
     at = open_page("pages/explore.py", run="synth-joint")

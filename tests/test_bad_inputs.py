@@ -59,6 +59,27 @@ TABLE: list[tuple[str, str, str]] = [
     ("json-not-an-object",
      "a run's `config.json` = `[\"a\", 1]`, `status.json` = `[1, 2, 3]` or a job's `job.json` = `7`",
      "that run is named with the file and the fault on Home; Home, Compare and the Train page keep working"),
+    ("cache-header-wrong-shape",
+     "a run's `cache.npz` whose JSON header is valid but not the expected object: a list, `meta: 5` or `texts: 5`",
+     "`ExitCache.load` refuses it naming the file and the field; Home lists that run as unreadable with the "
+     "reason, Compare and Explore say it cannot be shown, and every other run works as usual"),
+    ("pick-small-or-bad-rules",
+     "`core.engine.metrics.pick` on a cache of 1 to 3 samples; `strategies=[\"bogus\"]`, `[]` or `[\"oracle\"]`",
+     "below 20 dev samples the 95% intervals are null and the note says why; an unknown or empty rule list, or "
+     "the Oracle alone, is a ValueError naming the known rules"),
+    ("calibrate-bad-arguments",
+     "`core.engine.calibrate.calibrate` with `calib_fraction=nan`, `epsilon=\"0.1\"`, PCEE `patience=100` on 6 layers, "
+     "or `threshold=5` (the knob it searches)",
+     "one ValueError sentence naming the argument and what is wrong with it; a PCEE patience that can only exit at "
+     "the last layer says there was nothing to test, not that no setting passed"),
+    ("bare-url-in-run-link",
+     "a link `?run=` whose value holds bare URLs and an e-mail address (`http://evil.example`, "
+     "`www.evil.example`, `mail@evil.example`)",
+     "the warning quotes the value as plain text with no link, bare or not (an invisible word joiner inside each "
+     "pattern stops Streamlit's autolinking)"),
+    ("markdown-in-label-name",
+     "label names holding Markdown (`**pos**`, `_neg_`)",
+     "Traces shows them literally in its metrics (the label, the full model's answer, the prediction)"),
     ("unwritable-run-folder",
      "a job's run folder that cannot be written mid-run (here: `status.json` turned into a folder)",
      "the job is `failed` naming the file and the fault (kept under `.outcomes/`, so an app restart still says it); "
@@ -301,7 +322,29 @@ def assert_plain(body: str, value: str) -> None:
     for tag in ("<a ", "<img", "<h1", "<h2", "<em>", "<code>", "<ul>", "<b>"):
         assert tag not in html, (tag, body, html)
     assert not re.search(r"(?<!\\)\$", body), body  # no unescaped $ (Streamlit renders $...$ as LaTeX)
-    assert "http://evil.example/a" in html  # the characters themselves are all there
+    assert not autolinks(body), (autolinks(body), body)
+    assert "http://evil.example/a" in html.replace(WORD_JOINER, "")  # the characters themselves are all there
+
+
+WORD_JOINER = "\u2060"  # what core.app.plain.md puts inside bare-URL patterns (invisible)
+# Streamlit's Markdown (remark-gfm: mdast-util-gfm-autolink-literal, as in its frontend bundle) turns these
+# into links in the text *after* escapes are resolved, so escaping alone does not stop them. JavaScript's
+# \w is ASCII; the e-mail pattern's look-behind is left out (this finds a superset).
+GFM_AUTOLINK = (re.compile(r"(https?://|www(?=\.))([-.\w]+)([^ \t\r\n]*)", re.I | re.A),
+                re.compile(r"([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)", re.A))
+
+
+def visible_text(body: str) -> str:
+    """The characters a Markdown body shows (tags dropped, entities resolved)."""
+    from html import unescape
+
+    return unescape(re.sub(r"<[^>]+>", "", rendered(body))).strip()
+
+
+def autolinks(body: str) -> list[str]:
+    """What Streamlit's Markdown would turn into links in `body`'s text: bare URLs, www., e-mail addresses."""
+    text = visible_text(body)
+    return [m.group(0) for rx in GFM_AUTOLINK for m in rx.finditer(text)]
 
 
 @pytest.fixture
@@ -380,6 +423,118 @@ def check_json_not_an_object(tmp_path, monkeypatch):
         assert file in notes[name] and "JSON object" in notes[name], notes
     for page in ("pages/compare.py", "pages/train.py", "pages/explore.py"):
         open_app(page, run="good")
+
+
+def _rewrite_cache_header(run: Path, change) -> Path:
+    """Replace the JSON header of `run`'s cache.npz by `change(header)`, arrays untouched."""
+    import json
+
+    path = run / "cache.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = change(json.loads(bytes(arrays["header"]).decode("utf-8")))
+    arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    np.savez_compressed(path, **arrays)
+    return run
+
+
+def check_cache_header_wrong_shape(tmp_path, monkeypatch):
+    from core.app import rundata
+    from core.engine.cache import ExitCache
+    from tests.conftest import write_synthetic_run
+
+    root = tmp_path / "runs"
+    write_synthetic_run(root / "good", n=60, num_layers=3, seed=1)
+    faults = {"header-list": (lambda h: [h], "the header must be a JSON object, got a list"),
+              "meta-number": (lambda h: {**h, "meta": 5}, "'meta' must be a JSON object, got a number"),
+              "texts-number": (lambda h: {**h, "texts": 5}, "'texts' must be a list")}
+    for i, (name, (change, words)) in enumerate(faults.items()):
+        _rewrite_cache_header(write_synthetic_run(root / name, n=60, num_layers=3, seed=2 + i), change)
+        with pytest.raises(ValueError, match=re.escape(words)) as e:
+            ExitCache.load(root / name)
+        assert str(root / name / "cache.npz") in str(e.value)
+    monkeypatch.setenv(rundata.ROOT_ENV, str(root))
+    table = open_app(run="good").dataframe[0].value.set_index("run")
+    for name, (_, words) in faults.items():
+        assert table.at[name, "state"] == "unreadable", table
+        assert "cache.npz" in table.at[name, "note"] and words in table.at[name, "note"], table.at[name, "note"]
+    assert table.at["good", "samples"] == 60 and table.at["good", "state"] == "done"
+    compare = open_app("pages/compare.py", run="good")
+    compare.multiselect(key="c.runs").set_value(["good", *faults]).run()
+    assert not compare.exception, [e.value for e in compare.exception]
+    errors = [e.value for e in compare.error]
+    assert all(any(name in e and "cache.npz" in e for e in errors) for name in faults), errors
+    assert compare.dataframe  # the good run's tables are drawn
+    assert not open_app("pages/explore.py", run="good").error
+    at = open_app("pages/explore.py", run="meta-number")
+    assert any("cannot be shown" in e.value and "meta" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def check_pick_small_or_bad_rules():
+    from core.engine import metrics
+    from core.engine.cache import ExitCache
+    from tests.conftest import synthetic_cache
+
+    base = synthetic_cache(n=200, num_layers=4, k=2, seed=3)
+    for n in (1, 2, 3):
+        small = ExitCache(probs=base.probs[:n], labels=base.labels[:n], label_names=base.label_names, meta=base.meta)
+        op = metrics.pick(small, max_drop=0.01)
+        assert op.score_interval is None and op.delta_interval is None, (n, op.score_interval)
+        assert f"{n} dev sample" in op.interval_note and f"at least {metrics.MIN_INTERVAL_N}" in op.interval_note
+        assert metrics.OperatingPoint.from_json(op.to_json()).score_interval is None
+    op = metrics.pick(base, max_drop=0.01)  # enough samples: an interval of real width, and the sample count
+    assert op.score_interval[0] < op.score_interval[1] and "200 dev samples" in op.interval_note
+    for rules, words in ((["bogus"], "unknown rule(s) 'bogus'"), ([], "names no rule"),
+                         (["oracle"], "the Oracle reads the labels")):
+        with pytest.raises(ValueError, match=re.escape(words)) as e:
+            metrics.pick(base, max_drop=0.01, strategies=rules)
+        assert "budget" in str(e.value) and "entropy" in str(e.value) and "voting" in str(e.value), e.value
+    assert metrics.pick(base, max_drop=0.01, strategies=["oracle", "entropy"]).strategy == "entropy"
+
+
+def check_calibrate_bad_arguments():
+    from core.engine import calibrate as CAL
+    from tests.conftest import synthetic_cache
+
+    cache = synthetic_cache(n=200, num_layers=6, seed=2)
+    for kw, words in ((dict(strategy="entropy", calib_fraction=float("nan")), "calib_fraction must lie in (0, 1)"),
+                      (dict(strategy="entropy", epsilon="0.1"), "epsilon must be a number in (0, 1)"),
+                      (dict(strategy="pcee", patience=100), "pcee.patience = 100 can never be met on a 6-layer"),
+                      (dict(strategy="entropy", threshold=5), "calibrate chooses entropy's threshold itself")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            CAL.calibrate(cache, **{"epsilon": 0.1, **kw})
+    last = CAL.calibrate(cache, "pcee", epsilon=0.1, patience=6)  # in range, but can only exit at layer 6
+    assert last.searched == 0 and last.fallback and last.params == {"layer": 6}
+    assert "nothing to test" in last.guarantee and "passed" not in last.guarantee, last.guarantee
+
+
+def check_bare_url_in_run_link(hostile_root):
+    link = "x http://evil.example/a HTTPS://www.evil.example/b www.evil.example mail@evil.example"
+    at = open_app(run=link)
+    bodies = [w.value for w in at.sidebar.warning if "evil" in w.value]
+    assert bodies and "hostile" in bodies[0]
+    for body in bodies:
+        assert_plain(body, link)
+        assert link in visible_text(body).replace(WORD_JOINER, "")
+
+
+def check_markdown_in_label_name(tmp_path, monkeypatch):
+    from core.app import rundata
+    from core.engine.cache import ExitCache
+    from tests.conftest import synthetic_cache
+
+    names = ["**pos**", "_neg_"]
+    base = synthetic_cache(n=40, num_layers=3, k=2, seed=7)
+    ExitCache(probs=base.probs, labels=base.labels, label_names=names, texts=base.texts,
+              meta=base.meta).save(tmp_path / "runs" / "marked")
+    monkeypatch.setenv(rundata.ROOT_ENV, str(tmp_path / "runs"))
+    at = open_app("pages/traces.py", run="marked")
+    shown = {m.label: m.value for m in at.metric if m.label in ("Label", "Full model says", "and predicts")}
+    assert len(shown) == 3, [(m.label, m.value) for m in at.metric]
+    for label, body in shown.items():
+        html = rendered(body)
+        assert "<strong>" not in html and "<em>" not in html, (label, body, html)
+        assert visible_text(body) in names, (label, body)
 
 
 def check_unwritable_run_folder(tmp_path, monkeypatch):
@@ -666,7 +821,9 @@ def doc_text() -> str:
 
 
 @pytest.mark.parametrize("value", [HOSTILE, "- a list", "# a heading", "1) one", "12. twelve", "> quote",
-                                   "www.evil.example", "mail@evil.example", "a | b", "~~gone~~", "a\\*b"])
+                                   "www.evil.example", "mail@evil.example", "a | b", "~~gone~~", "a\\*b",
+                                   "http://evil.example", "see HTTPS://evil.example/a?b=1.", "(www.evil.example)",
+                                   "x,mail@evil.example.org"])
 def test_md_renders_user_text_as_its_characters(value):
     from html import unescape
 
@@ -675,4 +832,5 @@ def test_md_renders_user_text_as_its_characters(value):
     html = rendered(md(value))
     assert re.fullmatch(r"<p>.*</p>\n", html, re.S), html  # one paragraph, nothing else
     assert "<" not in html[3:-5], html  # no tag inside it
-    assert unescape(html[3:-5]) == " ".join(value.splitlines())
+    assert not autolinks(md(value)), autolinks(md(value))  # nor a bare link Streamlit would make
+    assert unescape(html[3:-5]).replace(WORD_JOINER, "") == " ".join(value.splitlines())

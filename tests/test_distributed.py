@@ -17,10 +17,13 @@ import pytest
 
 from core.runs.folders import read_config, read_status
 from core.runs.io import read_jsonl
+from core.serving.predict import main as predict_main
+from core.training.train import main as train_main
 from tests.conftest import write_tiny_backbone
 from tests.helpers import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _port() -> str:
@@ -29,19 +32,21 @@ def _port() -> str:
         return str(s.getsockname()[1])
 
 
-def launch(module: str, args: list[str], processes: int) -> subprocess.CompletedProcess:
-    """`accelerate launch` of `python -m module` on `processes` CPU processes (torchrun + gloo);
-    processes=1 runs the plain command."""
+def launch(module: str, args: list[str]) -> subprocess.CompletedProcess:
+    """`accelerate launch` of `python -m module` on two CPU processes (torchrun + gloo)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "PYTHONUNBUFFERED": "1"}
-    if processes == 1:
-        cmd = [sys.executable, "-m", module, *args]
-    else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", _port(), "-m", module, *args]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", _port(), "-m", module, *args]
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
+
+
+def in_process(main, args: list[str], capsys) -> str:
+    """The same command on one process, run in this one (what the two processes are compared with)."""
+    assert main(args) == 0
+    return capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +72,14 @@ def first_loss(folder: Path) -> float:
     return rec["loss"]
 
 
-def test_two_process_training_writes_one_run_and_matches_the_first_step(data):
+def test_two_process_training_writes_one_run_and_matches_the_first_step(data, capsys):
     root = data["root"]
     two = root / "two-proc"
-    launch("core.train", train_args(data, two, 8), 2)                   # 2 x 8 rows = global batch 16
+    launch("core.train", train_args(data, two, 8))                      # 2 x 8 rows = global batch 16
     one = root / "one-proc"
-    launch("core.train", train_args(data, one, 16), 1)                  # 1 x 16 rows, the same 16 rows
+    in_process(train_main, train_args(data, one, 16), capsys)          # 1 x 16 rows, the same 16 rows
     half = root / "one-proc-half"
-    launch("core.train", train_args(data, half, 8), 1)                  # a different (smaller) batch
+    in_process(train_main, train_args(data, half, 8), capsys)          # a different (smaller) batch
     assert read_status(two)["state"] == "done"
     assert {p.name for p in two.iterdir()} >= {"config.json", "status.json", "metrics.jsonl", "cache.npz",
                                                  "model.safetensors"}
@@ -91,11 +96,11 @@ def test_two_process_training_writes_one_run_and_matches_the_first_step(data):
     assert abs(lh - l1) > 1e-3, "the control batch should give a clearly different loss"
 
 
-def test_two_process_predict_equals_one_process(data, tmp_path):
+def test_two_process_predict_equals_one_process(data, tmp_path, capsys):
     from core.serving.export import write_point
 
     run = data["root"] / "for-predict"
-    launch("core.train", train_args(data, run, 8), 1)
+    in_process(train_main, train_args(data, run, 8), capsys)
     point = tmp_path / "p.json"
     write_point(run, "entropy", {"threshold": 0.95}, point)
     rows = [f"the film was {w} and the movie is {v}" for w, v in zip(["good", "bad", "dull", "fun", "great"] * 3,
@@ -103,12 +108,12 @@ def test_two_process_predict_equals_one_process(data, tmp_path):
     src = tmp_path / "in.csv"
     src.write_text("text\n" + "".join(f"{r} {'!' * i}\n" for i, r in enumerate(rows)))   # 15 rows, varied lengths
     args = ["--point", str(point), "--input", str(src), "--batch-size", "4", "--compare-full"]
-    r1 = launch("core.predict", [*args, "--output", str(tmp_path / "one.jsonl")], 1)
-    r2 = launch("core.predict", [*args, "--output", str(tmp_path / "two.jsonl")], 2)
+    out1 = in_process(predict_main, [*args, "--output", str(tmp_path / "one.jsonl")], capsys)
+    r2 = launch("core.predict", [*args, "--output", str(tmp_path / "two.jsonl")])
     one = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert [x["row"] for x in two] == list(range(15))
     assert [(x["prediction"], x["exit_layer"]) for x in two] == [(x["prediction"], x["exit_layer"]) for x in one]
     assert [x["probability"] for x in two] == pytest.approx([x["probability"] for x in one], abs=1e-5)
     assert not list(tmp_path.glob("two.jsonl.part*")), "shard files are cleaned up"
-    assert "rows: 15" in r2.stdout and "rows: 15" in r1.stdout
+    assert "rows: 15" in r2.stdout and "rows: 15" in out1

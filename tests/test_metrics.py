@@ -131,3 +131,9 @@ def test_operating_point_json_round_trip():
         metrics.OperatingPoint.from_json('{"run": "x"}')
     with pytest.raises(ValueError, match="not valid JSON"):
         metrics.OperatingPoint.from_json("{")
+
+
+def test_every_task_metric_has_a_scorer_and_words():
+    from core.data.tasks import METRICS as TASK_METRICS
+
+    assert set(TASK_METRICS) <= set(metrics.METRICS) == set(metrics.METRIC_WORDS)

@@ -125,7 +125,7 @@ def sidebar(infos: list[rundata.RunInfo]) -> rundata.RunInfo | None:
             st.warning(f"Run {md(wanted)} from the link is not in {md(rundata.checkpoint_root())}; "
                        f"showing {md(st.session_state[RUN_KEY])}.")
         name = st.selectbox("Run", names, key=RUN_KEY, on_change=_clear_strategy_state,
-                            help=f"Run folders under {rundata.checkpoint_root()}")
+                            help=f"Run folders under {md(rundata.checkpoint_root())}")
         st.query_params[RUN_KEY] = name
         info = by_name[name]
         cfg = info.config or {}

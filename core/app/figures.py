@@ -19,6 +19,7 @@ from core.app.plain import plot_text
 from core.app.rundata import RunData, describe_params, home_threshold, metric_name, sample_signals, strategy_title
 from core.app.trust_views import seed_groups
 from core.engine import metrics
+from core.engine.curves import spread
 from core.engine.omega_drift import drift_for_run
 from core.engine.registry import RegistryField
 
@@ -148,7 +149,7 @@ def _build_interval_band(run: RunData, strategy: str, x: str) -> list[dict]:
     pts = run.sweeps()
     env = _own_front(pts[pts["strategy"] == strategy], x) if strategy in set(pts["strategy"]) else pts.iloc[:0]
     if len(env) > BAND_POINTS:
-        env = env.iloc[np.unique(np.linspace(0, len(env) - 1, BAND_POINTS).round().astype(int))]
+        env = env.iloc[spread(len(env), BAND_POINTS)]
     if env.empty or env[x].isna().all():
         return []
     ivs = [run.intervals(strategy, json.loads(p))[0] for p in env["params"]]
@@ -217,19 +218,6 @@ def tradeoff_figure(run: RunData, strategies: list[str], current: dict[str, dict
                   shapes=shapes, annotations=notes,
                   xaxis=dict(title=dict(text=AXES[x])),
                   yaxis=dict(title=dict(text=f"{metric_name(run.metric)} on the dev set")))
-    return _fig(data, lay)
-
-
-def exit_histogram(exit_layer: np.ndarray, right: np.ndarray, L: int) -> go.Figure:
-    """How many samples leave at each layer, split into right and wrong at the exit."""
-    layers = list(range(1, L + 1))
-    n_right = np.bincount(exit_layer[right], minlength=L + 1)[1:].tolist()
-    n_wrong = np.bincount(exit_layer[~right], minlength=L + 1)[1:].tolist()
-    data = [dict(type="bar", x=layers, y=n_right, name="right at exit", marker=dict(color="#16a34a")),
-            dict(type="bar", x=layers, y=n_wrong, name="wrong at exit", marker=dict(color="#dc2626"))]
-    lay = dict(**layout(), barmode="stack", height=300,
-                  xaxis=dict(title=dict(text="Exit layer"), tickmode="linear", dtick=1, range=[0.4, L + 0.6]),
-                  yaxis=dict(title=dict(text="Samples")))
     return _fig(data, lay)
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from core.app.figures import layout
 from core.app.history import distinct_colors, smooth
 from core.app.plain import plot_text
 
-_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10),
-               font=dict(family="Inter, system-ui, sans-serif", size=13),
-               legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
+LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0)
 
 
 def history_figure(frames: dict, column: str, *, smoothing: float = 0.6, y_title: str = "",
@@ -29,6 +28,6 @@ def history_figure(frames: dict, column: str, *, smoothing: float = 0.6, y_title
         fig.add_trace(go.Scattergl(x=d["step"], y=y, mode="lines+markers" if markers else "lines", name=label,
                                    legendgroup=name, line=dict(color=color, width=2),
                                    hovertemplate=f"{label}<br>step %{{x}}: %{{y:.4f}}<extra></extra>"))
-    fig.update_layout(**_LAYOUT, height=360 + 18 * ((len(frames) + 2) // 3), xaxis_title="training step",
+    fig.update_layout(**layout(white=True, legend=False), legend=LEGEND_BELOW, height=360 + 18 * ((len(frames) + 2) // 3), xaxis_title="training step",
                       yaxis_title=y_title)
     return fig

@@ -28,12 +28,8 @@ ROOT_ENV = "EEL_CHECKPOINTS"
 # a rule's explanation, title, tab label and parameter labels live in its core.engine.strategies registry entry
 EXPLAIN = RegistryField("explain")
 
-METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "acc_f1": "Mean of accuracy and F1",
-                "mcc": "Matthews correlation", "macro_f1": "Macro-F1"}
-
-
 def metric_name(metric: str) -> str:
-    return METRIC_NAMES.get(metric, metric)
+    return metrics.METRIC_WORDS.get(metric, metric)
 
 
 # ---- finding runs -------------------------------------------------------------------------------
@@ -341,30 +337,6 @@ def strategy_title(strategy: str) -> str:
 
 
 # ---- numbers for the current setting -------------------------------------------------------------
-def summary_rows(ev: dict, L: int) -> dict:
-    """The named quantities of one evaluation, ready to print."""
-    wc = ev.get("wallclock_speedup")
-    return {
-        "score": ev["score"], "delta": ev["delta_vs_full"], "full": ev["full_score"],
-        "mean_exit_layer": ev["mean_exit_layer"], "L": L,
-        "layer_speedup": ev["layer_speedup"], "saved_fraction": ev["saved_fraction"],
-        "wallclock_speedup": wc, "expected_ms": ev.get("expected_ms"),
-    }
-
-
-def operating_point(run: RunData, ev: dict) -> metrics.OperatingPoint:
-    op = metrics.OperatingPoint.from_evaluation(run.name, run.cache, ev)
-    op.extra = {k: run.meta.get(k) for k in ("task", "backbone", "method", "seed") if k in run.meta}
-    if ev.get("expected_ms") is not None:
-        op.extra["expected_ms"] = ev["expected_ms"]
-        op.expected_ms = ev["expected_ms"]
-    s_int, d_int = run.intervals(ev["strategy"], ev["params"], ev["pred"])
-    op.score_interval, op.delta_interval = [s_int.low, s_int.high], [d_int.low, d_int.high]
-    op.interval_note = (f"95% paired bootstrap over the {run.cache.N} dev samples "
-                        f"({metrics.N_RESAMPLES} resamples, seed 0)")
-    return op
-
-
 def full_latency_ms(run: RunData) -> float | None:
     return metrics.full_latency_ms(run.cache)
 

@@ -166,9 +166,15 @@ class ExitCache:
         except Exception as e:  # zipfile.BadZipFile, OSError, EOFError, ...
             raise ValueError(f"{path}: unreadable exit cache ({type(e).__name__}: {e}); "
                              "re-create it with `python -m core.train` or delete the run folder") from e
+        redo = "; re-create it with `python -m core.train` or delete the run folder"
+        if not isinstance(header, dict):
+            raise ValueError(f"{path}: not a valid exit cache: {header_fault(header)}{redo}")
         if header.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: cache format {header.get('format_version')!r} is not "
                              f"{FORMAT_VERSION}; re-create the cache")
+        fault = header_fault(header)
+        if fault:
+            raise ValueError(f"{path}: not a valid exit cache: {fault}{redo}")
         for name, dtype in (("probs", np.floating), ("labels", np.integer), ("confidence", np.floating),
                             ("layer_ms", np.floating)):
             if name in arrays and not np.issubdtype(arrays[name].dtype, dtype):
@@ -187,7 +193,68 @@ class ExitCache:
             cls.__post_init__(cache)
         except ValueError as e:
             raise ValueError(f"{path}: {str(e).removeprefix('ExitCache: ')}") from None
+        except (TypeError, AttributeError) as e:  # a shape the checks above did not foresee
+            raise ValueError(f"{path}: not a valid exit cache ({type(e).__name__}: {e}){redo}") from e
         return cache
+
+
+# meta fields the pages show or compute with, and the JSON types they must have when present
+_META_TYPES = {"task": str, "metric": str, "backbone": str, "method": str, "run": str, "created": str,
+               "command": str, "seed": int}
+
+
+def _kind(value) -> str:
+    """A JSON value's kind in JSON's own words, for messages."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _is_text(t) -> bool:
+    """One stored input: a string, or a [a, b] pair of strings."""
+    return isinstance(t, str) or (isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t))
+
+
+def header_fault(header) -> str | None:
+    """What is wrong with the shape of a cache's JSON header (naming the field), or None. The arrays
+    and the lengths are checked afterwards by `ExitCache.validate`."""
+    if not isinstance(header, dict):
+        return f"the header must be a JSON object, got {_kind(header)}"
+    names = header.get("label_names")
+    if not isinstance(names, list):
+        return f"header field 'label_names' must be a list of strings, got {_kind(names)}"
+    bad = next((i for i, n in enumerate(names) if not isinstance(n, str)), None)
+    if bad is not None:
+        return f"header field 'label_names' entry {bad} must be a string, got {_kind(names[bad])}"
+    texts = header.get("texts")
+    if texts is not None:
+        if not isinstance(texts, list):
+            return f"header field 'texts' must be a list of strings (or [a, b] pairs) or null, got {_kind(texts)}"
+        bad = next((i for i, t in enumerate(texts) if not _is_text(t)), None)
+        if bad is not None:
+            return (f"header field 'texts' entry {bad} must be a string or a pair of strings, "
+                    f"got {_kind(texts[bad])}")
+    source = header.get("source")
+    if source is not None:
+        if not isinstance(source, dict):
+            return f"header field 'source' must be a JSON object or null, got {_kind(source)}"
+        ids = source.get("row_ids")
+        if ids is not None and (not isinstance(ids, list) or
+                                not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+            return f"header field 'source.row_ids' must be a list of integers, got {_kind(ids)}"
+    embed = header.get("embed_ms")
+    if embed is not None and (isinstance(embed, bool) or not isinstance(embed, (int, float))):
+        return f"header field 'embed_ms' must be a number or null, got {_kind(embed)}"
+    meta = header.get("meta")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            return f"header field 'meta' must be a JSON object, got {_kind(meta)}"
+        for key, kind in _META_TYPES.items():
+            value = meta.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                return f"header field 'meta.{key}' must be {_kind(kind())} or null, got {_kind(value)}"
+    return None
 
 
 def _cache_path(path: str | os.PathLike, *, for_write: bool) -> Path:

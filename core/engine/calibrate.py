@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
-from core.engine.curves import signal_events
+from core.engine.curves import signal_events, spread
 from core.engine.features import ExitFeatures, features
-from core.engine.registry import STRATEGIES
+from core.engine.registry import STRATEGIES, resolve_params
 from core.engine.strategies import apply_features, candidate_settings, exit_signal
 
 RISKS = ("consistency", "gap")
@@ -141,8 +141,47 @@ def _sequence(strategy, f, fixed, idx, risk):
     else:                                                             # PCEE ensemble: plain rule's breakpoints
         settings = candidate_settings(strategy, sub, **fx)
         if len(settings) > 256:
-            settings = [settings[i] for i in np.unique(np.linspace(0, len(settings) - 1, 256).round().astype(int))]
+            settings = [settings[i] for i in spread(len(settings), 256)]
     return _listed_risks(strategy, settings, f, idx, full_pred, labels, risk)
+
+
+# ---- checking the arguments ----------------------------------------------------------------------
+def calibrated_knob(strategy: str) -> str:
+    """The knob calibrate searches for `strategy` (its registry entry's swept knob)."""
+    return STRATEGIES[strategy].knob
+
+
+def _fraction(name: str, value, hint: str) -> float:
+    """`value` as a number strictly between 0 and 1; ValueError saying what it was otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number in (0, 1) ({hint}); got {value!r} of type {type(value).__name__}")
+    if not 0 < value < 1:  # False for NaN too
+        raise ValueError(f"{name} must lie in (0, 1) ({hint}); got {value!r}")
+    return float(value)
+
+
+def _check_fixed(strategy: str, fixed: dict, num_layers: int) -> None:
+    """The knobs a caller fixes: known to the registry, not the searched one, of the declared type and
+    range, and a patience that the model's layers can meet."""
+    spec = STRATEGIES[strategy].params
+    bad = set(fixed) - set(spec)
+    knob = calibrated_knob(strategy)
+    others = [k for k in spec if k != knob]
+    may_fix = ", ".join(others) or "none"
+    if bad:
+        raise ValueError(f"unknown fixed knob(s) {sorted(bad)} for {strategy!r}; knobs you may fix: {may_fix}")
+    if knob in fixed:
+        raise ValueError(f"calibrate chooses {strategy}'s {knob} itself (it is the knob it searches); leave "
+                         f"{knob}={fixed[knob]!r} out; knobs you may fix for {strategy}: {may_fix}")
+    placeholder = spec[knob].default if spec[knob].default is not None else spec[knob].low
+    resolve_params(strategy, {**fixed, knob: placeholder}, num_layers)   # types, choices, declared ranges
+    # a knob that counts layers (PCEE: confident layers in a row; DGE: agreeing earlier layers) is
+    # bounded by the model's depth (the registry's `most`)
+    for name, value in fixed.items():
+        if spec[name].most is not None and int(value) > spec[name].most(num_layers):
+            most = spec[name].most(num_layers)
+            raise ValueError(f"{strategy}.{name} = {value!r} can never be met on a {num_layers}-layer model "
+                             f"({spec[name].help}); use 1..{max(most, 1)}")
 
 
 # ---- the entry point -----------------------------------------------------------------------------
@@ -159,23 +198,25 @@ def calibrate(cache, strategy: str, *, risk: str = "consistency", epsilon: float
         raise ValueError(f"unknown risk {risk!r}; valid: {', '.join(RISKS)}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    if not 0 < epsilon < 1:
-        raise ValueError(f"epsilon must lie in (0, 1) (0.01 = 1% of inputs); got {epsilon!r}")
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie in (0, 1) (0.1 = 90% confidence); got {delta!r}")
+    epsilon = _fraction("epsilon", epsilon, "0.01 = 1% of inputs")
+    delta = _fraction("delta", delta, "0.1 = 90% confidence")
+    calib_fraction = _fraction("calib_fraction", calib_fraction, "0.5 = half the samples choose, half report")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     n_cal = int(round(calib_fraction * cache.N))
     if not 0 < n_cal < cache.N:
         raise ValueError(f"calib_fraction={calib_fraction!r} leaves no calibration or no test samples "
                          f"out of {cache.N}; use a value in (0, 1)")
-    bad = set(fixed) - set(STRATEGIES[strategy].params)
-    if bad:
-        raise ValueError(f"unknown fixed knob(s) {sorted(bad)} for {strategy!r}; valid: {', '.join(STRATEGIES[strategy].params)}")
+    _check_fixed(strategy, fixed, cache.L)
     f = feats or features(cache.probs, labels=cache.labels, confidence=cache.confidence)
     perm = np.random.default_rng(seed).permutation(cache.N)
     calib_idx, test_idx = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
     settings, risk_hat, monotone = _sequence(strategy, f, fixed, calib_idx, risk)
-    j = (ltt_select(risk_hat, n_cal, epsilon, delta) if method == "ltt"
-         else crc_select(monotone, n_cal, epsilon))
+    if not len(settings):
+        j = -1
+    else:
+        j = (ltt_select(risk_hat, n_cal, epsilon, delta) if method == "ltt"
+             else crc_select(monotone, n_cal, epsilon))
     fallback = j < 0
     name, params = ("budget", {"layer": cache.L}) if fallback else (strategy, settings[j])
     exit_layer, pred = apply_features(name, f, **params)
@@ -187,7 +228,12 @@ def calibrate(cache, strategy: str, *, risk: str = "consistency", epsilon: float
     title = STRATEGIES[strategy].title or strategy
     how = ("Learn-then-Test, Hoeffding-Bentkus p-values, fixed-sequence testing" if method == "ltt"
            else "conformal risk control")
-    if fallback:
+    if not len(settings):  # e.g. PCEE at patience = L: it can only exit at the last layer
+        given = f" at {_describe(fixed)}" if fixed else ""
+        sentence = (f"{title}{given} has no setting that lets any of the {n_cal} calibration samples out before "
+                    f"the last layer, so there was nothing to test; use the full model (all {cache.L} layers), "
+                    f"which never {RISK_TEXT[risk]}.")
+    elif fallback:
         sentence = (f"No setting of {title} passed at epsilon = {epsilon:.1%} on {n_cal} calibration samples "
                     f"({how}); use the full model (all {cache.L} layers), which never {RISK_TEXT[risk]}.")
     elif method == "ltt":

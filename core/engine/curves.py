@@ -103,6 +103,11 @@ class Curve:
         return self._frontier
 
 
+def spread(n: int, k: int) -> np.ndarray:
+    """Up to `k` indices into n items, evenly spread and keeping both ends (how long lists are thinned)."""
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
 def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """[J] bool: no other point has x >= and y > (or x > and y >=); higher is better on both."""
     order = np.lexsort((-y, -x))                    # x descending, then y descending
@@ -228,14 +233,14 @@ def rule_curves(cache, strategy: str, f: ExitFeatures, *, max_apply: int = 64, *
     cum_ms = None if cache.layer_ms is None else exit_latency_ms(cache.layer_ms)   # embeddings added below
     embed_ms = float(cache.embed_ms or 0.0)
     curves = []
-    for fx in fixed_choices(strategy, f, **fixed) if strategy not in ("budget", "patience", "oracle") else [fixed]:
+    for fx in fixed_choices(strategy, f, **fixed):
         sig = exit_signal(strategy, f, **fx)
         if sig is not None:
             curves.append(_signal_curve(sig, f, labels, cache.metric, cum_ms, embed_ms))
             continue
         settings = candidate_settings(strategy, f, **fx)
         if len(settings) > max_apply:  # PCEE ensemble: quantiles of the plain rule's breakpoints
-            settings = [settings[i] for i in np.unique(np.linspace(0, len(settings) - 1, max_apply).round().astype(int))]
+            settings = [settings[i] for i in spread(len(settings), max_apply)]
         curves.append(_apply_curve(strategy, settings, f, labels, cache.metric, cum_ms, embed_ms))
     memo[key] = curves
     return curves
@@ -251,9 +256,9 @@ def thin(curve: Curve, max_points: int, *, max_frontier: int | None = None) -> n
         return np.arange(J)
     max_frontier = 4 * max_points if max_frontier is None else max_frontier
     order = np.argsort(curve.mean_exit_layer, kind="stable")
-    spread = order[np.unique(np.linspace(0, J - 1, max_points).round().astype(int))]
+    spaced = order[spread(J, max_points)]
     front = curve.frontier()
     if len(front) > max_frontier:
         front = front[np.argsort(curve.mean_exit_layer[front], kind="stable")]
-        front = front[np.unique(np.linspace(0, len(front) - 1, max_frontier).round().astype(int))]
-    return np.union1d(spread, front)
+        front = front[spread(len(front), max_frontier)]
+    return np.union1d(spaced, front)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from core.engine.curves import Curve, confusion_score, exit_latency_ms, rule_curves, thin
+from core.engine.curves import Curve, confusion_score, exit_latency_ms, pareto_mask, rule_curves, thin
 from core.engine.features import ExitFeatures, features
 from core.engine.registry import STRATEGIES
 from core.engine.strategies import apply_features, fixed_choices
@@ -33,6 +33,8 @@ METRICS = {
     "mcc": matthews_corrcoef,  # CoLA
     "macro_f1": lambda y, p: f1_score(y, p, average="macro", zero_division=0),
 }
+METRIC_WORDS = {"accuracy": "Accuracy", "f1": "F1", "acc_f1": "Mean of accuracy and F1",
+                "mcc": "Matthews correlation", "macro_f1": "Macro-F1"}   # how the pages name them
 
 
 def score(metric: str, labels, pred) -> float:
@@ -192,11 +194,7 @@ def pareto(points: pd.DataFrame, *, x: str = "layer_speedup", y: str = "score",
     points = points[~points["strategy"].isin(exclude)]
     if points.empty:
         return points
-    order = points.sort_values([x, y], ascending=[False, False])
-    best_y = np.maximum.accumulate(order[y].to_numpy())
-    prev_best = np.concatenate([[-np.inf], best_y[:-1]])
-    keep = order[y].to_numpy() > prev_best
-    return order[keep].sort_values(x)
+    return points[pareto_mask(points[x].to_numpy(), points[y].to_numpy())].sort_values(x)
 
 
 def best_at(points: pd.DataFrame, target: float, *, by: str = "layer_speedup",
@@ -272,6 +270,11 @@ class OperatingPoint:
 # resampling indices, at a cost that does not grow with N.
 N_RESAMPLES = 1000
 LEVEL = 0.95
+# Fewer dev samples than this get no interval from the goal picker (null, with the reason): a resample
+# of n samples takes at most n + 1 accuracy values, so at n = 3 an all-right set gives [1.0, 1.0], an
+# interval of zero width that claims a certainty three samples cannot give. Percentile bootstrap
+# intervals of a proportion cover far less than their level until n is a few dozen; 20 is the floor.
+MIN_INTERVAL_N = 20
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,34 @@ def check_goal(max_drop=None, min_layer_speedup=None, max_latency_ms=None) -> tu
     return name, value
 
 
+def goal_rules(cache, strategies=None) -> list[str]:
+    """The rules a goal search covers: every rule the cache supports when `strategies` is None, else the
+    named ones. The Oracle is left out (it reads the labels: a ceiling, not a setting to deploy).
+    ValueError, naming the known rules, for an empty list, an unknown name or a rule the run cannot run."""
+    supported = [s for s in available_strategies(cache) if s != "oracle"]
+    if strategies is None:
+        return supported
+    if isinstance(strategies, str):
+        raise ValueError(f"strategies must be a list of rule names such as [{strategies!r}], not a string; "
+                         f"known rules: {', '.join(STRATEGIES)}")
+    names = list(strategies)
+    if not names:
+        raise ValueError("strategies=[] names no rule; leave it out for every rule, or name some of: "
+                         + ", ".join(supported))
+    unknown = [s for s in names if not isinstance(s, str) or s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown rule(s) {', '.join(map(repr, unknown))}; known rules: {', '.join(STRATEGIES)}")
+    lacking = [s for s in names if s != "oracle" and s not in supported]
+    if lacking:
+        raise ValueError(f"rule(s) {', '.join(lacking)} need learned exit confidences (an LTE run), which this "
+                         f"run does not have; rules this run supports: {', '.join(supported)}")
+    picked = list(dict.fromkeys(s for s in names if s != "oracle"))
+    if not picked:
+        raise ValueError("the Oracle reads the labels, so it is a ceiling to compare with, not a setting to pick; "
+                         f"name at least one rule a model can deploy: {', '.join(supported)}")
+    return picked
+
+
 def _best_index(ok: np.ndarray, key: tuple) -> int:
     """Index of the best entry among `ok` by key[0], ties broken by key[1] (both higher is better)."""
     first = np.where(ok, key[0], -np.inf)
@@ -429,7 +460,7 @@ def goal_table(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=N
         raise ValueError("this run has no measured layer latencies (layer_ms); use max_drop or min_layer_speedup")
     f = feats or cache_features(cache)
     full = score(cache.metric, cache.labels, f.argmax[-1])
-    names = [s for s in (strategies or available_strategies(cache)) if s != "oracle"]
+    names = goal_rules(cache, strategies)
     rows = []
     no_ms = cache.layer_ms is None
     for s in names:
@@ -487,13 +518,16 @@ def pick(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=None, s
     """The operating point over the chosen rules' exact settings that best meets ONE goal (scores are
     fractions: max_drop=0.01 is one point): the fastest setting within `max_drop` of the full model;
     the best score at >= `min_layer_speedup`; or the best score whose estimated batch-1 latency is at
-    most `max_latency_ms`. ValueError, saying how close each rule gets, when no rule meets it."""
+    most `max_latency_ms`. ValueError, saying how close each rule gets, when no rule meets it.
+    `strategies`: the rules to search (None: every rule the run supports; see `goal_rules`). The
+    intervals are a paired bootstrap over the dev samples; below MIN_INTERVAL_N samples they are None
+    and `interval_note` says why."""
     goal = dict(max_drop=max_drop, min_layer_speedup=min_layer_speedup, max_latency_ms=max_latency_ms)
     f = feats or cache_features(cache)
     table = goal_table(cache, strategies=strategies, feats=f, **goal)
     name, value = check_goal(**goal)
     if table.empty or not table["meets"].iloc[0]:
-        detail = "; ".join(f"{r.strategy} {r.why}" for r in table.itertuples())
+        detail = "; ".join(f"{r.strategy} {r.why}" for r in table.itertuples()) or "no rule was searched"
         raise ValueError(f"no setting meets the goal ({GOAL_TEXT[name].format(100 * value if name == 'max_drop' else value)}): {detail}")
     best = table.iloc[0]
     exit_layer, pred = apply_features(best["strategy"], f, **json.loads(best["params"]))
@@ -503,9 +537,15 @@ def pick(cache, *, max_drop=None, min_layer_speedup=None, max_latency_ms=None, s
           "delta_vs_full": s - full, "exit_layer": exit_layer, "pred": pred,
           **efficiency(exit_layer, cache.L, cache.layer_ms, cache.embed_ms)}
     op = OperatingPoint.from_evaluation(run, cache, ev)
-    s_int, d_int = point_intervals(cache, ev["pred"], full_pred=f.argmax[-1], seed=seed)
     op.goal = {name: value}
     op.expected_ms = ev["expected_ms"]
+    if cache.N < MIN_INTERVAL_N:
+        few = f"{cache.N} dev sample is" if cache.N == 1 else f"{cache.N} dev samples are"
+        op.interval_note = (f"no {100 * LEVEL:g}% interval: {few} too few for a bootstrap interval "
+                            f"(it needs at least {MIN_INTERVAL_N}); "
+                            "the score is measured on those samples alone")
+        return op
+    s_int, d_int = point_intervals(cache, ev["pred"], full_pred=f.argmax[-1], seed=seed)
     op.score_interval, op.delta_interval = [s_int.low, s_int.high], [d_int.low, d_int.high]
     op.interval_note = f"{100 * LEVEL:g}% paired bootstrap over the {cache.N} dev samples ({N_RESAMPLES} resamples, seed {seed})"
     return op

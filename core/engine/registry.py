@@ -29,7 +29,8 @@ class Param:
     high: float | None = None          # validation bound; None: unbounded
     choices: tuple | None = None
     help: str = ""
-    up_to_layers: bool = False         # the value is a layer count: at most the model's L
+    up_to_layers: bool = False         # the value is a layer: at most the model's L (validated)
+    most: Callable[[int], int] | None = None  # the largest value an L-layer model can meet (a count of layers)
     slider: Callable[[ExitFeatures], tuple[float, float, str | None]] | None = None
     #   (upper end, step, format) of the knob's slider where `high` does not give it
 

@@ -418,11 +418,15 @@ def default_at_2x_section(run: Run, target: float = 2.0) -> str:
         op = metrics.pick(run.cache, min_layer_speedup=target)
     except ValueError as e:
         return f"Run `{run.name}`: no rule reaches {target:.1f}x ({e}).\n"
-    lo, hi = op.delta_interval
+    if op.delta_interval is None:  # too few dev samples for an interval: the note says so
+        spread = f"({op.interval_note})"
+    else:
+        lo, hi = op.delta_interval
+        spread = f"(95% interval [{100 * lo:+.1f}, {100 * hi:+.1f}]; {op.interval_note})"
     return (f"Run `{run.name}`: the best exact setting of any rule at layer speed-up ≥ {target:.1f}x is "
             f"{op.strategy} ({', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in sorted(op.params.items()))}): {pct(op.score)} against the full model's "
             f"{pct(op.full_score)}, a difference of {100 * (op.score - op.full_score):+.1f} points "
-            f"(95% interval [{100 * lo:+.1f}, {100 * hi:+.1f}]; {op.interval_note}) at {op.layer_speedup:.2f}x "
+            f"{spread} at {op.layer_speedup:.2f}x "
             f"layer speed-up. It is chosen and scored on the same dev samples, so it is optimistic; the promise "
             f"table below measures a point on rows no choice read.\n")
 

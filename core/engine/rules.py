@@ -198,7 +198,7 @@ def _pcee_why(f, params, exit_layer, names, label) -> Why:
 
 register(Strategy(
     "pcee", _pcee, {
-        "patience": Param(int, 2, 1, None, help="consecutive confident layers"),
+        "patience": Param(int, 2, 1, None, help="consecutive confident layers", most=lambda L: L),
         "threshold": Param(default=0.3, help="confidence threshold (entropy: <, others: >=)", **_THRESHOLD),
         "signal": Param(str, "entropy", choices=("entropy", "maxprob", "learned")),
         "ensemble": Param(bool, False, help="predict the mean of p over layers, not layer m's own p"),
@@ -263,7 +263,7 @@ def _kd_slider(f: ExitFeatures) -> tuple[float, float, str]:
 register(Strategy(
     "dge", _dge, {
         # counts earlier layers: at most L - 1 of them on the slider
-        "patience": Param(int, 2, 1, None, help="earlier layers that must agree",
+        "patience": Param(int, 2, 1, None, help="earlier layers that must agree", most=lambda L: L - 1,
                           slider=lambda f: (max(f.L - 1, 2), 1, None)),
         "threshold": Param(float, 0.3, 0.0, None, help="divergence below which two layers agree", slider=_kd_slider),
         "measure": Param(str, "kd", choices=("kd", "kl", "js")),
