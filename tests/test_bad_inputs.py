@@ -643,7 +643,7 @@ def check_upload_over_limit():
     from core.app import train_form
 
     assert _streamlit_config()["server"]["maxUploadSize"] == train_form.UPLOAD_LIMIT_MB
-    assert f"max_upload_size=F.UPLOAD_LIMIT_MB" in (REPO / "pages" / "train.py").read_text()
+    assert f"max_upload_size=train_form.UPLOAD_LIMIT_MB" in (REPO / "pages" / "train.py").read_text()
 
 
 def check_offline_favicon():

@@ -23,7 +23,7 @@ def test_bundled_run_is_complete(folder):
     assert cache.layer_ms is not None and cache.layer_ms.shape == (cache.L,)
     assert cache.texts is None and cache.source["row_ids"], "bundled caches refer to their rows, not copies"
     evals = [r for r in read_metrics(folder) if r["kind"] == "eval"]
-    assert evals and np.allclose(evals[-1]["exit_scores"], report.M.per_exit_scores(cache), atol=1e-5)
+    assert evals and np.allclose(evals[-1]["exit_scores"], report.metrics.per_exit_scores(cache), atol=1e-5)
 
 
 def test_default_run_has_weights_and_restores_its_texts_offline():
