@@ -118,7 +118,7 @@ def test_report_keeps_budgets_apart():
         cache = synthetic_cache(n=120, num_layers=3, k=2, seed=seed)
         config = {"method": method, "seed": seed, "val_fraction": val}
         r = report.Run(name, Path(name), config, cache, report.variant_of(config), seed)
-        r.sweep = report.M.sweep_all(cache)
+        r.sweep = report.metrics.sweep_all(cache)
         return r
 
     runs = report.label_runs([run("a", "joint", 0, 0.1), run("b", "joint", 1, 0.1), run("c", "badge", 0, 0.1),
