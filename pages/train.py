@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.app import appstate, figures, rundata, train_form
 from core.app.plain import md
-from core.data.tasks import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
+from core.data.glue import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
 from core.runs.folders import holds_run
 from core.runs.jobs import JobManager
 

@@ -96,6 +96,30 @@ TABLE: list[tuple[str, str, str]] = [
     ("train-bad-metric",
      "`core.train --metric nonsense`",
      "one line naming the metric and the valid ones, exit code 2, no traceback"),
+    ("predict-output-is-input",
+     "`core.predict --output` naming its own `--input` or `--point` (also spelled with `./` or through a symlink), or a file of the point's run",
+     "refused before any work, exit code 2, naming both options; the input stays byte for byte. An output that is no input is replaced atomically and the command says it replaced one"),
+    ("point-label-names-reordered",
+     "a point file whose `label_names` are reordered (`[\"pos\", \"neg\"]`), or whose `backbone` or `task` is not its run's",
+     "refused when the point is loaded (core.predict, `EarlyExitPredictor.from_point`): one line naming the field and the run's value, exit code 2"),
+    ("csv-extra-field",
+     "a CSV or TSV data row with more fields than the header (`text,label` then `terrible,film,negative`)",
+     "refused by core.data.tasks's one reader (train, dev and predict files): one line naming the file and the first such line, and how to quote"),
+    ("jsonl-text-not-string",
+     "a JSONL text that is a list, an object, a number or true/false",
+     "refused: one line naming the file, the column and the line, never read as the value's Python spelling"),
+    ("predict-unreadable-stdin",
+     "`core.predict --input -` fed bytes that are not UTF-8",
+     "one line saying standard input is not UTF-8 and where, exit code 2, no traceback"),
+    ("predict-output-unwritable",
+     "`core.predict --output` on a read-only file system, on a full disk or on a folder; `--summary-json` on a folder",
+     "refused before the model loads: one line naming the option and the path, exit code 2"),
+    ("point-params-malformed",
+     "point `params` of the wrong type (`{\"threshold\": [0.3]}`), missing (`{}`), a 400-digit integer, a budget layer `[3]` or `\"3.0\"`; a point nested 200,000 levels deep; `\"metric\": \"nonsense\"`",
+     "refused before any work: one line naming the file and the field, exit code 2 (one check of the rule's declared params in `core.engine.strategies.STRATEGIES` serves core.predict, core.export and `from_point`)"),
+    ("export-out-unwritable",
+     "`core.export --out` on a read-only file system or a folder; `--params '{\"threshold\": [1]}'`",
+     "one line naming the option and the path or the knob, exit code 2, nothing written"),
     ("app-error-details",
      "an unexpected error inside the app",
      "the browser gets the error's type only (`client.showErrorDetails = \"type\"`); message and traceback go to the server log"),
@@ -627,6 +651,282 @@ def check_train_file_header_only(tiny, tmp_path, capsys):
 def check_train_bad_metric(tiny, tmp_path, capsys):
     _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "m", metric="nonsense")), capsys,
                            "nonsense", "accuracy")
+
+
+# ---- core.predict, core.export, point files, the data reader (issue 20) ------------------------------
+def _point(run: Path, folder: Path, strategy: str = "entropy", params: dict | None = None,
+           edit: dict | None = None) -> Path:
+    """A point file on `run` (core.export), with the fields in `edit` replaced as a hand edit would."""
+    import json
+
+    from core.serving.export import write_point
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "point.json"
+    write_point(run, strategy, {"threshold": 0.5} if params is None else params, path)
+    if edit:
+        data = json.loads(path.read_text())
+        data.update(edit)
+        path = folder / f"point-{'-'.join(edit)}.json"
+        path.write_text(json.dumps(data))
+    return path
+
+
+def _fails_in_one_line(main, argv: list[str], capsys, prog: str, *needles: str) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error")]
+    assert rc == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert all(n in lines[0] for n in needles), (needles, err)
+    return lines[0]
+
+
+def _two_texts(path: Path) -> Path:
+    path.write_text('review,sentiment\n"the film was good, and fine",pos\nthe film was bad and dull,neg\n')
+    return path
+
+
+def _in_small_mounts(tmp_path: Path, cases: list) -> tuple[list, bool, str] | None:
+    """Run `main(argv)` of each (module, argv) case in one child process that has `tmp_path/ro` (a
+    read-only tmpfs) and `tmp_path/full` (a tmpfs filled to the last byte) mounted in a mount namespace
+    of its own: (exit codes, whether torch was imported, stderr). None where this machine cannot mount
+    (not root, no unshare)."""
+    import json
+    import shlex
+    import subprocess
+    import sys
+
+    ro, full = tmp_path / "ro", tmp_path / "full"
+    ro.mkdir(exist_ok=True)
+    full.mkdir(exist_ok=True)
+    if not shutil.which("unshare") or subprocess.run(
+            ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=16k tmpfs {shlex.quote(str(ro))}"],
+            capture_output=True, check=False).returncode:
+        return None
+    code = ("import json, sys\nfrom importlib import import_module\n"
+            "rcs = [import_module(m).main(argv) for m, argv in json.loads(sys.argv[1])]\n"
+            "print(json.dumps({'rc': rcs, 'torch': 'torch' in sys.modules}))\n")
+    q_ro, q_full = shlex.quote(str(ro)), shlex.quote(str(full))
+    script = (f"mount -t tmpfs -o size=64k tmpfs {q_ro} && mount -o remount,ro {q_ro} && "
+              f"mount -t tmpfs -o size=32k tmpfs {q_full} && "
+              f"(dd if=/dev/zero of={q_full}/fill bs=1k count=64 2>/dev/null; true) && exec \"$0\" -c \"$1\" \"$2\"")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script, sys.executable, code, json.dumps(cases)], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, check=False,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.stdout.strip(), r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    return got["rc"], got["torch"], r.stderr
+
+
+def check_predict_output_is_input(run, tmp_path, capsys, monkeypatch):
+    from core.serving.predict import main as predict_main
+
+    point = _point(run, tmp_path / "points")
+    data = _two_texts(tmp_path / "in.csv")
+    (tmp_path / "link.csv").symlink_to(data)
+    before = {p: p.read_bytes() for p in (point, data, run / "config.json")}
+    monkeypatch.chdir(tmp_path)  # the `./` spelling, relative to where the command runs
+    for output, other in (("./in.csv", "--input"), (str(tmp_path / "link.csv"), "--input"),
+                          (str(tmp_path / "points" / ".." / "points" / "point.json"), "--point"),
+                          (str(run / "config.json"), "the run's config.json")):
+        _fails_in_one_line(predict_main, ["--point", str(point), "--input", str(data), "--output", output],
+                           capsys, "core.predict", f"--output {output} is the same file as {other}")
+        _fails_in_one_line(predict_main, ["--point", str(point), "--input", str(data), "--output", str(tmp_path / "o.jsonl"),
+                                          "--summary-json", output], capsys, "core.predict", "--summary-json", other)
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "o.jsonl").exists()
+    # an output that is no input: written, and replaced (atomically) on the next run, saying so
+    argv = ["--point", str(point), "--input", str(data), "--output", "o.jsonl"]
+    assert predict_main(argv) == 0 and "replaced" not in capsys.readouterr().err
+    (tmp_path / "o.jsonl").write_text("an older file\n")
+    assert predict_main(argv) == 0 and "(replaced the file that was there)" in capsys.readouterr().err
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".o.jsonl")) == []  # no temp left
+
+
+def check_point_label_names_reordered(run, tmp_path, capsys):
+    from core.serving.export import read_point
+    from core.serving.predict import main as predict_main
+    from core.serving.predictor import EarlyExitPredictor
+
+    data = _two_texts(tmp_path / "in.csv")
+    good = _point(run, tmp_path / "points")
+    assert read_point(good).label_names == ["neg", "pos"]
+    for field, value, words in (("label_names", ["pos", "neg"], "the same names in another order"),
+                                ("backbone", "bert-base-uncased", "backbone"), ("task", "sst2", "task")):
+        bad = _point(run, tmp_path / "points", edit={field: value})
+        out = tmp_path / f"{field}.jsonl"
+        line = _fails_in_one_line(predict_main, ["--point", str(bad), "--input", str(data), "--output", str(out)],
+                                  capsys, "core.predict", str(bad), field, words)
+        assert "is not the run's" in line and not out.exists()
+        with pytest.raises(ValueError, match=f"{field} .* is not the run's"):
+            EarlyExitPredictor.from_point(bad)
+
+
+def check_csv_extra_field(tiny, run, tmp_path, capsys):
+    from core.data.tasks import load_task
+    from core.serving.predict import main as predict_main
+    from core.serving.predict import read_input
+
+    first = tmp_path / "first.csv"   # the issue's file: the extra field on the only data row
+    first.write_text("text,label\nterrible,film,negative\n")
+    with pytest.raises(ValueError, match=r"first\.csv: line 2 has 3 comma-separated fields but the header has 2 "
+                                         r"\(text, label\); put a text that holds commas in double quotes"):
+        read_input(str(first))
+    later = tmp_path / "later.csv"   # a training file: the extra field further down
+    rows = [f"the film was good {i},pos" if i % 2 else f"the film was bad {i},neg" for i in range(20)]
+    rows[6] = "the film was long,slow and bad,neg"
+    later.write_text("review,sentiment\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"later\.csv: line 8 has 3 comma-separated fields"):
+        load_task("x", train_file=later)
+    good = _labelled_csv(tmp_path / "good.csv", ["neg", "pos"] * 10)
+    with pytest.raises(ValueError, match=r"later\.csv: line 8 has 3"):     # the dev file: the same reader
+        load_task("x", train_file=good, dev_file=later)
+    tsv = tmp_path / "extra.tsv"
+    tsv.write_text("text\tlabel\nterrible\tfilm\tnegative\n")
+    with pytest.raises(ValueError, match=r"extra\.tsv: line 2 has 3 tab-separated fields"):
+        read_input(str(tsv))
+    _cli_fails_in_one_line(_argv(_config(tiny, tmp_path / "runs" / "x", train_file=str(later))), capsys,
+                           "later.csv", "line 8 has 3 comma-separated fields")
+    quoted = tmp_path / "quoted.csv"  # quoted commas are one field, as before
+    quoted.write_text('text,label\n"terrible,film",negative\n')
+    assert read_input(str(quoted))[0] == ["terrible,film"]
+    point = _point(run, tmp_path / "p")
+    _fails_in_one_line(predict_main, ["--point", str(point), "--input", str(first), "--output", str(tmp_path / "o.jsonl")],
+                       capsys, "core.predict", "first.csv: line 2 has 3")
+
+
+def check_jsonl_text_not_string(run, tmp_path, capsys):
+    import json
+
+    from core.data.tasks import load_task
+    from core.serving.predict import main as predict_main
+    from core.serving.predict import read_input
+
+    for value, kind in ((["a", "b"], "a list"), ({"a": 1}, "an object"), (5, "a number"), (True, "true/false")):
+        path = tmp_path / "texts.jsonl"  # a blank line 2: rows are counted by their line in the file
+        path.write_text(json.dumps({"text": "a fine film"}) + "\n\n" + json.dumps({"text": value}) + "\n")
+        with pytest.raises(ValueError, match=rf"texts\.jsonl: the text in column 'text' at line 3 is {kind} "):
+            read_input(str(path))
+    rows = [{"review": f"the film was {'good' if i % 2 else 'bad'} {i}", "sentiment": ["neg", "pos"][i % 2]}
+            for i in range(20)]
+    rows[4]["review"] = ["the film", "was bad"]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"train\.jsonl: the text in column 'review' at line 5 is a list "
+                                         r"\(\[\"the film\", \"was bad\"\]\), not a string"):
+        load_task("x", train_file=train)
+    point = _point(run, tmp_path / "p")
+    _fails_in_one_line(predict_main, ["--point", str(point), "--input", str(tmp_path / "texts.jsonl"),
+                                      "--output", str(tmp_path / "o.jsonl")], capsys, "core.predict", "line 3")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def check_predict_unreadable_stdin(run, tmp_path):
+    import subprocess
+    import sys
+
+    point = _point(run, tmp_path / "p")
+    noise = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()  # /dev/urandom's kind
+    r = subprocess.run([sys.executable, "-m", "core.predict", "--point", str(point), "--input", "-",
+                        "--output", str(tmp_path / "o.jsonl")], cwd=REPO, input=noise, capture_output=True,
+                       timeout=300, check=False, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "standard input is not UTF-8 text" in err and "line" in err and not (tmp_path / "o.jsonl").exists()
+
+
+def check_predict_output_unwritable(run, tmp_path, capsys):
+    from core.serving.predict import main as predict_main
+
+    point = _point(run, tmp_path / "p")
+    data = str(_two_texts(tmp_path / "in.csv"))
+    base = ["--point", str(point), "--input", data]
+    _fails_in_one_line(predict_main, [*base, "--output", str(tmp_path)], capsys, "core.predict",
+                       f"--output: {tmp_path} is a folder")
+    _fails_in_one_line(predict_main, [*base, "--output", str(tmp_path / "o.jsonl"), "--summary-json", str(tmp_path)],
+                       capsys, "core.predict", f"--summary-json: {tmp_path} is a folder")
+    _fails_in_one_line(predict_main, [*base, "--output", str(tmp_path / "no" / "o.jsonl")], capsys, "core.predict",
+                       "--output: folder", "does not exist")
+    assert not (tmp_path / "o.jsonl").exists()
+    ro, full = tmp_path / "ro" / "o.jsonl", tmp_path / "full" / "o.jsonl"
+    got = _in_small_mounts(tmp_path, [["core.predict", [*base, "--output", str(ro)]],
+                                      ["core.predict", [*base, "--output", str(full)]],
+                                      ["core.predict", [*base, "--output", str(tmp_path / "o.jsonl"),
+                                                        "--summary-json", str(tmp_path / "ro" / "s.json")]]])
+    if got is None:  # no mounts here: /sys refuses new files even to root
+        _fails_in_one_line(predict_main, [*base, "--output", "/sys/o.jsonl"], capsys, "core.predict",
+                           "--output: cannot write in /sys")
+        pytest.skip("cannot mount a read-only or a full file system here (needs root and unshare); "
+                    "checked /sys and folders only")
+    rcs, torch_loaded, err = got
+    lines = [line for line in err.splitlines() if line.startswith("core.predict: error")]
+    assert rcs == [2, 2, 2] and "Traceback" not in err and len(lines) == 3, err
+    assert f"--output: cannot write in {ro.parent} (Read-only file system)" in lines[0]
+    assert f"--output: {full.parent} has 0 bytes free" in lines[1] and "disk is full" in lines[1]
+    assert f"--summary-json: cannot write in {ro.parent} (Read-only file system)" in lines[2]
+    assert not torch_loaded  # refused before the model (or torch) was loaded
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def check_point_params_malformed(run, tmp_path, capsys):
+    import json
+
+    from core.serving.export import read_point, validate
+    from core.serving.predict import main as predict_main
+    from core.serving.predictor import EarlyExitPredictor
+
+    data = str(_two_texts(tmp_path / "in.csv"))
+    budget = _point(run, tmp_path / "b", "budget", {"layer": 2})
+    cases = [
+        (_point(run, tmp_path / "p1", edit={"params": {"threshold": [0.3]}}),
+         "params: entropy.threshold must be a number, got [0.3] (a list)"),
+        (_point(run, tmp_path / "p2", edit={"params": {}}), "params: missing 'threshold'"),
+        (_point(run, tmp_path / "p3", edit={"params": {"threshold": 10 ** 400}}),
+         "params: entropy.threshold is too large to be a number here, got a 401-digit integer"),
+        (_point(run, tmp_path / "p4", "budget", {"layer": 2}, edit={"params": {"layer": [3]}}),
+         "params: budget.layer must be a whole number, got [3] (a list)"),
+        (_point(run, tmp_path / "p5", "budget", {"layer": 2}, edit={"params": {"layer": "3.0"}}),
+         "params: budget.layer must be a whole number, got '3.0' (a string)"),
+        (_point(run, tmp_path / "p6", edit={"metric": "nonsense"}), "metric 'nonsense' is not one core.engine.metrics scores"),
+    ]
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    cases.append((deep, "nested too deeply"))
+    for i, (path, words) in enumerate(cases):
+        out = tmp_path / f"o{i}.jsonl"
+        _fails_in_one_line(predict_main, ["--point", str(path), "--input", data, "--output", str(out)], capsys,
+                           "core.predict", str(path), words)
+        assert not out.exists()
+        with pytest.raises(ValueError, match=re.escape(words)):   # the same check, wherever a point is read
+            EarlyExitPredictor.from_point(path)
+    assert read_point(budget).params == {"layer": 2}
+    with pytest.raises(ValueError, match=re.escape("upload.json: params: budget.layer must be a whole number")):
+        validate({**json.loads(budget.read_text()), "params": {"layer": "3.0"}}, where="upload.json")
+
+
+def check_export_out_unwritable(run, tmp_path, capsys):
+    from core.serving.export import main as export_main
+
+    base = ["--run", str(run), "--strategy", "entropy"]
+    _fails_in_one_line(export_main, [*base, "--out", str(tmp_path)], capsys, "core.export",
+                       f"--out: {tmp_path} is a folder")
+    _fails_in_one_line(export_main, [*base, "--params", '{"threshold":[1]}', "--out", str(tmp_path / "p.json")],
+                       capsys, "core.export", "--params: entropy.threshold must be a number, got [1] (a list)")
+    _fails_in_one_line(export_main, [*base, "--out", str(run / "cache.npz")], capsys, "core.export",
+                       "is the same file as the run's cache.npz")
+    assert not (tmp_path / "p.json").exists()
+    got = _in_small_mounts(tmp_path, [["core.export", [*base, "--out", str(tmp_path / "ro" / "p.json")]],
+                                      ["core.export", [*base, "--out", str(tmp_path / "full" / "p.json")]]])
+    if got is None:
+        _fails_in_one_line(export_main, [*base, "--out", "/sys/p.json"], capsys, "core.export",
+                           "--out: cannot write in /sys")
+        pytest.skip("cannot mount a read-only or a full file system here (needs root and unshare); "
+                    "checked /sys and a folder only")
+    rcs, _, err = got
+    lines = [line for line in err.splitlines() if line.startswith("core.export: error")]
+    assert rcs == [2, 2] and "Traceback" not in err and len(lines) == 2, err
+    assert f"--out: cannot write in {tmp_path / 'ro'} (Read-only file system)" in lines[0]
+    assert f"--out: {tmp_path / 'full'} has 0 bytes free" in lines[1]
 
 
 def _streamlit_config() -> dict:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from core.data import splits
 from core.data import tasks as data
 from core.runs.folders import read_config, read_status, write_status
 from core.runs.io import read_jsonl
@@ -19,7 +20,7 @@ from tests.helpers import base_config
 # ---- data: test split, split versions, validation split ---------------------------------------------
 def test_test_split_is_held_out_of_training_and_dev():
     test = data.load_test_split()
-    assert len(test) == data.TEST_ROWS == 850
+    assert len(test) == splits.TEST_ROWS == 850
     assert test["label"].value_counts().to_dict() == {0: 425, 1: 425}  # stratified
     task = data.load_task()
     assert not set(test["row_id"]) & set(task.train["row_id"])
@@ -48,17 +49,17 @@ def test_test_split_only_for_the_default_task():
 
 def test_validation_split_is_stratified_fixed_and_disjoint():
     train = data.load_task(max_train=1000).train
-    rest, val = data.validation_split(train, 0.1)
+    rest, val = splits.validation_split(train, 0.1)
     assert len(val) == 100 and len(rest) == 900
     assert not set(rest["row_id"]) & set(val["row_id"])
     counts = train["label"].value_counts()
     for label, n in val["label"].value_counts().items():
         assert n == int(np.floor(0.1 * counts[label] + 0.5))
-    again = data.validation_split(train, 0.1)[1]
+    again = splits.validation_split(train, 0.1)[1]
     assert again["row_id"].tolist() == val["row_id"].tolist()
-    assert data.validation_split(train, 0.1, seed=5)[1]["row_id"].tolist() != val["row_id"].tolist()
+    assert splits.validation_split(train, 0.1, seed=5)[1]["row_id"].tolist() != val["row_id"].tolist()
     with pytest.raises(ValueError, match="between 0 and 1"):
-        data.validation_split(train, 1.5)
+        splits.validation_split(train, 1.5)
 
 
 # ---- configuration ---------------------------------------------------------------------------------
@@ -74,7 +75,7 @@ def test_old_run_config_resolves_to_the_old_split(tmp_path):
     options.write_text(json.dumps({"epochs": 2}))
     eff = resolve_config({k: v for k, v in parse_cli(["--config", str(options), "--out", "checkpoints/x"]).items()
                           if k not in ("command", "config_file")})
-    assert eff["split_version"] == data.SPLIT_VERSION == 2
+    assert eff["split_version"] == splits.SPLIT_VERSION == 2
 
 
 def test_bundled_default_run_never_read_the_test_split():
@@ -89,7 +90,7 @@ def test_bundled_default_run_never_read_the_test_split():
                        split_version=cfg["split_version"])
     rows = set(task.train["row_id"])
     assert not rows & set(data.load_test_split()["row_id"]) and not rows & set(task.dev["row_id"])
-    kept, val = data.validation_split(task.train, conf["val_fraction"])
+    kept, val = splits.validation_split(task.train, conf["val_fraction"])
     derived = conf["derived"]
     assert (len(kept), len(val)) == (derived["n_train"], derived["n_val"])
 
@@ -176,5 +177,5 @@ def test_early_stopping_restores_leebert_omega_of_the_kept_epoch(tiny, tmp_path,
 def test_train_form_counts_the_rows_training_will_use():
     from core.app import train_form
 
-    assert train_form.check_task({"task": "rotten_tomatoes"}).n_train == 8530 - 854 - data.TEST_ROWS
+    assert train_form.check_task({"task": "rotten_tomatoes"}).n_train == 8530 - 854 - splits.TEST_ROWS
     assert train_form.check_task({"task": "rotten_tomatoes", "split_version": 1}).n_train == 8530 - 854

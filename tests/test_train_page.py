@@ -251,12 +251,12 @@ def test_train_page_builds_its_form_without_torch(tmp_path):
 
 
 def test_column_guess_has_one_rule():
-    """The form's pickers and core.data.tasks guess with the same rule (core.data.tasks.guess_columns)."""
-    from core.data import tasks as data
+    """The form's pickers and load_task guess with the same rule (core.data.tables.guess_columns)."""
+    from core.data import tables
 
-    assert train_form.guess_columns is data.guess_columns
+    assert train_form.guess_columns is tables.guess_columns
     cols = ["Text_A", "text_b", "Label"]            # case-insensitive, the same lists load_task uses
-    assert data.guess_columns(cols) == {"text": "Text_A", "pair": "text_b", "label": "Label"}
+    assert tables.guess_columns(cols) == {"text": "Text_A", "pair": "text_b", "label": "Label"}
 
 
 # ---- the page (AppTest) --------------------------------------------------------------------------------------

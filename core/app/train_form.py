@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.data.tasks import guess_columns  # noqa: F401  (the pickers' guess: core.data.tasks's one rule)
+from core.data.tables import guess_columns  # noqa: F401  (the pickers' guess: core.data's one rule)
 from core.runs.folders import check_run_name, read_metrics
 from core.runs.io import atomic_write_bytes
 from core.training import config

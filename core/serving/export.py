@@ -21,15 +21,17 @@ import functools
 import hashlib
 import json
 import math
+import numbers
 import os
 import shlex
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.engine.registry import STRATEGIES, resolve_params
-from core.runs.folders import CACHE_FILE, CONFIG_FILE, WEIGHTS_FILE
+from core.runs.folders import CACHE_FILE, CONFIG_FILE, METRICS_FILE, STATUS_FILE, WEIGHTS_FILE
 from core.runs.io import atomic_write_json, read_json
 
 FORMAT = "early-exit-lab/operating-point"
@@ -144,7 +146,7 @@ def build_point(run_dir: str | os.PathLike, strategy: str, params: dict, *, out:
     if hash_weights and not (run_dir / WEIGHTS_FILE).is_file():
         raise ValueError(f"{run_dir}: no {WEIGHTS_FILE}, so this point could not run; rebuild the weights "
                          f"with: {rebuild_command(run_dir)}")
-    ev = evaluate(cache, strategy, **resolve_params(strategy, dict(params), cache.L))
+    ev = evaluate(cache, strategy, **check_params(strategy, params, cache.L, where="params", complete=False))
     return point_from_evaluation(run_dir, cache, ev, run_path=_relative(run_dir, Path(out).parent),
                                  intervals=intervals, guarantee=guarantee, hash_weights=hash_weights)
 
@@ -190,7 +192,10 @@ def write_point(run_dir, strategy: str, params: dict, out, **kw) -> dict:
     """Build, validate and atomically write an operating-point file; returns its dict."""
     data = build_point(run_dir, strategy, params, out=out, **kw)
     validate(data, where=str(out))
-    atomic_write_json(out, data)
+    try:
+        atomic_write_json(out, data)
+    except OSError as e:
+        raise ValueError(f"{out}: cannot be written ({e.strerror or e})") from None
     return data
 
 
@@ -224,6 +229,181 @@ def app_export(run_dir: str | os.PathLike, cache, ev: dict, *, intervals: dict |
 
 
 # ---- reading and validation ----------------------------------------------------------------------
+def _shown(value, most: int = 40) -> str:
+    """A value as a message quotes it: its JSON-ish repr cut to `most` characters, with its kind."""
+    kinds = {list: "a list", tuple: "a list", dict: "an object", str: "a string", bool: "true/false",
+             type(None): "null"}
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** most:
+        return f"a {len(str(abs(value)))}-digit integer"
+    text = repr(value)
+    text = text if len(text) <= most else text[:most] + "..."
+    kind = next((k for t, k in kinds.items() if isinstance(value, t)), None)
+    return f"{text} ({kind})" if kind else text
+
+
+def check_params(strategy: str, params, num_layers: int | None = None, *, where: str = "params",
+                 complete: bool = True) -> dict:
+    """The one check of an exit rule's knobs as a point file or `--params` gives them (used by
+    `validate`, hence `read_point`, core.predict and `EarlyExitPredictor.from_point`, and by
+    core.export's `--params`): every name is one the rule declares in `core.engine.strategies.STRATEGIES`
+    (with `complete`, each declared one is there: a point file lists them all), of the declared type
+    (numbers as numbers, not strings or lists; integers whole; finite) and in the declared range
+    (a budget layer at most `num_layers`). Returns the params with defaults filled; ValueError
+    '<where>: <rule>.<name> ...' otherwise."""
+    def bad(msg):
+        raise ValueError(f"{where}: {msg}")
+
+    if strategy not in STRATEGIES:
+        bad(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    spec = STRATEGIES[strategy].params
+    if not isinstance(params, dict):
+        bad(f"must be a JSON object of {strategy}'s knobs ({', '.join(spec) or 'none'}), got {_shown(params)}")
+    unknown = [k for k in params if k not in spec]
+    if unknown:
+        bad(f"unknown parameter {unknown[0]!r} for strategy {strategy!r}; valid: {', '.join(spec) or 'none'}")
+    missing = [k for k in spec if k not in params]
+    if complete and missing:
+        bad(f"missing {', '.join(map(repr, missing))}: a point lists every knob of its rule "
+            f"({strategy}: {', '.join(spec)}); export it again with `python -m core.export`")
+    for name, value in params.items():
+        p, knob = spec[name], f"{strategy}.{name}"
+        if p.kind is bool:
+            if not isinstance(value, bool):
+                bad(f"{knob} must be true or false, got {_shown(value)}")
+            continue
+        if p.choices is not None:
+            if not isinstance(value, str) or value not in p.choices:
+                bad(f"{knob} must be one of {', '.join(p.choices)}; got {_shown(value)}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            bad(f"{knob} must be {'a whole number' if p.kind is int else 'a number'}, got {_shown(value)}")
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            bad(f"{knob} is too large to be a number here, got {_shown(value)}")
+        if not finite:
+            bad(f"{knob} must be a finite number, got {_shown(value)}")
+        if p.kind is int and not float(value).is_integer():
+            bad(f"{knob} must be a whole number, got {_shown(value)}")
+        high = num_layers if (name == "layer" and num_layers is not None) else p.high
+        if p.low is not None and value < p.low or high is not None and value > high:
+            bad(f"{knob} = {_shown(value)} is out of range [{p.low}, {high if high is not None else 'inf'}]")
+    try:
+        return resolve_params(strategy, params, num_layers)
+    except ValueError as e:
+        bad(str(e))
+
+
+def _check_metric(metric: str, num_labels: int, bad) -> None:
+    """A metric core.engine.metrics.score knows, and F1-based ones only for two classes."""
+    from core.engine.metrics import METRICS
+
+    if metric not in METRICS:
+        bad(f"metric {metric!r} is not one core.engine.metrics scores; valid: {', '.join(METRICS)}")
+    if metric in ("f1", "acc_f1") and num_labels != 2:
+        bad(f"metric {metric!r} needs two classes, label_names has {num_labels}")
+
+
+def run_facts(run_dir: str | os.PathLike) -> dict:
+    """What a point must agree with about the run in `run_dir`: label_names (in order), backbone, task,
+    num_layers, as its config.json records them (cache.npz's header for what config.json lacks, as
+    `point_from_evaluation` reads them); a fact neither file holds is left out."""
+    run_dir = Path(run_dir)
+    cfg_path, facts = run_dir / CONFIG_FILE, {}
+    if cfg_path.is_file():
+        cfg = read_json(cfg_path)
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{cfg_path}: not a run's config (the top level is not a JSON object)")
+        derived = cfg.get("derived") if isinstance(cfg.get("derived"), dict) else {}
+        model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+        facts = {"label_names": derived.get("label_names"), "task": derived.get("task"),
+                 "num_layers": derived.get("num_layers"), "backbone": model.get("backbone") or cfg.get("backbone")}
+    if any(facts.get(k) is None for k in ("label_names", "task", "num_layers", "backbone")) \
+            and (run_dir / CACHE_FILE).is_file():
+        from core.engine.cache import ExitCache
+
+        cache = ExitCache.load(run_dir)
+        meta = cache.meta if isinstance(cache.meta, dict) else {}
+        found = {"label_names": list(cache.label_names), "task": meta.get("task"), "num_layers": cache.L,
+                 "backbone": meta.get("backbone")}
+        facts = {k: facts.get(k) if facts.get(k) is not None else found[k] for k in found}
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def check_against_run(data: dict, run_dir: Path, *, where: str) -> None:
+    """The point's label_names, backbone, task and num_layers are the run's (`run_facts`); ValueError
+    naming the field otherwise (reordered label names would give every row another class's name)."""
+    facts = run_facts(run_dir)
+    for name in ("label_names", "backbone", "task", "num_layers"):
+        if name not in facts or data.get(name) == facts[name]:
+            continue
+        mine, theirs = data.get(name), facts[name]
+        why = ""
+        if name == "label_names" and isinstance(theirs, list) and sorted(mine) == sorted(map(str, theirs)):
+            why = " (the same names in another order: every prediction would get another class's name)"
+        raise ValueError(f"{where}: {name} {json.dumps(mine)} is not the run's {json.dumps(theirs)} "
+                         f"({run_dir}){why}; export the point again with `python -m core.export --run {run_dir}`")
+
+
+# ---- where results go ----------------------------------------------------------------------------
+def check_output_path(path: str | os.PathLike, what: str, *, make_folder: bool = False) -> bool:
+    """Refuse, before any work, an output path that cannot be written atomically: a folder, a device or
+    pipe, a missing folder (unless `make_folder`: atomic writes create it), a folder where no file can
+    be created (read-only file system, permissions: tried with a probe file, removed at once).
+    Returns whether a file is there already (it will be replaced). ValueError '<what>: ...'."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{what}: {p} is a folder; name a file, e.g. {p / 'out.json'}")
+    if p.exists() and not p.is_file():
+        raise ValueError(f"{what}: {p} is not a regular file (a device or a pipe); name a file")
+    folder = p.absolute().parent
+    while make_folder and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{what}: folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{p.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{what}: cannot write in {folder} ({e.strerror or e})") from None
+    return p.is_file()
+
+
+def check_free_space(path: str | os.PathLike, what: str, need_bytes: int) -> None:
+    """Refuse an output whose folder has less free space than `need_bytes` (ValueError '<what>: ...')."""
+    folder = Path(path).expanduser().absolute().parent
+    while not folder.exists() and folder != folder.parent:  # atomic writes create missing folders
+        folder = folder.parent
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    if free < need_bytes:
+        raise ValueError(f"{what}: {folder} has {free:,} bytes free, the output needs about {need_bytes:,} "
+                         "(the disk is full); free some space or write elsewhere")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (same device and inode, so symlinks and `./` spellings are
+    caught); for a path not there yet, whether both resolve to the same place."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+RUN_FILES = (CONFIG_FILE, STATUS_FILE, METRICS_FILE, CACHE_FILE, WEIGHTS_FILE)  # never an output
+
+
+def refuse_inputs_as_outputs(outputs: dict, inputs: dict) -> None:
+    """ValueError when an output (option -> path) is the same file as an input or another output."""
+    named = [(k, v) for k, v in outputs.items() if v is not None]
+    for i, (what, path) in enumerate(named):
+        for other, src in [*inputs.items(), *named[:i]]:
+            if src is not None and same_file(path, src):
+                raise ValueError(f"{what} {path} is the same file as {other} ({src}); writing it would "
+                                 f"destroy that {'input' if other in inputs else 'output'}: name another file")
+
+
 def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -262,9 +442,10 @@ def validate(data, *, where: str) -> None:
     if "labels" in STRATEGIES[data["strategy"]].needs:
         bad(f"strategy {data['strategy']!r} needs the gold labels; it cannot run on new text")
     try:
-        resolve_params(data["strategy"], data["params"], data["num_layers"])
+        check_params(data["strategy"], data["params"], data["num_layers"], where="params")
     except ValueError as e:
-        bad(f"params: {e}")
+        bad(str(e))
+    _check_metric(data["metric"], len(names), bad)
     promise = data["promise"]
     for name in PROMISED:
         p = promise.get(name)
@@ -296,11 +477,17 @@ def read_point(path: str | os.PathLike, *, check_weights: bool = True) -> PointF
         data = read_json(path)
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text file; an operating-point file is JSON") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not an operating-point file (JSON nested too deeply to read)") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
     validate(data, where=str(path))
     run_dir = Path(data["run"])
     if not run_dir.is_absolute():
         run_dir = (path.parent / run_dir)
     run_dir = Path(os.path.normpath(run_dir))
+    if run_dir.is_dir():
+        check_against_run(data, run_dir, where=str(path))
     if check_weights:
         weights = run_dir / WEIGHTS_FILE
         if not weights.is_file():
@@ -331,10 +518,17 @@ def main(argv: list[str] | None = None) -> int:
             params = json.loads(args.params)
         except json.JSONDecodeError as e:
             raise ValueError(f"--params is not valid JSON ({e.msg}); write e.g. '{{\"threshold\": 0.3}}'") from None
+        except RecursionError:
+            raise ValueError("--params is nested too deeply; write e.g. '{\"threshold\": 0.3}'") from None
         if not isinstance(params, dict):
             raise ValueError("--params must be a JSON object, e.g. '{\"threshold\": 0.3}'")
+        if args.strategy in STRATEGIES:  # the knobs' types and ranges before any file is read
+            check_params(args.strategy, params, where="--params", complete=False)
+        check_output_path(args.out, "--out", make_folder=True)
+        check_free_space(args.out, "--out", 16 * 1024)  # a point file is a few kB
+        refuse_inputs_as_outputs({"--out": args.out}, {f"the run's {f}": Path(args.run) / f for f in RUN_FILES})
         data = write_point(args.run, args.strategy, params, args.out)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"core.export: error: {e}", file=sys.stderr)
         return 2
     p = data["promise"]

@@ -11,6 +11,11 @@ line per input row, in input order: {"row", "prediction" (label name), "exit_lay
 speed-up, rows per second; with --compare-full the full model's rows per second on the same rows and
 the measured speed-up; with labels the score. Beside each measured number the point's promise, and a
 plain statement where the measurement falls outside the promise's interval.
+
+Every check comes before the model loads: each output can be written (not a folder, a folder where a
+file can be made, room on its disk for the rows), none is the same file as the point, the input or a
+file of the point's run, and the point agrees with its run (core.export.read_point). An existing --output that is no input is replaced atomically, and
+the command says so.
 """
 from __future__ import annotations
 
@@ -35,8 +40,8 @@ def read_input(path: str, *, text_column=None, text_pair_column=None, label_colu
     """(texts, text_pairs | None, raw labels (pandas Series) | None, where) of an input file or '-'."""
     import pandas as pd
 
-    from core.data import tasks as data
-
+    from core.data.tables import _known_columns, _standard_columns
+    from core.data.user_files import _read_user_file, _user_path
     if path == "-":
         if text_column or text_pair_column or label_column:
             raise ValueError("standard input holds one text per line: --text-column, --text-pair-column "
@@ -44,20 +49,20 @@ def read_input(path: str, *, text_column=None, text_pair_column=None, label_colu
         if is_pair:
             raise ValueError("this point's task classifies sentence pairs; pass a CSV/TSV/JSONL file with "
                              "--text-column and --text-pair-column instead of standard input")
-        texts = [line.rstrip("\r\n") for line in sys.stdin]
+        texts = read_stdin().replace("\r\n", "\n").replace("\r", "\n").split("\n")  # universal newlines
         texts = [t for t in texts if t.strip()]
         if not texts:
             raise ValueError("standard input: no text lines")
         return texts, None, None, "standard input"
-    fpath = data._user_path(path, "--input")
+    fpath = _user_path(path, "--input")
     where = str(fpath)
-    table = data._read_user_file(fpath)
+    table = _read_user_file(fpath)
     available = [str(c) for c in table.columns]
     for what, name in (("--text-column", text_column), ("--text-pair-column", text_pair_column),
                        ("--label-column", label_column)):
         if name is not None and name not in available:
             raise ValueError(f"{where}: unknown {what} {name!r}; available columns: {', '.join(available)}")
-    guess = data._known_columns(available)   # core.data.tasks's one rule for column names
+    guess = _known_columns(available)   # core.data.tasks's one rule for column names
     text, pair = text_column, text_pair_column
     if text is None:
         text = guess["text"]
@@ -72,17 +77,39 @@ def read_input(path: str, *, text_column=None, text_pair_column=None, label_colu
         raise ValueError(f"{where}: this point's task classifies single texts, but a text pair column "
                          f"({pair!r}) was given or guessed; pass --text-column alone")
     label = label_column if label_column is not None else guess["label"]
-    frame = data._standard_columns(table, where, text=text, pair=pair, label=label)
+    frame = _standard_columns(table, where, text=text, pair=pair, label=label, path=fpath)
     labels = frame["label"] if "label" in frame else None
     return (frame["text"].tolist(), frame["text_pair"].tolist() if pair else None,
             None if labels is None else pd.Series(labels), where)
 
 
-def encode_labels(raw, label_names: list[str], where: str) -> np.ndarray:
-    """Raw labels (ids or names) -> ids 0..K-1 of the point's label names; errors as core.data.tasks's."""
-    from core.data import tasks as data
+def read_stdin() -> str:
+    """Standard input as UTF-8 text (a byte-order mark dropped); ValueError saying where it is not."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream put in place of stdin (tests, embedding)
+        return sys.stdin.read()
+    raw = buffer.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"standard input is not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}, byte "
+                         f"{e.start + 1}); convert it first, e.g. iconv -f LATIN1 -t UTF-8") from None
 
-    ids, _ = data._encode_labels([(raw, where)], list(label_names))
+
+def output_bytes(n_rows: int, label_names: list[str], num_layers: int) -> int:
+    """An upper bound on the size of the --output file for n_rows rows (what `write_output` writes)."""
+    longest = max(label_names, key=lambda name: len(json.dumps(name)))
+    line = json.dumps({"row": max(n_rows - 1, 0), "prediction": longest, "exit_layer": num_layers,
+                       "probability": 0.123456})
+    return n_rows * (len(line) + 1)
+
+
+def encode_labels(raw, label_names: list[str], where: str) -> np.ndarray:
+    """Raw labels (ids or names) -> ids 0..K-1 of the point's label names; errors as core.data's."""
+    from core.data.labels import _encode_labels
+
+    ids, _ = _encode_labels([(raw, where)], list(label_names))
     return ids[0]
 
 
@@ -254,6 +281,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_outputs(args) -> bool:
+    """--output and --summary-json can be written (core.export.check_output_path), before anything is
+    read. Returns whether --output exists already (it is then replaced atomically)."""
+    from core.serving.export import check_output_path
+
+    replaced = check_output_path(args.output, "--output")
+    if args.summary_json:
+        check_output_path(args.summary_json, "--summary-json")
+    return replaced
+
+
+def refuse_inputs(args, point) -> None:
+    """No output is the same file as an input: the point, the input file, the run's own files."""
+    from core.serving.export import RUN_FILES, refuse_inputs_as_outputs
+
+    inputs = {"--point": args.point, **({} if args.input == "-" else {"--input": args.input}),
+              **{f"the run's {f}": point.run_dir / f for f in RUN_FILES}}
+    refuse_inputs_as_outputs({"--output": args.output, "--summary-json": args.summary_json}, inputs)
+
+
+def _write_failed(what: str, path: str, e: OSError) -> int:
+    print(f"core.predict: error: {what}: cannot write {path} ({e.strerror or e})", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank, world = _world()
@@ -261,20 +313,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        from core.serving.export import read_point
-        from core.serving.predictor import EarlyExitPredictor
+        from core.serving.export import check_free_space, read_point
 
+        replaced = check_outputs(args)
         point = read_point(args.point)
+        refuse_inputs(args, point)
         is_pair = bool(_point_is_pair(point))
         texts, pairs, raw_labels, where = read_input(
             args.input, text_column=args.text_column, text_pair_column=args.text_pair_column,
             label_column=args.label_column, is_pair=is_pair)
         labels = None if raw_labels is None else encode_labels(raw_labels, point.label_names, where)
-        out_dir = Path(args.output).resolve().parent
-        if not out_dir.is_dir():
-            raise ValueError(f"--output: folder {out_dir} does not exist")
+        need = output_bytes(len(texts), point.label_names, point.data["num_layers"])
+        if world > 1:  # each process's block goes to a side file beside the output first
+            need += len(texts) * 48 + world * 1024
+        check_free_space(args.output, "--output", need)
+        if args.summary_json:
+            check_free_space(args.summary_json, "--summary-json", 16 * 1024)
+        from core.serving.predictor import EarlyExitPredictor
+
         pred = EarlyExitPredictor.from_point(args.point, device=state.device if state is not None else "cpu")
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         print(f"core.predict: error: {e}", file=sys.stderr)
         return 2
     n = len(texts)
@@ -285,14 +343,21 @@ def main(argv: list[str] | None = None) -> int:
         out = _gather(state, args.output, out, rank, world)
         if out is None:
             return 0
-    write_output(args.output, out, point.label_names)
     s = summarize(point, out, labels, batch_size=args.batch_size)
-    s["processes"] = world
-    print(f"core.predict: wrote {n} rows to {args.output}", file=sys.stderr)
+    s["processes"], s["output_replaced"] = world, replaced
+    try:
+        write_output(args.output, out, point.label_names)
+    except OSError as e:
+        return _write_failed("--output", args.output, e)
+    print(f"core.predict: wrote {n} rows to {args.output}"
+          + (" (replaced the file that was there)" if replaced else ""), file=sys.stderr)
     for line in summary_lines(s):
         print(line)
     if args.summary_json:
-        atomic_write_json(args.summary_json, s)
+        try:
+            atomic_write_json(args.summary_json, s)
+        except OSError as e:
+            return _write_failed("--summary-json", args.summary_json, e)
     return 0
 
 

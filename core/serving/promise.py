@@ -41,7 +41,8 @@ def unseen_rows(run_dir: Path):
     """(texts, labels) of default-task rows the run never trained on, in row order: for a run made with
     split version 2 or later, the held-out test split; for an older run, every non-dev row outside the
     `max_train` rows it drew (split version 1 kept every non-dev row in train)."""
-    from core.data.tasks import DEFAULT_TASK, load_task, load_test_split
+    from core.data.rotten_tomatoes import DEFAULT_TASK
+    from core.data.tasks import load_task, load_test_split
 
     cfg = read_json(run_dir / CONFIG_FILE)
     if cfg.get("task") != DEFAULT_TASK or cfg.get("train_file"):

@@ -19,7 +19,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from core.data.tasks import METRICS, SPLIT_VERSION, SPLIT_VERSIONS  # noqa: F401  (the Train form reads METRICS here)
+from core.data.splits import SPLIT_VERSION, SPLIT_VERSIONS
+from core.data.tasks import METRICS  # noqa: F401  (the Train form reads METRICS here)
 from core.runs.folders import check_run_name
 from core.runs.io import read_json
 

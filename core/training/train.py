@@ -990,7 +990,7 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
                      dev_file=_in_work(cfg["dev_file"], folder, work))
     val_frame = None
     if cfg["val_fraction"] > 0:
-        from core.data.tasks import validation_split
+        from core.data.splits import validation_split
 
         task.train, val_frame = validation_split(task.train, cfg["val_fraction"])
     check_splits(task)
