@@ -11,5 +11,6 @@ torch at module level, so the exploring pages start fast (docs/CONTRACTS.md has 
     training/  torch: the option table (torch-free), losses, Ω, the training loop and its run lifecycle
     serving/   torch at run time: batched early exit, operating-point files, predict, the promise
 
-The modules at this level are the commands: `python -m core.train | predict | export | report | promise`.
+The modules at this level are the commands: `python -m core.train | predict | export | report | promise |
+calibrate`.
 """

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from core.app.rundata import describe_params
-from core.engine import metrics
-from core.engine.calibrate import Calibrated, calibrate
+from core.engine import goal, metrics
+from core.engine.calibrate import Calibrated, calibrate, guarantee_record  # noqa: F401  (the pages' export reads it here)
+from core.engine.goal import LoseAtMost
 from core.engine.registry import STRATEGIES
 from core.engine.strategies import apply_features
 
@@ -89,10 +90,13 @@ def calibration_table(run, cal: Calibrated) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def guarantee_record(cal: Calibrated) -> dict:
-    """The calibration facts an operating-point file carries beside its dev-set promise (plain values:
-    risk, epsilon, delta, method, held-out risk / score / speed-up, the sentence)."""
-    return {k: v for k, v in cal.summary().items() if k not in ("strategy", "params")}
+def lose_at_most(run, points: float, *, delta: float, risk: str = "gap", method: str = "ltt",
+                 seed: int = 0) -> LoseAtMost:
+    """The goal control's two answers to "lose at most `points` points" over the run's rules (the dev
+    optimum and the guarantee, with the sentence on why the guarantee is slower), memoized on the run."""
+    key = ("trust-lose", float(points), float(delta), risk, method, seed)
+    return _memo(run, key, lambda: goal.lose_at_most(run.cache, points, delta=delta, risk=risk, method=method,
+                                                     seed=seed, strategies=run.strategies, feats=run.feats))
 
 
 # ---- Compare: runs that differ only in seed --------------------------------------------------------

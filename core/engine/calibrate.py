@@ -19,11 +19,20 @@ The settings searched are the rule's exact candidate settings on the calibration
                   it is lost, an upper bound of its loss): the most aggressive setting with
                   (n * risk_n + 1) / (n + 1) <= epsilon. E[true risk] <= epsilon.
 When no setting passes, the full model (budget exit at layer L) is returned, and the sentence says so.
+
+`python -m core.calibrate --run R --lose-at-most 1 --delta 0.1 [--rule entropy] [--out point.json]`
+answers "lose at most x points" both ways (the dev optimum and this guarantee; core.engine.goal) and
+writes the guaranteed setting as an operating-point file with its guarantee (`main`).
 """
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import binom
@@ -61,6 +70,12 @@ class Calibrated:
     def summary(self) -> dict:
         """The scalar fields, for tables and JSON."""
         return {k: v for k, v in self.__dict__.items() if not isinstance(v, np.ndarray)}
+
+
+def guarantee_record(cal: Calibrated) -> dict:
+    """The calibration facts an operating-point file carries beside its dev-set promise (plain values:
+    risk, epsilon, delta, method, held-out risk / score / speed-up, the sentence)."""
+    return {k: v for k, v in cal.summary().items() if k not in ("strategy", "params")}
 
 
 # ---- p-values and the two selection rules --------------------------------------------------------
@@ -255,3 +270,128 @@ def calibrate(cache, strategy: str, *, risk: str = "consistency", epsilon: float
 
 def _describe(params: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+# ---- command line: python -m core.calibrate -------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit code 2, from main
+        raise ValueError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="python -m core.calibrate",
+                 description='Answer "lose at most x points" for a run both ways: the dev-set optimum (the goal '
+                             "picker) and a guarantee (Learn then Test on held-out rows), and optionally write the "
+                             "guaranteed setting as an operating-point file.")
+    ap.add_argument("--run", required=True, help="run folder (with cache.npz)")
+    ap.add_argument("--rule", action="append", metavar="RULE",
+                    help="exit rule to search (repeat, or comma-separated); default: every rule the run can deploy")
+    ap.add_argument("--fixed", default="{}", metavar="JSON",
+                    help='the other knobs of the one --rule, e.g. \'{"patience": 2}\'; default: the registry defaults')
+    goal = ap.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--lose-at-most", type=float, metavar="POINTS", help="points of the score, e.g. 1")
+    goal.add_argument("--epsilon", type=float, help="the same as a fraction, e.g. 0.01 (= 1 point)")
+    ap.add_argument("--risk", choices=RISKS, default="gap",
+                    help="gap: wrong where the full model is right (the default); consistency: differs from it")
+    ap.add_argument("--delta", type=float, default=0.1, help="the guarantee fails with probability at most delta (default 0.1)")
+    ap.add_argument("--method", choices=METHODS, default="ltt",
+                    help="ltt: with probability 1 - delta (the default); crc: in expectation, one rule only")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the calibration / held-out split and the bootstrap")
+    ap.add_argument("--out", help="write the guaranteed setting here as an operating-point file (.json)")
+    ap.add_argument("--debug", action="store_true", help="print the traceback of an input error too")
+    return ap
+
+
+def _rules(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [r.strip() for v in values for r in v.split(",") if r.strip()] or None
+
+
+def _fmt_answer(a, metric: str, risk: str) -> list[str]:
+    w, h = a.whole, a.heldout
+    wall = "" if w["wallclock_speedup"] is None else f", est. wall-clock {w['wallclock_speedup']:.2f}x"
+    lines = [f"{a.how}: {a.setting}",
+             (f"  dev rows ({w['rows']}): {metric} {w['score']:.4f} vs full {w['full_score']:.4f} "
+              f"({-w['points_lost']:+.2f} points), layer speed-up {w['layer_speedup']:.2f}x{wall}"),
+             (f"  held-out rows ({h['rows']}): {metric} {h['score']:.4f} vs full {h['full_score']:.4f} "
+              f"({-h['points_lost']:+.2f} points), {risk} risk {h['risk']:.4f}, layer speed-up {h['layer_speedup']:.2f}x")]
+    u = a.uncertainty
+    if a.how == "dev optimum":
+        if u["delta_interval"] is not None:
+            lo, hi = u["delta_interval"]
+            lines.append(f"  95% interval of the difference to the full model: [{100 * lo:+.2f}, {100 * hi:+.2f}] points "
+                         f"({u['note']})")
+        else:
+            lines.append(f"  {u['note']}")
+    else:
+        lo, hi = u["heldout_risk_interval"]
+        d = u["heldout_delta_interval"]
+        diff = "" if d is None else f"; difference to the full model [{100 * d[0]:+.2f}, {100 * d[1]:+.2f}] points"
+        lines.append(f"  held-out {risk} risk 95% interval [{lo:.4f}, {hi:.4f}]{diff} ({u['note']})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    except ValueError as e:
+        print(f"core.calibrate: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        from core.engine.cache import ExitCache
+        from core.engine.goal import lose_at_most
+        from core.runs.folders import CACHE_FILE
+
+        run = Path(args.run)
+        if not (run / CACHE_FILE).is_file():
+            raise ValueError(f"--run {run}: no {CACHE_FILE} there; name a run folder (e.g. checkpoints/rotten_tomatoes-joint)")
+        if args.out and not Path(args.out).resolve().parent.is_dir():
+            raise ValueError(f"--out: folder {Path(args.out).resolve().parent} does not exist")
+        try:
+            fixed = json.loads(args.fixed)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--fixed is not valid JSON ({e.msg}); write e.g. '{{\"patience\": 2}}'") from None
+        if not isinstance(fixed, dict):
+            raise ValueError("--fixed must be a JSON object, e.g. '{\"patience\": 2}'")
+        points = args.lose_at_most if args.lose_at_most is not None else 100 * args.epsilon
+        cache = ExitCache.load(run)
+        f = features(cache.probs, labels=cache.labels, confidence=cache.confidence)
+        res = lose_at_most(cache, points, delta=args.delta, strategies=_rules(args.rule), risk=args.risk,
+                           method=args.method, seed=args.seed, fixed=fixed, feats=f)
+        written = None
+        if args.out:
+            from core.engine.metrics import point_intervals
+            from core.serving.export import write_point  # torch-free; the one writer of point files
+
+            g = res.guaranteed
+            pred = apply_features(g.strategy, f, **g.params)[1]
+            s_int, _ = point_intervals(cache, pred, seed=args.seed)
+            written = write_point(run, g.strategy, g.params, args.out, intervals={"score": (s_int.low, s_int.high)},
+                                  guarantee=res.record())
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        if debug:
+            traceback.print_exc()
+        print(f"core.calibrate: error: {e}", file=sys.stderr)
+        return 2
+    cal = res.calibrated
+    unit = "point" if res.points == 1 else "points"
+    print(f"core.calibrate: {run.name}: lose at most {res.points:g} {unit} ({res.risk} risk <= {res.epsilon:g}, "
+          f"delta {res.delta:g}, {res.method}); {cache.N} dev rows split (seed {res.seed}) into "
+          f"{len(cal.calib_idx)} calibration and {len(cal.test_idx)} held-out rows; rules: {', '.join(res.rules)}")
+    for line in _fmt_answer(res.dev, res.metric, res.risk) + _fmt_answer(res.guaranteed, res.metric, res.risk):
+        print(line)
+    print(f"guarantee: {res.guarantee}")
+    print(f"why: {res.why}")
+    if res.metric_note:
+        print(f"note: {res.metric_note}")
+    if written is not None:
+        from core.serving.export import predict_command
+
+        print(f"core.calibrate: wrote {args.out} ({written['strategy']} {json.dumps(written['params'], sort_keys=True)}); "
+              f"run it with: {predict_command(args.out)}", file=sys.stderr)
+    return 0

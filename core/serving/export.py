@@ -228,6 +228,64 @@ def app_export(run_dir: str | os.PathLike, cache, ev: dict, *, intervals: dict |
     return data, fname, predict_command(fname), problem
 
 
+# ---- what --intervals and --guarantee add: a command-line point carries what the app's downloads do --
+GUARANTEE_KEYS = ("epsilon", "delta", "risk", "method", "seed", "calib_fraction")
+
+
+def parse_guarantee(text: str | None) -> dict | None:
+    """`--guarantee`'s value: a JSON object of calibrate's arguments (epsilon required, e.g.
+    '{"epsilon": 0.01, "delta": 0.1}') or a bare epsilon ('0.01'). None when not given."""
+    if text is None:
+        return None
+    example = '\'{"epsilon": 0.01, "delta": 0.1}\' or 0.01'
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--guarantee is not valid JSON ({e.msg}); write e.g. {example}") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"epsilon": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"--guarantee must be a JSON object or a number, e.g. {example}")
+    unknown = sorted(set(value) - set(GUARANTEE_KEYS))
+    if unknown:
+        raise ValueError(f"--guarantee: unknown key(s) {unknown}; known: {', '.join(GUARANTEE_KEYS)}")
+    if "epsilon" not in value:
+        raise ValueError(f"--guarantee needs an epsilon, e.g. {example}")
+    return value
+
+
+def promise_extras(run_dir: str | os.PathLike, strategy: str, params: dict, *, intervals: bool = False,
+                   guarantee: dict | None = None) -> tuple[str, dict, dict]:
+    """(strategy, params, `write_point` keywords) for a point that carries what Explore's downloads carry.
+    `guarantee` (calibrate's arguments) calibrates the rule's swept knob on held-out rows, the other knobs
+    as given, and returns the calibrated setting with its guarantee record (the calibrated download);
+    `intervals` adds the setting's 95% paired bootstrap interval of its dev score (the export beside the
+    knobs). Neither: the arguments unchanged and no keywords."""
+    if not intervals and guarantee is None:
+        return strategy, params, {}
+    from core.engine.cache import ExitCache
+    from core.engine.calibrate import calibrate, guarantee_record
+    from core.engine.metrics import cache_features, point_intervals
+    from core.engine.strategies import apply_features
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such run folder")
+    cache = ExitCache.load(run_dir)
+    f = cache_features(cache)
+    extras = {}
+    if guarantee is not None:
+        knob = STRATEGIES[strategy].knob if strategy in STRATEGIES else None
+        cal = calibrate(cache, strategy, feats=f, **guarantee, **{k: v for k, v in params.items() if k != knob})
+        strategy, params = cal.strategy, dict(cal.params)
+        extras["guarantee"] = guarantee_record(cal)
+    if intervals:
+        pred = apply_features(strategy, f, **resolve_params(strategy, dict(params), cache.L))[1]
+        s_int, _ = point_intervals(cache, pred, full_pred=f.argmax[-1])
+        extras["intervals"] = {"score": (s_int.low, s_int.high)}
+    return strategy, params, extras
+
+
 # ---- reading and validation ----------------------------------------------------------------------
 def _shown(value, most: int = 40) -> str:
     """A value as a message quotes it: its JSON-ish repr cut to `most` characters, with its kind."""
@@ -512,6 +570,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategy", required=True, help=f"exit rule: {', '.join(STRATEGIES)}")
     ap.add_argument("--params", default="{}", help='the rule\'s knobs as JSON, e.g. \'{"threshold": 0.3}\'')
     ap.add_argument("--out", required=True, help="where to write the .json file")
+    ap.add_argument("--intervals", action="store_true",
+                    help="add the setting's 95%% bootstrap interval of its dev score (as Explore's download does)")
+    ap.add_argument("--guarantee", metavar="JSON", help='calibrate the rule\'s swept knob on held-out rows and '
+                    'write that setting with its guarantee, e.g. \'{"epsilon": 0.01, "delta": 0.1}\' (also risk, '
+                    'method, seed, calib_fraction; a bare number is epsilon); the other knobs come from --params')
     args = ap.parse_args(argv)
     try:
         try:
@@ -527,7 +590,9 @@ def main(argv: list[str] | None = None) -> int:
         check_output_path(args.out, "--out", make_folder=True)
         check_free_space(args.out, "--out", 16 * 1024)  # a point file is a few kB
         refuse_inputs_as_outputs({"--out": args.out}, {f"the run's {f}": Path(args.run) / f for f in RUN_FILES})
-        data = write_point(args.run, args.strategy, params, args.out)
+        strategy, params, extras = promise_extras(args.run, args.strategy, params, intervals=args.intervals,
+                                                  guarantee=parse_guarantee(args.guarantee))
+        data = write_point(args.run, strategy, params, args.out, **extras)
     except (ValueError, OSError) as e:
         print(f"core.export: error: {e}", file=sys.stderr)
         return 2
@@ -535,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"core.export: wrote {args.out}: {data['strategy']} {json.dumps(data['params'], sort_keys=True)}, "
           f"dev {data['metric']} {p['score']['value']:.4f} (full model {p['full_score']['value']:.4f}), "
           f"layer speed-up {p['layer_speedup']['value']:.2f}x", file=sys.stderr)
+    if p["guarantee"] is not None:
+        print(f"guarantee: {p['guarantee']['guarantee']}", file=sys.stderr)
     print(f"run it with: {predict_command(args.out)}", file=sys.stderr)
     return 0
 
