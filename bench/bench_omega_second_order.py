@@ -26,9 +26,9 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from core.training import losses  # noqa: E402
+from core.training.batches import encode_rows, make_collate, model_inputs  # noqa: E402
 from core.training.config import DEFAULTS  # noqa: E402
 from core.training.omega import Omega, darts_b2_target  # noqa: E402
-from core.training.train import encode_rows, make_collate, model_inputs  # noqa: E402
 
 
 def main(argv=None) -> int:

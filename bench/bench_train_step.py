@@ -30,8 +30,9 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from core.training.batches import encode_rows, make_collate  # noqa: E402
 from core.training.config import resolve_config  # noqa: E402
-from core.training.train import Trainer, encode_rows, make_collate  # noqa: E402
+from core.training.loop import Trainer
 
 DEFAULT_VARIANTS = ["joint", "leebert:clo_v2", "leebert:clo_v1", "leebert:slo", "leebert:blo"]
 

@@ -16,12 +16,16 @@ if not infos:
     st.stop()
 loaded = {i.name: appstate.try_load(i) for i in infos}
 good = [n for n, r in loaded.items() if isinstance(r, rundata.RunData)]
-default = rundata.compare_defaults([i for i in infos if i.name in good], st.session_state.get(appstate.RUN_KEY))
+died = {i.name: i.died for i in infos if i.died}  # killed before it finished: not picked unless asked
+default = rundata.compare_defaults([i for i in infos if i.name in good and i.name not in died],
+                             st.session_state.get(appstate.RUN_KEY))
 picked = st.multiselect("Runs", list(loaded), default=default, key="c.runs", bind="query-params",
                         help="Runs that cannot be opened are listed too, and say why when picked.")
 for name in picked:
     if isinstance(loaded[name], str):
         st.error(f"Run **{md(name)}** cannot be shown: {md(loaded[name])}")
+    elif name in died:
+        st.warning(f"Run **{md(name)}** {md(died[name])}")
 runs = [loaded[n] for n in picked if isinstance(loaded[n], rundata.RunData)]
 configs = {r.name: rundata.config_of(r.path) for r in runs}
 words = st.text_input("Filter the picked runs", key="c.filter", bind="query-params",

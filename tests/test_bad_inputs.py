@@ -6,16 +6,22 @@ Runs use the tiny random BERT of tests/test_train.py (hidden 32, 3 layers), so e
 """
 from __future__ import annotations
 
+import os
 import re
+import resource
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from core.runs.folders import read_status
-from core.training.train import main as train_main
-from core.training.train import train
+from core.training.cli import main as train_main
+from core.training.run import train
 from tests.helpers import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +47,25 @@ TABLE: list[tuple[str, str, str]] = [
     ("train-overwrite-done",
      "`--overwrite` of an existing run that finishes",
      "the new run takes the old one's place (no staging or backup folder left)"),
+    ("train-two-writers-one-out",
+     "two `core.train` commands started at once with the same new `--out`",
+     "one trains; the other is refused, exit code 2, with one line naming the first one's pid (one writer per "
+     "run folder: `core.runs.folders.RunClaim`); the app's Train queue refuses that run too, and a command line "
+     "refuses the folder of a queued job"),
+    ("train-disk-full",
+     "the disk fills up while `core.train` writes its run folder (here: a file size limit, `RLIMIT_FSIZE`)",
+     "one line naming the file that could not be written, exit code 2, no traceback; `status.json` says "
+     "failed naming it; no partial file is left"),
+    ("train-killed-mid-write",
+     "`core.train` killed (SIGKILL) while it writes `model.safetensors`, of a new run or of an `--overwrite`",
+     "Home, Compare, the sidebar of every page and `core.report` show the run as `died`, naming the pid and "
+     "the leftovers; the next command that claims the run removes the `.tmp` file and the stale "
+     "`.<run>.replacing` (the old run stays as it was)"),
+    ("train-rejected-input-writes-nothing",
+     "`core.train ... --out runs/bad` with an input error: no such label column, a bad option value, an "
+     "unparsable number, a backbone that does not load",
+     "one line, exit code 2; no folder is created (only a job's own folder, made by the app, records the "
+     "failure)"),
     ("app-replace-with-upload",
      "Train page \"Replace it if it exists\" with a new upload, on a run that exists",
      "the old run stays whole while the job trains beside it on the new file; the new run swaps in when done"),
@@ -237,7 +262,7 @@ def check_train_existing_run_without_overwrite(tiny, run, capsys):
 
 
 def check_train_overwrite_cancelled(tiny, run, capsys):
-    from core.training.train import TrainingCancelled
+    from core.training.loop import TrainingCancelled
 
     before = files(run)
     calls = {"n": 0}
@@ -266,6 +291,172 @@ def check_train_overwrite_done(tiny, run, capsys):
     assert read_status(run)["state"] == "done"
     new = ExitCache.load(run)
     assert new.meta["seed"] == 3 and new.meta["run"] == run.name and not np.allclose(new.probs, old)
+
+
+def _train_cmd(cfg: dict, *extra: str, script: str | None = None) -> list[str]:
+    """`python -m core.train` with `cfg` as flags (or `python -c script` with them as its argv)."""
+    head = [sys.executable, "-m", "core.train"] if script is None else [sys.executable, "-c", script]
+    return [*head, *_argv(cfg), *extra]
+
+
+def _wait(pred, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = pred()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def check_train_two_writers_one_out(tiny, tmp_path, capsys):
+    from core.runs.folders import read_config
+    from core.runs.jobs import JobManager
+
+    out = tmp_path / "runs" / "same"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen(_train_cmd(_config(tiny, out, seed=seed, epochs=500)), cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    try:
+        loser = _wait(lambda: next((p for p in procs if p.poll() is not None), None), 180, "one of the two to end")
+        winner = next(p for p in procs if p is not loser)
+        err = loser.stderr.read()
+        lines = [line for line in err.splitlines() if line.startswith("core.train: error")]
+        assert loser.returncode == 2 and "Traceback" not in err, err
+        assert len(lines) == 1 and f"pid {winner.pid}" in lines[0] and str(out) in lines[0], err
+        assert winner.poll() is None
+        _wait(lambda: (out / "config.json").exists(), 30, "the winner's config.json")
+        assert read_config(out)["seed"] == (1 if winner is procs[0] else 2)  # the folder is the winner's alone
+        # a command that passed its checks while the other wrote is refused when it claims the run
+        from core.runs.folders import ClaimRefused, RunClaim
+
+        with pytest.raises(ClaimRefused, match=f"pid {winner.pid}"):
+            RunClaim(out).acquire()
+        # the app's Train queue goes through the same claim: it does not replace a run being written
+        mgr = JobManager(out.parent, module="tests.job_probe", max_concurrent=1, max_queue=2)
+        with pytest.raises(ValueError, match=f"pid {winner.pid}"):
+            mgr.submit(out.name, ["--steps", 1], overwrite=True)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(60)
+    assert read_status(out)["state"] == "cancelled"
+    # and a command line does not write into the folder of a job waiting in the queue
+    mgr.submit("busy", ["--steps", 400, "--sleep", "0.05"])
+    assert mgr.submit("waiting", ["--steps", 1]).state == "queued"
+    rc = train_main(_argv(_config(tiny, mgr.root / "waiting")))
+    err = capsys.readouterr().err
+    assert rc == 2 and "queued" in err and "Traceback" not in err, err
+    assert read_status(mgr.root / "waiting")["state"] == "queued"
+    assert sorted(p.name for p in (mgr.root / "waiting").iterdir()) == ["job.json", "status.json"]
+    mgr.cancel("waiting")
+    mgr.cancel("busy")
+
+
+def _no_larger_files(limit: int):
+    """For a child process: every file it writes stops at `limit` bytes, as on a full disk (the write
+    fails with EFBIG instead of the process being killed by SIGXFSZ)."""
+    def limit_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_files
+
+
+def check_train_disk_full(tiny, trained, tmp_path):
+    out = tmp_path / "runs" / "full"
+    weights = (trained / "model.safetensors").stat().st_size
+    small = max(p.stat().st_size for p in trained.iterdir() if p.name != "model.safetensors")
+    assert small < weights // 2  # every file fits under the limit but the weights
+    res = subprocess.run(_train_cmd(_config(tiny, out)), cwd=REPO, capture_output=True, text=True, timeout=300,
+                         preexec_fn=_no_larger_files(weights // 2),
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    lines = [line for line in res.stderr.splitlines() if line.startswith("core.train: error")]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(lines) == 1 and f"cannot write {out / 'model.safetensors'}" in lines[0], res.stderr
+    status = read_status(out)
+    assert status["state"] == "failed" and str(out / "model.safetensors") in status["error"], status
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# a command line that SIGKILLs itself while it writes model.safetensors: after the bytes are in the partial
+# file, before it is renamed into place (as when the OOM killer or `kill -9` strikes mid-write)
+KILLED_AT_WEIGHTS = """
+import os, signal, sys
+fsync = os.fsync
+def fsync_or_die(fd):
+    if ".model.safetensors." in os.readlink(f"/proc/self/fd/{fd}"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    fsync(fd)
+os.fsync = fsync_or_die
+from core.training.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def check_train_killed_mid_write(tiny, run, monkeypatch, capsys):
+    from core.app import rundata
+    from core.engine import report
+    from core.runs.folders import staging_folder
+
+    root, before = run.parent, files(run)
+    killed = root / "killed"
+    res = subprocess.run(_train_cmd(_config(tiny, killed, seed=2), script=KILLED_AT_WEIGHTS), cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    status = read_status(killed)
+    partial = [p for p in killed.iterdir() if p.name.endswith(".tmp")]
+    assert status["state"] == "running" and [p.name[:19] for p in partial] == [".model.safetensors."]
+    # every listing says so: the pages' run list, Home's table, the report
+    info = {i.name: i for i in rundata.scan_runs(root)}["killed"]
+    assert info.state == "died" and f"pid {status['pid']}" in info.died and partial[0].name in info.died
+    row = rundata.runs_table([info], {}).iloc[0]
+    assert row["state"] == "died" and partial[0].name in row["note"]
+    runs, problems = report.load_runs(root)
+    assert [r.name for r in runs] == [run.name], problems
+    assert any(p.startswith("killed: did not finish") and f"pid {status['pid']}" in p for p in problems), problems
+    monkeypatch.setenv(rundata.ROOT_ENV, str(root))
+    at = open_app()
+    assert at.dataframe[0].value.set_index("run")["state"]["killed"] == "died"
+    for page in ("pages/compare.py", "pages/explore.py", "pages/traces.py"):
+        at = open_app(page, run="killed", **{"c.runs": "killed"})
+        assert any("killed" in w.value and "did not finish" in w.value for w in at.sidebar.warning), page
+        if page == "pages/compare.py":
+            assert any("did not finish" in w.value for w in at.main.warning)
+    # killed during --overwrite: the old run stays whole, its staging folder is left behind
+    res = subprocess.run(_train_cmd(_config(tiny, run, seed=4), "--overwrite", script=KILLED_AT_WEIGHTS),
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    staging = staging_folder(run)
+    assert res.returncode == -signal.SIGKILL and staging.is_dir(), res.stderr
+    assert files(run) == before and {i.name: i for i in rundata.scan_runs(root)}[run.name].state == "done"
+    # the next command that claims a run removes what the killed one left there
+    from core.runs.folders import RunClaim
+
+    with RunClaim(run) as claim:
+        assert claim.removed == [staging] and not staging.exists()
+    with RunClaim(killed) as claim:
+        assert claim.removed == partial and not partial[0].exists()
+    assert train_main([*_argv(_config(tiny, killed)), "--overwrite"]) == 0, capsys.readouterr().err
+    assert read_status(killed)["state"] == "done" and siblings(run) == sorted([run.name, "killed"])
+    assert not [p.name for p in killed.iterdir() if p.name.startswith(".")]
+
+
+def check_train_rejected_input_writes_nothing(tiny, tmp_path, capsys):
+    root = tmp_path / "runs"
+    out = root / "bad"
+    for bad in ({"label_column": "stars"}, {"lr": "0"}, {"epochs": "abc"}, {"metric": "nonsense"},
+                {"backbone": str(tmp_path / "no-such-backbone")}, {"train_file": str(tmp_path / "missing.csv")}):
+        argv = _argv(_config(tiny, out, **bad))
+        rc = train_main(argv)
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("core.train: error")]
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (bad, err)
+        assert not root.exists(), (bad, sorted(p.name for p in root.rglob("*")))
+    # a job's own folder (the app made it, with job.json) is where the job's failure is shown
+    out.mkdir(parents=True)
+    (out / "job.json").write_text('{"name": "bad"}')
+    assert train_main(_argv(_config(tiny, out, label_column="stars"))) == 2
+    assert read_status(out)["state"] == "failed" and "stars" in read_status(out)["error"]
 
 
 def _form_argv(tiny, out: Path, **over) -> list[str]:

@@ -97,7 +97,7 @@ def test_batched_pairs_and_bad_input(spread_backbone):
 # ---- a tiny trained run: export, from_point, the command -------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tiny, tmp_path_factory):  # noqa: F811
-    from core.training.train import train
+    from core.training.run import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny-joint"
     return train(base_config(tiny, out, method="joint", latency_samples=2))

@@ -18,7 +18,7 @@ import pytest
 from core.runs.folders import read_config, read_status
 from core.runs.io import read_jsonl
 from core.serving.predict import main as predict_main
-from core.training.train import main as train_main
+from core.training.cli import main as train_main
 from tests.conftest import write_tiny_backbone
 from tests.helpers import write_csv
 

@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from core.runs import jobs as jobs_mod
-from core.runs.folders import LOG_FILE, read_status, write_status
-from core.runs.jobs import JOB_FILE, Job, JobManager
+from core.runs.folders import JOB_FILE, LOG_FILE, read_status, write_status
+from core.runs.jobs import Job, JobManager
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = "tests.job_probe"

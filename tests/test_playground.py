@@ -39,7 +39,7 @@ SETTINGS = [("entropy", {"threshold": 0.3}), ("entropy", {"threshold": 0.999}), 
 def runs(tmp_path_factory) -> Path:
     """A checkpoint root with a single-sentence run (LTE heads on), a pair run, and a copy of the first
     without weights."""
-    from core.training.train import train
+    from core.training.run import train
 
     tmp = tmp_path_factory.mktemp("pg")
     backbone = write_tiny_backbone(tmp / "bert")

@@ -12,8 +12,9 @@ from core.data import splits
 from core.data import tasks as data
 from core.runs.folders import read_config, read_status, write_status
 from core.runs.io import read_jsonl
+from core.training.callbacks import BestEpoch, weak_budget_warnings
 from core.training.config import parse_cli, resolve_config
-from core.training.train import BestEpoch, train, weak_budget_warnings
+from core.training.run import train
 from tests.helpers import base_config
 
 

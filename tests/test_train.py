@@ -19,8 +19,10 @@ import torch
 
 from core.runs.folders import read_config, read_status
 from core.runs.io import read_jsonl
+from core.training.batches import encode_rows, make_collate
 from core.training.config import DEFAULTS, command_line, parse_cli, resolve_config
-from core.training.train import Trainer, TrainingCancelled, encode_rows, make_collate, train
+from core.training.loop import Trainer, TrainingCancelled
+from core.training.run import train
 from tests.helpers import base_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,6 +242,11 @@ def test_weights_reload_to_the_cached_probabilities(tiny, tmp_path):
 
 def test_bad_column_fails_with_a_readable_error(tiny, tmp_path):
     out = tmp_path / "bad-col"
+    with pytest.raises(ValueError, match="no_such_column"):
+        train(base_config(tiny, out, text_column="no_such_column"))
+    assert not out.exists()  # an input error creates no run folder
+    out.mkdir()
+    (out / "job.json").write_text("{}")  # a job's own folder (its manager made it) shows the failure
     with pytest.raises(ValueError):
         train(base_config(tiny, out, text_column="no_such_column"))
     status = read_status(out)
@@ -262,9 +269,9 @@ def test_bad_option_values_name_the_option(tiny, tmp_path):
     with pytest.raises(ValueError, match="unknown option 'epoch'"):
         resolve_config({"out": "checkpoints/x", "epoch": 3})
     out = tmp_path / "bad-lr"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="lr must be"):
         train(base_config(tiny, out, lr=0.0))
-    assert read_status(out)["state"] == "failed" and "lr must be" in read_status(out)["error"]
+    assert not out.exists()  # checked before anything is written
 
 
 def test_cli_config_file_and_flag_override(tmp_path):

@@ -98,7 +98,7 @@ def _clear_strategy_state():
 def _first_loadable(infos: list[rundata.RunInfo]) -> str:
     """The default run: rotten_tomatoes-joint if it loads, else the first run that loads."""
     preferred = rundata.default_run(infos)
-    ordered = sorted((i for i in infos if i.has_cache), key=lambda i: i.name != preferred)
+    ordered = sorted((i for i in infos if i.has_cache), key=lambda i: (i.died is not None, i.name != preferred))
     for info in ordered:
         if not isinstance(try_load(info), str):
             return info.name
@@ -131,6 +131,8 @@ def sidebar(infos: list[rundata.RunInfo]) -> rundata.RunInfo | None:
         cfg = info.config or {}
         bits = [cfg.get("task"), cfg.get("method"), cfg.get("backbone")]
         st.caption(md(" · ".join(str(b) for b in bits if b) or "no config.json"))
+        if info.died:  # every page: this run's cache is from a training that never finished
+            st.warning(f"Run **{md(name)}** {md(info.died)}", icon=":material/dangerous:")
     return info
 
 

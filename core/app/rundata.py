@@ -21,7 +21,17 @@ from core.engine.cache import ExitCache
 from core.engine.features import features, normalized_entropy
 from core.engine.registry import STRATEGIES, RegistryField
 from core.engine.strategies import apply_features
-from core.runs.folders import CACHE_FILE, DEFAULT_ROOT, METRICS_FILE, list_runs, read_config, read_metrics, read_status
+from core.runs.folders import (
+    CACHE_FILE,
+    DEFAULT_ROOT,
+    DIED,
+    METRICS_FILE,
+    list_runs,
+    live_status,
+    read_config,
+    read_metrics,
+    read_status,
+)
 
 ROOT_ENV = "EEL_CHECKPOINTS"
 
@@ -54,6 +64,11 @@ class RunInfo:
     def state(self) -> str:
         return (self.status or {}).get("state", "done" if self.has_cache else "unknown")
 
+    @property
+    def died(self) -> str | None:
+        """The sentence saying the run's training process died before it finished (state `died`)."""
+        return (self.status or {}).get("died") if self.state == DIED else None
+
 
 def scan_runs(root: str | os.PathLike | None = None) -> list[RunInfo]:
     """Every run folder under `root`; a folder whose files are corrupt is listed with its error."""
@@ -73,6 +88,7 @@ def scan_runs(root: str | os.PathLike | None = None) -> list[RunInfo]:
                 setattr(info, attr, reader(path))
             except (ValueError, OSError) as e:
                 errors.append(str(e))
+        info.status = live_status(path, info.status) if info.status is not None else None  # died?
         info.error = "; ".join(errors) or None
         out.append(info)
     return out
@@ -378,6 +394,8 @@ def runs_table(infos: list[RunInfo], loaded: dict[str, RunData | str]) -> pd.Dat
                           "best exit": f"{int(item.per_exit.argmax()) + 1} ({item.per_exit.max():.4f})"})
         elif isinstance(item, str):
             row["state"], row["note"] = "unreadable", item
+        if info.died:
+            row["note"] = "; ".join(n for n in (info.died, row["note"]) if n)
         elif not info.has_cache:
             row["note"] = row["note"] or "no exit cache yet"
         rows.append(row)

@@ -380,9 +380,18 @@ def main(argv: list[str] | None = None) -> int:
     core.train with the remaining argv."""
     argv, src = _take_option(list(sys.argv[1:] if argv is None else argv), UPLOADS_FROM)
     out = config.out_from_argv(argv)
+    claim = None
     if out:
-        from core.runs.folders import holds_run, staging_folder
+        from core.runs.folders import ClaimRefused, RunClaim, holds_run, staging_folder
 
+        # the job's folder is the manager's already: claim the run (the one writer, as core.train
+        # does) before the uploads move in, and hold it while core.train runs
+        try:
+            claim = RunClaim(out)
+            claim.acquire()
+        except (ClaimRefused, ValueError, OSError) as e:
+            print(f"core.app.train_form: error: {e}", file=sys.stderr)
+            return 2
         # a replacement (core.train --overwrite of a folder holding a run) trains in the staging folder
         dest = staging_folder(out) if "--overwrite" in argv and holds_run(out) else Path(out)
         try:
@@ -391,15 +400,21 @@ def main(argv: list[str] | None = None) -> int:
                 if allowed not in Path(src).resolve().parents:
                     print(f"core.app.train_form: error: {UPLOADS_FROM} must name a folder under {allowed}",
                           file=sys.stderr)
+                    claim.release()
                     return 2
             for path in adopt_uploads(out, src, dest=dest):
                 print(f"core.app.train_form: using upload {path}", file=sys.stderr)
         except OSError as e:
             print(f"core.app.train_form: error: cannot move the uploads into {dest}: {e}", file=sys.stderr)
+            claim.release()
             return 1
-    from core.training.train import main as train_main
+    from core.training.cli import main as train_main
 
-    return train_main(argv)
+    try:
+        return train_main(argv)
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 # ---- live panel (its figures: core.app.figures) -------------------------------------------------

@@ -25,7 +25,7 @@ from core.engine.health import assess
 from core.engine.omega_drift import compare_to_drift
 from core.engine.registry import deployable
 from core.engine.strategies import apply
-from core.runs.folders import DEFAULT_ROOT, REPO_ROOT, list_runs, read_config, read_metrics, read_status
+from core.runs.folders import DEFAULT_ROOT, DIED, REPO_ROOT, list_runs, live_status, read_config, read_metrics
 from core.runs.io import atomic_write_bytes, atomic_write_text, read_json
 
 DRIFT_HOLDS, DRIFT_FAILS = 0.5, 0.25  # ‖Ω − drift‖ / ‖Ω − start‖: above: differs; below: the drift explains Ω
@@ -98,9 +98,12 @@ def load_runs(root: Path) -> tuple[list[Run], list[str]]:
     runs, problems = [], []
     for folder in list_runs(root):
         try:
-            status = read_status(folder)
+            status = live_status(folder)
         except ValueError as e:  # a damaged status.json: that run is left out, named
             problems.append(f"{folder.name}: {e}")
+            continue
+        if status and status.get("state") == DIED:
+            problems.append(f"{folder.name}: {status['died']}; left out")
             continue
         if status and status.get("state") != "done":
             problems.append(f"{folder.name}: not finished (state {status.get('state')}); left out")

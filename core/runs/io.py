@@ -1,6 +1,7 @@
 """Atomic file writes and JSON helpers shared by every module that writes a run folder."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,12 +11,37 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+TMP_SUFFIX = ".tmp"  # an atomic write's partial file is <folder>/.<name>.<random>.tmp until it is renamed
+NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # disk full, file too large, quota exceeded
+
+
+class WriteError(OSError):
+    """A file that could not be written for want of room (disk full, file too large, quota): its text
+    names the file, `filename` is the file meant (not the partial file that was removed)."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """`e` as a WriteError naming `path` when it says there is no room; else `e` itself."""
+    if isinstance(e, WriteError) or e.errno not in NO_ROOM:
+        return e
+    return WriteError(e.errno, e.strerror or os.strerror(e.errno), str(path))
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so readers see either the old file or the new one, never half."""
+    """Write `data` to `path` so readers see either the old file or the new one, never half. A full
+    disk (or a file size limit) raises WriteError naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as e:
+        named = _named(e, path)
+        if named is e:
+            raise
+        raise named from e
     try:
         os.chmod(tmp, 0o644 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -23,12 +49,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
+        named = _named(e, path) if isinstance(e, OSError) else e
+        if named is e:
+            raise
+        raise named from e
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -51,9 +80,15 @@ def read_json(path: str | os.PathLike) -> Any:
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON record as a line (a single write call, so a reader never sees half a line)."""
     line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+    except OSError as e:
+        named = _named(e, Path(path))
+        if named is e:
+            raise
+        raise named from e
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

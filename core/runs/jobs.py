@@ -18,7 +18,10 @@ Everything a job is lives in its run folder, so a browser reload or an app resta
 
 Every change of job state happens under a lock (a thread lock plus flock on `<root>/.jobs.lock`), so
 two managers on one root (two browser sessions, or the app and a script) never start a queued job
-twice. POSIX only (process groups, signals, flock).
+twice. POSIX only (process groups, signals, flock). A run folder has one writer: `submit` refuses a run
+whose claim (core.runs.folders.RunClaim) another process holds, and the job's own process takes that claim
+(core.runs.folders.JOB_ENV tells it which queued folder is its own), so a command line cannot write into a
+queued or running job's folder either.
 """
 from __future__ import annotations
 
@@ -40,13 +43,18 @@ import psutil
 
 from core.runs.folders import (
     DEFAULT_ROOT,
+    JOB_ENV,
+    JOB_FILE,
+    LOCK_FILE,
     LOG_FILE,
     REPO_ROOT,
     STATES,
     check_run_name,
+    claim_holder,
     holds_run,
     read_object,
     read_status,
+    refusal,
     replaced_name,
     run_warnings,
     staging_folder,
@@ -54,8 +62,6 @@ from core.runs.folders import (
 )
 from core.runs.io import atomic_write_json, read_json
 
-JOB_FILE = "job.json"
-LOCK_FILE = ".jobs.lock"
 OUTCOMES_DIR = ".outcomes"  # <root>/.outcomes/<folder>.json: final states a run folder refused
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -142,6 +148,9 @@ class JobManager:
         folder = self.root / name
         with self._lock():
             records, n_alive = self._housekeep()
+            holder = claim_holder(folder)  # the run's one writer (core.runs.folders.RunClaim), e.g. a command line
+            if holder is not None:
+                raise ValueError(refusal(folder, holder).replace("another --out", "another run name"))
             if folder.exists() and not folder.is_dir():
                 raise ValueError(f"{folder} exists and is not a folder; choose another run name")
             staging = staging_folder(folder)
@@ -502,7 +511,7 @@ class JobManager:
                 proc = subprocess.Popen(
                     cmd, cwd=job.get("cwd") or self.cwd, stdin=subprocess.DEVNULL, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", JOB_ENV: str(folder)})
         except OSError as e:
             job["ended"] = time.time()
             atomic_write_json(folder / JOB_FILE, job)
