@@ -66,8 +66,10 @@ def test_layer_by_layer_equals_hf(family):
     with torch.no_grad():
         ref = enc(input_ids=ids, attention_mask=mask, **kw).last_hidden_state
         h = runner.embed(ids, mask, tt)
-        ext = runner.extended_mask(mask, h.dtype)
-        assert ext.shape == (3, 1, 1, 9)
+        ext = runner.extended_mask(mask, h)
+        # sdpa's form, as transformers' own forward builds it: bool [B, 1, T, T], True = key is a token
+        assert enc.config._attn_implementation == "sdpa" and ext.dtype == torch.bool
+        torch.testing.assert_close(ext, mask.bool()[:, None, None, :].expand(3, 1, 9, 9))
         for i in range(runner.num_layers):
             h_new, pre_ln = runner.run_layer(i, h, ext)
             # pre_ln is H_{m,F}: the final LayerNorm of it is the layer output (BADGE Eq. 2)

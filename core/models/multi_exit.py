@@ -129,10 +129,10 @@ class LinearExit(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = _init_linear(nn.Linear(hidden, num_labels), std)
 
-    def forward(self, tokens, pooled, attention_mask, ext_mask):  # pooled [B, H] -> [B, K]
+    def forward(self, tokens, pooled, attention_mask):  # pooled [B, H] -> [B, K]
         if self.training:
             pooled = self.dropout(pooled)
-        return F.linear(pooled, self.classifier.weight, self.classifier.bias)
+        return self.classifier(pooled)
 
 
 class MLPExit(nn.Module):
@@ -145,7 +145,7 @@ class MLPExit(nn.Module):
             nn.Dropout(dropout), _init_linear(nn.Linear(dim, num_labels), std),
         )
 
-    def forward(self, tokens, pooled, attention_mask, ext_mask):  # pooled [B, H] -> [B, K]
+    def forward(self, tokens, pooled, attention_mask):  # pooled [B, H] -> [B, K]
         return self.net(pooled)
 
 
@@ -165,11 +165,13 @@ class AttentionExit(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = _init_linear(nn.Linear(dim, num_labels), std)
 
-    def forward(self, tokens, pooled, attention_mask, ext_mask):  # tokens [B, T, H] -> [B, K]
+    def forward(self, tokens, pooled, attention_mask):  # tokens [B, T, H] -> [B, K]
         B, T, _ = tokens.shape
         x = self.proj(tokens)                                                            # [B, T, d]
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, -1).permute(2, 0, 3, 1, 4)       # 3 x [B, nh, T, hd]
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=ext_mask,
+        # its own mask from the [B, T] one (True = attend), whatever mask the backbone's layers take
+        keep = None if attention_mask is None else attention_mask[:, None, None, :].bool()  # [B, 1, 1, T]
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
                                              dropout_p=self.p if self.training else 0.0)
         x = ctx.transpose(1, 2).reshape(B, T, -1)                                        # [B, T, d]
         z = torch.tanh(self.dense(pool(x, attention_mask, self.pooling)))                # [B, d]
@@ -259,26 +261,29 @@ class MultiExitModel(nn.Module):
 
     # ---- the two steps forward and the predictor share ----------------------------------------
     def embed(self, input_ids, attention_mask=None, token_type_ids=None):
-        """-> (hidden [B, T, H], additive mask [B, 1, 1, T] | None). attention_mask None = no padding."""
+        """-> (hidden [B, T, H], the layers' attention mask (`LayerRunner.extended_mask`) | None).
+        attention_mask None = no padding."""
         h = self.runner.embed(input_ids, attention_mask, token_type_ids)
-        return h, self.runner.extended_mask(attention_mask, h.dtype)
+        return h, self.runner.extended_mask(attention_mask, h)
 
     def layer_step(self, i: int, hidden, *, attention_mask=None, ext_mask=None):
-        """Run layer i (from 0) and its exit: -> (H_i [B, T, H], logits [B, K], confidence [B] | None)."""
+        """Run layer i (from 0) and its exit: -> (H_i [B, T, H], logits [B, K], confidence [B] | None).
+        attention_mask [B, T] (None = no padding) is what the exit reads; ext_mask is `embed`'s mask
+        for the layer (a 2-D mask there is built into one)."""
         h_out, pre_ln = self.runner.run_layer(i, hidden, ext_mask)
         logits, conf = self.exit_logits(i, hidden_in=hidden, hidden_out=h_out, pre_ln=pre_ln,
-                                         attention_mask=attention_mask, ext_mask=ext_mask)
+                                         attention_mask=attention_mask)
         return h_out, logits, conf
 
-    def exit_logits(self, i: int, *, hidden_in, hidden_out, pre_ln, attention_mask=None, ext_mask=None):
+    def exit_logits(self, i: int, *, hidden_in, hidden_out, pre_ln, attention_mask=None):
         """Exit i on layer i's representation: -> (logits [B, K], confidence [B] | None).
-        hidden_in = H_{m-1}, hidden_out = H_m, pre_ln = H_{m,F}, all [B, T, H]."""
+        hidden_in = H_{m-1}, hidden_out = H_m, pre_ln = H_{m,F}, all [B, T, H]; attention_mask [B, T]."""
         exit_, bypass, lte = self._steps[i]
         x = hidden_out                                                             # H_m
         if bypass is not None:
             x = self.runner.final_ln(i, bypass(hidden_in) + pre_ln)                # Eq. 1-2: H'_m
         pooled = pool(x, attention_mask, self.cfg.pooling)                         # [B, H]
-        logits = exit_(x, pooled, attention_mask, ext_mask)                        # [B, K]
+        logits = exit_(x, pooled, attention_mask)                                  # [B, K]
         return logits, (lte(pooled) if lte is not None else None)                  # [B, K], [B] | None
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> ExitOutput:

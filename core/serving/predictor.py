@@ -2,8 +2,9 @@
 
     text ─► tokenize ─► embed ─► layer 1 + exit 1 ─► decide? ─► layer 2 + exit 2 ─► decide? ─► ...
 
-After each layer m the exit's softmax joins the probabilities so far and
-`core.engine.strategies.decide(strategy, probs[:m], confidence=conf[:m], **params)` says whether to stop.
+After each layer m the exit's softmax joins the probabilities so far and the rule code
+`core.engine.strategies.decide(strategy, probs[:m], confidence=conf[:m], **params)` runs says whether to stop
+(its inputs checked once per rule, not at every layer).
 At the last layer `core.engine.strategies.apply` on the full [1, L, K] array gives the rule's final
 prediction. The rules are causal, so this makes the same decision as `apply` on the exit cache.
 
@@ -70,12 +71,6 @@ def _decide(strategy: str, f, spec_params: dict):
     return fire[-1].astype(bool), (f.argmax[-1] if pred_at is None else pred_at[-1])
 
 
-def _no_padding(mask: torch.Tensor, ext):
-    """(None, None) when no row of the batch has padding (batch size 1 always, or once the longest
-    rows are left): the layers then skip the attention mask, as the batch-1 predictor does."""
-    return (None, None) if bool(mask.all()) else (mask, ext)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -97,6 +92,7 @@ class EarlyExitPredictor:
         self.max_length = model.cfg.max_length
         self.has_confidence = model.lte_heads is not None
         self._checked: set = set()  # (strategy, params) already validated
+        self._specs: dict = {}      # (strategy, params) -> resolved params
         # Fast path: a private copy of the Rust tokenizer with truncation fixed once. It yields the same
         # ids as `tokenizer(text, pair, truncation=True, max_length=...)` (tested) at half the cost.
         self._backend = None
@@ -157,6 +153,17 @@ class EarlyExitPredictor:
         if key is not None:
             self._checked.add(key)
 
+    def _spec(self, strategy: str, params: dict) -> dict:
+        """`strategies.resolve_params` of a rule, resolved once per (strategy, params)."""
+        try:
+            key = (strategy, tuple(sorted(params.items())))
+            hit = self._specs.get(key)
+        except TypeError:  # unhashable parameter value: resolve every time
+            return strategies.resolve_params(strategy, params)
+        if hit is None:
+            hit = self._specs[key] = strategies.resolve_params(strategy, params)
+        return hit
+
     # ---- an operating-point file ----------------------------------------------------------------
     @classmethod
     def from_point(cls, path, *, device: str | torch.device = "cpu") -> "EarlyExitPredictor":
@@ -202,6 +209,11 @@ class EarlyExitPredictor:
 
     def _pad(self, encs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Right-pad one batch: input_ids [B, T], attention_mask [B, T], token_type_ids [B, T] | None."""
+        d = self.device
+        if len(encs) == 1:  # one row (every row at batch size 1): nothing to pad
+            a, b = encs[0]
+            ids = torch.tensor([a], device=d)
+            return ids, torch.ones_like(ids), (None if b is None else torch.tensor([b], device=d))
         T = max(len(ids) for ids, _ in encs)
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((len(encs), T), pad, dtype=torch.long)
@@ -212,7 +224,6 @@ class EarlyExitPredictor:
             mask[r, :len(a)] = 1
             if b is not None:
                 tt[r, :len(b)] = torch.tensor(b)
-        d = self.device
         return ids.to(d), mask.to(d), (tt.to(d) if tt is not None else None)
 
     def batches(self, encs, batch_size: int, *, sort_by_length: bool = True) -> list[np.ndarray]:
@@ -238,21 +249,23 @@ class EarlyExitPredictor:
         pred = np.zeros(B, dtype=np.int64)
         done_ms = np.zeros(B)
         ids, mask, tt = self._pad(encs)
-        spec = strategies.resolve_params(strategy, params)
+        spec = self._spec(strategy, params)
         t0 = time.perf_counter()
-        mask = None if bool(mask.all()) else mask                               # no padding: no masks
-        h, ext = model.embed(ids, mask, tt)                                     # [B, T, H], [B, 1, 1, T]
+        mask = None if B == 1 or bool(mask.all()) else mask                     # no padding: no masks
+        h, ext = model.embed(ids, mask, tt)                                     # [B, T, H], the layers' mask
         alive = np.arange(B)                                                    # batch rows still running
         for i in range(L):
             h, logits, c = model.layer_step(i, h, attention_mask=mask, ext_mask=ext)
-            probs[alive, i] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            # one row left (every row at batch size 1): index by a slice, a view, not a fancy-index copy
+            rows = slice(alive[0], alive[0] + 1) if len(alive) == 1 else alive
+            probs[rows, i] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             if conf is not None:
-                conf[alive, i] = c.float().cpu().numpy()
-            sub_c = None if conf is None else conf[alive, :i + 1]
+                conf[rows, i] = c.float().cpu().numpy()
+            sub_c = None if conf is None else conf[rows, :i + 1]
             if i < L - 1:  # probabilities straight from softmax: no need to re-validate them each layer
-                fired, p = _decide(strategy, strategies.ExitFeatures(probs[alive, :i + 1], confidence=sub_c), spec)
+                fired, p = _decide(strategy, strategies.ExitFeatures(probs[rows, :i + 1], confidence=sub_c), spec)
             else:  # last layer: the rule's own final prediction over all L exits, as `apply` gives it
-                _, p = strategies.apply(strategy, probs[alive], confidence=sub_c, **params)
+                _, p = strategies.apply(strategy, probs[rows], confidence=sub_c, **params)
                 fired = np.ones(len(alive), dtype=bool)
             out = alive[fired]
             exit_layer[out], pred[out] = i + 1, p[fired]
@@ -264,11 +277,12 @@ class EarlyExitPredictor:
                 h = h.index_select(0, keep)
                 alive = alive[~fired]
                 if mask is not None:
-                    mask, ext = mask.index_select(0, keep), ext.index_select(0, keep)
+                    mask = mask.index_select(0, keep)
                     T = int(mask.sum(1).max())                                  # drop all-padding columns
                     if T < mask.shape[1]:
-                        h, mask, ext = h[:, :T], mask[:, :T], ext[..., :T]
-                    mask, ext = _no_padding(mask, ext)
+                        h, mask = h[:, :T], mask[:, :T]
+                    mask = None if bool(mask.all()) else mask                   # no padding left: no masks
+                    ext = model.runner.extended_mask(mask, h)
         return exit_layer, pred, probs, conf, done_ms
 
     def run_pooled(self, encs, *, strategy: str, params: dict, batch_size: int):
@@ -285,7 +299,7 @@ class EarlyExitPredictor:
         conf = np.zeros((n, L), dtype=np.float32) if self.has_confidence else None
         exit_layer = np.zeros(n, dtype=np.int64)
         pred = np.zeros(n, dtype=np.int64)
-        spec = strategies.resolve_params(strategy, params)
+        spec = self._spec(strategy, params)
         queues: list[list] = [[] for _ in range(L)]          # queues[i]: (row, hidden [T_r, H]) before layer i
         feed = iter(self.batches(encs, B))
 
@@ -295,7 +309,7 @@ class EarlyExitPredictor:
             h = pad_sequence([x for _, x in items], batch_first=True)                 # [b, T, H]
             mask = (torch.arange(h.shape[1], device=self.device)[None] < lens[:, None]).long()
             mask = None if bool(mask.all()) else mask
-            ext = model.runner.extended_mask(mask, h.dtype)
+            ext = model.runner.extended_mask(mask, h)
             h, logits, c = model.layer_step(i, h, attention_mask=mask, ext_mask=ext)
             probs[rows, i] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             if conf is not None:
@@ -360,7 +374,7 @@ class EarlyExitPredictor:
         -> probabilities [B, K] (the static baseline batched early exit is measured against)."""
         model, L = self.model, self.num_layers
         ids, mask, tt = self._pad(encs)
-        mask = None if bool(mask.all()) else mask
+        mask = None if len(encs) == 1 or bool(mask.all()) else mask
         h, ext = model.embed(ids, mask, tt)
         for i in range(L - 1):
             h, _ = model.runner.run_layer(i, h, ext)
@@ -389,7 +403,7 @@ class EarlyExitPredictor:
     def predict(self, text: str, text_pair: str | None = None, *, strategy: str, **params) -> PredictResult:
         """Run layer by layer until `strategy` fires; see the module docstring."""
         self._check(strategy, params)
-        model, L, decide = self.model, self.num_layers, strategies.decide
+        model, L, spec = self.model, self.num_layers, self._spec(strategy, params)
         probs = np.empty((L, self.num_labels), dtype=np.float32)               # [L, K], filled to m
         conf = np.empty(L, dtype=np.float32) if self.has_confidence else None  # [L]
         layer_ms = []
@@ -405,9 +419,10 @@ class EarlyExitPredictor:
                 if conf is not None:
                     conf[i] = float(c[0])
                 m = i + 1
-                if m < L:
-                    fired, pred = decide(strategy, probs[:m], confidence=None if conf is None else conf[:m],
-                                         **params)
+                if m < L:  # `decide`'s rule code on the layers so far, inputs already checked (_check)
+                    fire, at = _decide(strategy, strategies.ExitFeatures(
+                        probs[None, :m], confidence=None if conf is None else conf[None, :m]), spec)
+                    fired, pred = bool(fire[0]), int(at[0])
                 else:  # last layer: the rule's own final prediction over all L exits
                     _, preds = strategies.apply(strategy, probs[None],
                                                 confidence=None if conf is None else conf[None], **params)
