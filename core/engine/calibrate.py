@@ -209,6 +209,8 @@ def calibrate(cache, strategy: str, *, risk: str = "consistency", epsilon: float
     if strategy not in STRATEGIES or strategy == "oracle":
         valid = ", ".join(s for s in STRATEGIES if s != "oracle")
         raise ValueError(f"cannot calibrate strategy {strategy!r}; valid: {valid}")
+    if STRATEGIES[strategy].knob is None:
+        raise ValueError(f"rule {strategy!r} names no knob to calibrate (its registry entry has no `knob`)")
     if risk not in RISKS:
         raise ValueError(f"unknown risk {risk!r}; valid: {', '.join(RISKS)}")
     if method not in METHODS:
