@@ -26,7 +26,7 @@ def full_probs(model, texts):
     x = model.tokenize(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
         out = model(**x)
-    conf = None if out.confidence is None else out.confidence.numpy()
+    conf = None if out.confidence is None else out.confidence.float().numpy()
     return out.logits.float().softmax(-1).numpy(), conf
 
 

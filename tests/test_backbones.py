@@ -147,3 +147,111 @@ def test_default_backbone_layer_by_layer():
         ref = enc(**x).last_hidden_state
         out = runner.forward(x["input_ids"], x["attention_mask"], x["token_type_ids"])
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+# ---- modules swapped in place run as they are (issue 22) ------------------------------------------
+def quantized(enc):
+    """Dynamic int8 on every nn.Linear (torch.ao; weights int8, activations quantized per call)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch 2.13 calls torch.ao's quantized tensors deprecated (torchao)
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(enc, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def layer_by_layer(runner, ids, mask, tt):
+    """Last hidden state through the runner, checking at every layer that H_{m,F} is the input of the
+    final LayerNorm (LN(H_{m,F}) = H_m)."""
+    h = runner.embed(ids, mask, tt)
+    ext = runner.extended_mask(mask, h)
+    for i in range(runner.num_layers):
+        h_new, pre_ln = runner.run_layer(i, h, ext)
+        torch.testing.assert_close(runner.final_ln(i, pre_ln), h_new, atol=1e-6, rtol=0)
+        h = h_new
+    return h
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dynamic_int8_layers_run_as_quantized(family):
+    torch.manual_seed(0)
+    enc = quantized(tiny(family).eval())
+    assert not any(type(m) is torch.nn.Linear for m in enc.modules())  # every Linear is int8 now
+    runner = make_runner(enc)
+    ids, mask, tt = batch(family)
+    kw = {} if tt is None else {"token_type_ids": tt}
+    with torch.no_grad():
+        ref = enc(input_ids=ids, attention_mask=mask, **kw).last_hidden_state  # the quantized model's own forward
+        fp32 = tiny(family).eval()(input_ids=ids, attention_mask=mask, **kw).last_hidden_state
+        h = layer_by_layer(runner, ids, mask, tt)
+    torch.testing.assert_close(h, ref, atol=1e-5, rtol=0)
+    assert (h - fp32).abs().max() > 1e-4  # int8 really ran: not the float weights
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_layers_on_cpu(family, dtype):
+    torch.manual_seed(0)
+    enc = tiny(family).eval().to(dtype)
+    runner = make_runner(enc)
+    ids, mask, tt = batch(family)
+    kw = {} if tt is None else {"token_type_ids": tt}
+    with torch.no_grad():
+        ref = enc(input_ids=ids, attention_mask=mask, **kw).last_hidden_state
+        h = runner.embed(ids, mask, tt)
+        ext = runner.extended_mask(mask, h)
+        for i in range(runner.num_layers):
+            h, pre_ln = runner.run_layer(i, h, ext)
+            assert h.dtype == pre_ln.dtype == dtype
+    torch.testing.assert_close(h, ref, atol=0, rtol=0)  # the same modules in the same order
+
+
+@pytest.mark.parametrize("family", ["bert", "albert", "distilbert"])
+def test_compiled_layers(family):
+    """`layer.compile()` in place: Dynamo traces the library's layer, the pre-LayerNorm hook included
+    (a backend that runs the captured graph as it is: code generation takes minutes on 2 CPUs)."""
+    graphs = []
+
+    def backend(gm, example_inputs):  # what torch.compile captured, run as captured
+        graphs.append(gm)
+        return gm.forward
+
+    torch.manual_seed(0)
+    enc = tiny(family).eval()
+    runner = make_runner(enc)
+    ids, mask, tt = batch(family)
+    with torch.no_grad():
+        h0 = runner.embed(ids, mask, tt)
+        ext = runner.extended_mask(mask, h0)
+        want, want_h = runner.run_layer(0, h0, ext), runner.forward(ids, mask, tt)
+        torch._dynamo.reset()
+        for layer in set(runner.layers):
+            layer.compile(backend=backend)
+        got, got_h = runner.run_layer(0, h0, ext), layer_by_layer(runner, ids, mask, tt)
+    assert graphs, "the runner never called the compiled layers"
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)  # (H_m, H_{m,F}) of the compiled layer
+    torch.testing.assert_close(got_h, want_h, atol=1e-6, rtol=0)
+    torch._dynamo.reset()
+
+
+def test_one_hook_per_layernorm_and_copies_keep_their_own():
+    """Runners made twice on one encoder share one hook; a deep copy's hook writes to the copy."""
+    import copy
+
+    torch.manual_seed(0)
+    enc = tiny("bert").eval()
+    make_runner(enc)
+    runner = make_runner(enc)
+    assert all(len(ln._forward_pre_hooks) == 1 for ln in runner.final_lns)
+    twin = copy.deepcopy(enc)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(0.01)
+    ids, mask, tt = batch("bert")
+    with torch.no_grad():
+        a = layer_by_layer(runner, ids, mask, tt)
+        b = layer_by_layer(make_runner(twin), ids, mask, tt)
+    assert all(len(ln._forward_pre_hooks) == 1 for ln in make_runner(twin).final_lns)
+    assert not torch.allclose(a, b)
+    assert not any(hasattr(ln, "_pre_ln_input") for ln in runner.final_lns)  # nothing left held

@@ -119,3 +119,52 @@ def test_default_backbone_predict():
     model = MultiExitModel.from_config({"num_labels": 2})
     r = EarlyExitPredictor(model).predict("a gripping, funny film", strategy="budget", layer=2)
     assert r.exit_layer == 2 and r.probs.shape == (2, 2)
+
+
+# ---- the same predictor on a model whose modules were swapped (issue 22) ---------------------------
+def int8(model):
+    """torch.ao dynamic int8 on every nn.Linear of the whole multi-exit model (a quantized deep copy)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch 2.13 calls torch.ao's quantized tensors deprecated (torchao)
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def per_row_probs(model, texts):
+    """The model's own cache built one row at a time (no padding, no batch-mates): [N, L, K], [N, L]."""
+    rows = [full_probs(model, [t]) for t in texts]
+    return np.concatenate([p for p, _ in rows]), np.concatenate([c for _, c in rows])
+
+
+@pytest.mark.parametrize("swap", ["int8", "bfloat16", "float16"])
+def test_swapped_modules_decide_as_their_own_cache(spread_backbone, swap):
+    """Dynamic int8 (torch.ao) or half precision on CPU: predict() and the batched predictor at batch
+    size 1 make exactly the decisions `apply` makes on the swapped model's own per-row cache, and a
+    padded batch through the batched predictor equals the swapped model's own forward on that batch."""
+    fp32 = spread_model(spread_backbone, bypass=True, lte=True, exit_kind="mha")
+    model = int8(fp32) if swap == "int8" else fp32.to(getattr(torch, swap))
+    if swap == "int8":
+        assert not any(type(m) is torch.nn.Linear for m in model.modules())
+        assert model.runner.encoder is model.encoder and model.runner.layers[0] is model.encoder.encoder.layer[0]
+    probs, conf = per_row_probs(model, TEXTS)
+    assert np.abs(probs - per_row_probs(spread_model(spread_backbone, bypass=True, lte=True, exit_kind="mha"),
+                                        TEXTS)[0]).max() > 1e-3  # the swap changed the numbers
+    pred = EarlyExitPredictor(model)
+    for strategy, params in strategy_cases(probs, conf):
+        want_layer, want_pred = strategies.apply(strategy, probs, confidence=conf, **params)
+        one = [pred.predict(t, strategy=strategy, **params) for t in TEXTS]
+        batched = pred.predict_batch(TEXTS, batch_size=1, strategy=strategy, params=params)
+        for got in (one, batched):
+            assert [r.exit_layer for r in got] == want_layer.tolist(), (strategy, params)
+            assert [r.pred for r in got] == want_pred.tolist(), (strategy, params)
+    x = model.tokenize(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**x)
+    got = pred.predict_batch(TEXTS, batch_size=len(TEXTS), strategy="budget", params={"layer": L})
+    np.testing.assert_allclose(np.stack([r.probs for r in got]), out.logits.float().softmax(-1).numpy(),
+                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.stack([r.confidence for r in got]), out.confidence.float().numpy(),
+                               atol=1e-6, rtol=0)

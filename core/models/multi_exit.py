@@ -287,6 +287,8 @@ class MultiExitModel(nn.Module):
         return logits, (lte(pooled) if lte is not None else None)                  # [B, K], [B] | None
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> ExitOutput:
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: the predictor's path, op for op (it matters in half precision)
         h, ext = self.embed(input_ids, attention_mask, token_type_ids)
         logits, confs = [], []
         for i in range(self.num_layers):
