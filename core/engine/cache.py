@@ -34,7 +34,8 @@ class ExitCache:
     confidence: np.ndarray | None = None   # [N, L] float32 in [0, 1], learned exit confidence (LTE)
     layer_ms: np.ndarray | None = None     # [L] batch-1 latency of layer m with its exit head
     embed_ms: float | None = None          # batch-1 latency of the embeddings
-    meta: dict[str, Any] = field(default_factory=dict)  # task, metric, backbone, method, seed, created, command
+    meta: dict[str, Any] = field(default_factory=dict)  # task, metric, backbone, method, seed, created, command, precision
+    latency: dict | None = None            # measured ms per batch by batch size (see `latency_fault`), or None
 
     def __post_init__(self):
         self.probs = np.asarray(self.probs, dtype=np.float32)
@@ -47,6 +48,8 @@ class ExitCache:
         if self.embed_ms is not None:
             self.embed_ms = float(self.embed_ms)
         self.meta = dict(self.meta)
+        if self.latency is not None:
+            self.latency = dict(self.latency)
         self.meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.validate()
 
@@ -112,6 +115,15 @@ class ExitCache:
                 fail("layer_ms must be finite and positive")
         if self.embed_ms is not None and not (np.isfinite(self.embed_ms) and self.embed_ms >= 0):
             fail("embed_ms must be finite and non-negative")
+        if self.latency is not None:
+            fault = latency_fault(self.latency, num_layers)
+            if fault:
+                fail(fault)
+
+    @property
+    def precision(self) -> str:
+        """The precision the probabilities were computed at (caches written before precisions: fp32)."""
+        return str(self.meta.get("precision", "fp32"))
 
     # ---- texts -------------------------------------------------------------------------------
     def get_texts(self) -> list:
@@ -136,6 +148,8 @@ class ExitCache:
             "embed_ms": self.embed_ms,
             "meta": self.meta,
         }
+        if self.latency is not None:  # optional: caches without it keep loading
+            header["latency"] = self.latency
         arrays = {"probs": self.probs, "labels": self.labels,
                   "header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
         if self.confidence is not None:
@@ -189,6 +203,7 @@ class ExitCache:
         cache.layer_ms = arrays.get("layer_ms")
         cache.embed_ms = header.get("embed_ms")
         cache.meta = header.get("meta") or {}
+        cache.latency = header.get("latency")
         try:
             cls.__post_init__(cache)
         except ValueError as e:
@@ -200,7 +215,7 @@ class ExitCache:
 
 # meta fields the pages show or compute with, and the JSON types they must have when present
 _META_TYPES = {"task": str, "metric": str, "backbone": str, "method": str, "run": str, "created": str,
-               "command": str, "seed": int}
+               "command": str, "seed": int, "precision": str}
 
 
 def _kind(value) -> str:
@@ -246,6 +261,11 @@ def header_fault(header) -> str | None:
     embed = header.get("embed_ms")
     if embed is not None and (isinstance(embed, bool) or not isinstance(embed, (int, float))):
         return f"header field 'embed_ms' must be a number or null, got {_kind(embed)}"
+    latency = header.get("latency")
+    if latency is not None:
+        fault = latency_fault(latency)
+        if fault:
+            return fault
     meta = header.get("meta")
     if meta is not None:
         if not isinstance(meta, dict):
@@ -254,6 +274,43 @@ def header_fault(header) -> str | None:
             value = meta.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 return f"header field 'meta.{key}' must be {_kind(kind())} or null, got {_kind(value)}"
+    return None
+
+
+def _positive_list(value, n: int | None) -> bool:
+    return (isinstance(value, list) and (n is None or len(value) == n) and
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in value))
+
+
+def latency_fault(latency, num_layers: int | None = None) -> str | None:
+    """What is wrong with a cache's latency table (naming the field), or None. The table:
+    {"precision": str, "machine": str, "threads": int, "torch": str, "measured": str,
+     "batches": {"<B>": {"rows": B, "embed_ms": ms, "layer_ms": [L] ms, "head_ms": [L] ms}}},
+    milliseconds per batch of B rows: embeddings, each layer alone, each exit head (+ softmax)."""
+    where = "header field 'latency'"
+    if not isinstance(latency, dict):
+        return f"{where} must be a JSON object or null, got {_kind(latency)}"
+    for key in ("precision", "machine", "torch"):
+        if not isinstance(latency.get(key), str):
+            return f"{where}.{key} must be a string, got {_kind(latency.get(key))}"
+    threads = latency.get("threads")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        return f"{where}.threads must be a positive integer, got {_kind(threads)}"
+    batches = latency.get("batches")
+    if not isinstance(batches, dict) or not batches:
+        return f"{where}.batches must be a non-empty object of batch size -> timings, got {_kind(batches)}"
+    for size, row in batches.items():
+        if not size.isdigit() or int(size) < 1:
+            return f"{where}.batches key {size!r} must be a positive batch size"
+        if not isinstance(row, dict):
+            return f"{where}.batches.{size} must be an object, got {_kind(row)}"
+        embed = row.get("embed_ms")
+        if isinstance(embed, bool) or not isinstance(embed, (int, float)) or not np.isfinite(embed) or embed < 0:
+            return f"{where}.batches.{size}.embed_ms must be a non-negative number, got {_kind(embed)}"
+        for key in ("layer_ms", "head_ms"):
+            if not _positive_list(row.get(key), num_layers):
+                n = f"{num_layers} " if num_layers is not None else ""
+                return f"{where}.batches.{size}.{key} must be a list of {n}positive numbers (one per layer)"
     return None
 
 

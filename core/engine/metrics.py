@@ -5,6 +5,8 @@ Speed-up is reported three ways, each under its own name (README.md, "Exit rules
     layer_speedup     L / mean exit layer
     saved_fraction    1 - mean exit layer / L   (what PCEE-BERT Eq. 4 calls "speed-up")
     wallclock_speedup full-model batch-1 latency / expected latency at the exits, from `layer_ms`
+and, at a named batch size over the fp32 full model, `batch_wallclock_speedup` from a cache's latency
+table (core.cache_variant measures it per precision for batch sizes 1 and 32).
 """
 from __future__ import annotations
 
@@ -73,6 +75,52 @@ def efficiency(exit_layer, num_layers: int, layer_ms=None, embed_ms=None) -> dic
 def full_latency_ms(cache) -> float | None:
     """The full model's batch-1 latency (embed_ms + sum(layer_ms)); None when not measured."""
     return None if cache.layer_ms is None else float(exit_latency_ms(cache.layer_ms, cache.embed_ms)[-1])
+
+
+def _latency_table(latency) -> dict:
+    table = getattr(latency, "latency", latency)  # an ExitCache or its latency table
+    if not isinstance(table, dict):
+        raise ValueError("this cache has no latency table by batch size; write one with "
+                         "`python -m core.cache_variant --run R --precision P`")
+    return table
+
+
+def _batch_row(table: dict, batch_size: int) -> dict:
+    row = table["batches"].get(str(int(batch_size)))
+    if row is None:
+        raise ValueError(f"no latency measured at batch size {batch_size} ({table.get('precision', '?')}); "
+                         f"measured: {', '.join(sorted(table['batches'], key=int))}")
+    return row
+
+
+def batch_exit_latency_ms(latency, batch_size: int) -> np.ndarray:
+    """[L + 1] ms per row of stopping after m layers (m = 0..L) at `batch_size`, every exit head on the
+    way included: (embed + sum over j <= m of (layer_j + head_j)) / batch size. A row that leaves a
+    batch stops costing (the predictor shrinks its batches), so cost is counted per row still running.
+    `latency`: a cache's latency table (or the cache)."""
+    row = _batch_row(_latency_table(latency), batch_size)
+    steps = np.add(row["layer_ms"], row["head_ms"])
+    return (float(row["embed_ms"]) + np.concatenate([[0.0], np.cumsum(steps)])) / int(row["rows"])
+
+
+def batch_full_latency_ms(latency, batch_size: int) -> float:
+    """ms per row of the plain full model at `batch_size`: embeddings, all layers, the last head only."""
+    row = _batch_row(_latency_table(latency), batch_size)
+    return (float(row["embed_ms"]) + float(np.sum(row["layer_ms"])) + float(row["head_ms"][-1])) / int(row["rows"])
+
+
+def batch_wallclock_speedup(exit_layer, latency, batch_size: int, *, reference=None) -> float:
+    """Wall-clock speed-up over the fp32 full model at `batch_size`, from measured tables: fp32 full's
+    ms per row / the mean ms per row of exiting at `exit_layer` ([N] layers from 1) at this precision.
+    `latency` is the setting's cache (or its table); `reference` the fp32 cache (or table) measured on
+    the same machine (None: `latency` itself, which must be fp32). Pass exit_layer = L for every row to
+    get that precision's full model. Torch-free."""
+    table = _latency_table(latency)
+    ref = table if reference is None else _latency_table(reference)
+    if ref.get("precision", "fp32") != "fp32":
+        raise ValueError(f"the reference latency table is {ref.get('precision')!r}, not fp32; pass the fp32 cache as reference")
+    lat = batch_exit_latency_ms(table, batch_size)
+    return batch_full_latency_ms(ref, batch_size) / float(lat[np.asarray(exit_layer)].mean())
 
 
 def per_exit_scores(cache) -> np.ndarray:
