@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import NEG, POS, REPO
+from tests.conftest import NEG, POS, REPO, write_tiny_backbone
 
 APP = str(REPO / "app.py")
 
@@ -112,6 +112,12 @@ def base_config(tiny, out, **over) -> dict:
 
 
 # ---- train page --------------------------------------------------------------------------------------
+def write_page_backbone(folder: Path, layers: int = 2) -> str:
+    """The shared tiny BERT with 2 layers, 512 positions and "'-" in its vocabulary: what the app's tests
+    train on `tiny_csv`'s sentences."""
+    return write_tiny_backbone(folder, layers=layers, punctuation=".,!?'-", max_positions=512)
+
+
 def tiny_csv(n: int = 24, seed: int = 0, *, pairs: bool = False) -> str:
     rng = np.random.default_rng(seed)
     lines = ["premise,hypothesis,gold" if pairs else "review,sentiment"]

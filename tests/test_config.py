@@ -38,24 +38,3 @@ def test_out_from_argv():
     assert out_from_argv(["--out=a/c", "--lr", "1e-5"]) == "a/c"
     assert out_from_argv(["--out", "x", "--out", "y"]) == "y"          # the last one, as argparse reads it
     assert out_from_argv(["--epochs", "1", "--out"]) is None
-
-
-TORCH_FREE = ("io", "plain", "runs", "data", "strategies", "omega_drift", "config", "cache", "curves", "metrics",
-              "health", "calibrate", "jobs", "train_form", "report")
-
-
-def test_the_torch_free_modules_do_not_load_torch():
-    """docs/CONTRACTS.md's torch wall: importing every module named torch-free there leaves torch unloaded
-    (a fresh interpreter, so other tests' imports cannot mask it)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    probe = ("import importlib, sys\n"
-             f"for m in {TORCH_FREE!r}:\n"
-             "    importlib.import_module('core.' + m)\n"
-             "print('torch loaded:', 'torch' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parent.parent,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "torch loaded: False" in done.stdout

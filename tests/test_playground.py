@@ -22,8 +22,7 @@ from core.engine.strategies import apply
 from core.models.multi_exit import MultiExitModel
 from core.runs.folders import WEIGHTS_FILE
 from core.serving import playground
-from tests.conftest import write_tiny_backbone
-from tests.helpers import tiny_csv
+from tests.helpers import tiny_csv, write_page_backbone
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TEXTS = ["the film was good and great", "a dull , boring mess", "not very funny but the best", "flat"]
@@ -42,7 +41,7 @@ def runs(tmp_path_factory) -> Path:
     from core.training.run import train
 
     tmp = tmp_path_factory.mktemp("pg")
-    backbone = write_tiny_backbone(tmp / "bert")
+    backbone = write_page_backbone(tmp / "bert")
     root = tmp / "checkpoints"
     common = dict(backbone=backbone, epochs=1, batch_size=8, latency_samples=2, max_train=16, max_dev=16)
     cfg = dict(common, task="rotten_tomatoes", method="joint", lte=True, out=str(root / "single"),

@@ -22,22 +22,15 @@ from core.app import train_form
 from core.runs.folders import WEIGHTS_FILE, read_config, read_status
 from core.runs.jobs import JobManager
 from core.training.config import DEFAULTS, METHODS, OPTIONS, parse_cli, resolve_config
-from tests.conftest import write_tiny_backbone as write_backbone
-from tests.helpers import open_train, poll_until_final, st_active, tiny_csv
+from tests.helpers import open_train, poll_until_final, st_active, tiny_csv, write_page_backbone
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
 
 
-# ---- shared helpers (tests/test_playground.py imports these) ---------------------------------------
-def write_tiny_backbone(folder: Path, layers: int = 2) -> str:
-    """The shared tiny BERT (tests/conftest.py) with 2 layers, 512 positions and "'-" in its vocabulary."""
-    return write_backbone(folder, layers=layers, punctuation=".,!?'-", max_positions=512)
-
-
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory) -> str:
-    return write_tiny_backbone(tmp_path_factory.mktemp("tiny") / "bert")
+    return write_page_backbone(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 @pytest.fixture

@@ -99,6 +99,17 @@ def drop_pooler(encoder: nn.Module) -> nn.Module:
     return encoder
 
 
+def max_tokens(config) -> int | None:
+    """The longest input the backbone's position table holds (RoBERTa and XLM-R number positions from
+    padding_idx + 1); None where the config names no limit."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not limit:
+        return None
+    if getattr(config, "model_type", None) in ("roberta", "xlm-roberta"):
+        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return int(limit)
+
+
 def make_runner(encoder: nn.Module) -> "LayerRunner":
     """The LayerRunner for `encoder`'s family; ValueError naming the supported families."""
     family = _family(encoder.config)

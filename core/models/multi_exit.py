@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models.backbones import DEFAULT_BACKBONE, load_backbone, make_runner
+from core.models.backbones import DEFAULT_BACKBONE, load_backbone, make_runner, max_tokens
 from core.runs.folders import CONFIG_FILE, WEIGHTS_FILE
 from core.runs.io import atomic_write_bytes, atomic_write_json, read_json
 from core.training.config import EXIT_KINDS, POOLINGS  # noqa: F401  (the name lists live with the options)
@@ -240,6 +240,9 @@ class MultiExitModel(nn.Module):
         if encoder is None:
             encoder, loaded_tok, _ = load_backbone(cfg.backbone, pretrained=pretrained)
             tokenizer = tokenizer if tokenizer is not None else loaded_tok
+        limit = max_tokens(encoder.config)
+        if limit is not None and int(cfg.max_length) > limit:  # truncate to what the position table holds
+            cfg = replace(cfg, max_length=limit)
         self.cfg = cfg
         self.encoder = encoder
         self.tokenizer = tokenizer

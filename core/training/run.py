@@ -336,8 +336,9 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
     for warning in task.warnings:
         print(f"core.train: warning: {warning}", file=sys.stderr)
     folder, final = work, folder  # everything below writes the working folder
-    train_rows = encode_rows(task.train, tokenizer, cfg["max_length"])
-    dev_rows = encode_rows(task.dev, tokenizer, cfg["max_length"])
+    max_length = model.cfg.max_length  # the backbone may hold fewer positions than asked
+    train_rows = encode_rows(task.train, tokenizer, max_length)
+    dev_rows = encode_rows(task.dev, tokenizer, max_length)
     collate = make_collate(tokenizer.pad_token_id or 0)
     check_stop()
 
@@ -363,7 +364,7 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
     last_eval: dict = {}
     keeper = None
     if val_frame is not None:
-        val_rows = encode_rows(val_frame, tokenizer, cfg["max_length"])
+        val_rows = encode_rows(val_frame, tokenizer, max_length)
         keeper = BestEpoch(raw, val_loader=eval_loader(val_rows), labels=val_frame["label"].to_numpy(dtype=int),
                            metric=task.metric, patience=cfg["patience"], accelerator=accelerator,
                            writer=writer, should_stop=should_stop)

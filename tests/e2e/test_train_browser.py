@@ -27,10 +27,10 @@ pytestmark = [pytest.mark.e2e, NEEDS_CHROMIUM]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run app.py` on a free port over an empty checkpoint root; yields (url, root, backbone)."""
-    from tests.conftest import write_tiny_backbone
+    from tests.helpers import write_page_backbone
 
     tmp = tmp_path_factory.mktemp("e2e-train")
-    backbone = write_tiny_backbone(tmp / "bert")
+    backbone = write_page_backbone(tmp / "bert")
     root = tmp / "checkpoints"
     root.mkdir()
     with streamlit_server(root, tmp / "streamlit.log", start_timeout=90,
