@@ -21,6 +21,7 @@ from typing import Any
 
 from core.data.splits import SPLIT_VERSION, SPLIT_VERSIONS
 from core.data.tasks import METRICS  # noqa: F401  (the Train form reads METRICS here)
+from core.data.tasks import load_task as load_named_task
 from core.runs.folders import check_run_name
 from core.runs.io import read_json
 
@@ -337,9 +338,7 @@ def load_task(values: dict, *, train_file=None, dev_file=None):
     Train form's check make. `train_file` / `dev_file` override the values' paths (a run's staging
     folder, the form's staged uploads). ValueError names the file or dataset and the fault, or an
     empty split."""
-    from core.data.tasks import load_task as load
-
-    task = load(_given(values, "task") or DEFAULTS["task"], data_dir=_given(values, "data_dir"),
+    task = load_named_task(_given(values, "task") or DEFAULTS["task"], data_dir=_given(values, "data_dir"),
                 train_file=train_file if train_file is not None else _given(values, "train_file"),
                 dev_file=dev_file if dev_file is not None else _given(values, "dev_file"),
                 text_column=_given(values, "text_column"), text_pair_column=_given(values, "text_pair_column"),
