@@ -4,6 +4,7 @@ Tiny random BERTs (hidden 32) for the decision tests; a tiny run folder trained 
 file and command tests; the default run's real spread_backbone only in the `integration` test."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -185,7 +186,17 @@ def _predict(args, stdin=None):
                           capture_output=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_predict_command_csv_jsonl_stdin(tiny_run, tmp_path):
+def _predict_here(capsys, args):
+    """core.predict's main in this process: (exit code, stdout, stderr)."""
+    from core.serving.predict import main
+
+    capsys.readouterr()
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_command_csv_jsonl_stdin(tiny_run, tmp_path, capsys, monkeypatch):
     from core.engine.cache import ExitCache
 
     point = tmp_path / "p.json"
@@ -207,16 +218,22 @@ def test_predict_command_csv_jsonl_stdin(tiny_run, tmp_path):
     # JSONL in, and standard input
     jl = tmp_path / "in.jsonl"
     jl.write_text("".join(json.dumps({"review": t}) + "\n" for t in texts))
-    r2 = _predict(["--point", str(point), "--input", str(jl), "--text-column", "review", "--output", str(tmp_path / "o2.jsonl")])
-    assert r2.returncode == 0, r2.stderr
+    # the rest in-process (the subprocess above is the command as users run it): JSONL in, standard input
+    jl = tmp_path / "in.jsonl"
+    jl.write_text("".join(json.dumps({"review": t}) + "\n" for t in texts))
+    code, out, _ = _predict_here(capsys, ["--point", str(point), "--input", str(jl), "--text-column", "review",
+                                          "--output", str(tmp_path / "o2.jsonl")])
+    assert code == 0
     assert (tmp_path / "o2.jsonl").read_text() == (tmp_path / "o.jsonl").read_text()
-    assert "accuracy:" not in r2.stdout
-    r3 = _predict(["--point", str(point), "--input", "-", "--output", str(tmp_path / "o3.jsonl")], stdin="\n".join(texts[:3]) + "\n\n")
-    assert r3.returncode == 0, r3.stderr
+    assert "accuracy:" not in out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\n".join(texts[:3]) + "\n\n").encode())))
+    code, _, _ = _predict_here(capsys, ["--point", str(point), "--input", "-", "--output", str(tmp_path / "o3.jsonl")])
+    assert code == 0
     assert (tmp_path / "o3.jsonl").read_text().splitlines() == (tmp_path / "o.jsonl").read_text().splitlines()[:3]
     # bad input: one clear line naming what was wrong
-    r4 = _predict(["--point", str(point), "--input", str(csv), "--text-column", "nope", "--output", str(tmp_path / "o4.jsonl")])
-    assert r4.returncode == 2 and "unknown --text-column 'nope'; available columns: review, sentiment" in r4.stderr
+    code, _, err = _predict_here(capsys, ["--point", str(point), "--input", str(csv), "--text-column", "nope",
+                                          "--output", str(tmp_path / "o4.jsonl")])
+    assert code == 2 and "unknown --text-column 'nope'; available columns: review, sentiment" in err
     assert not (tmp_path / "o4.jsonl").exists()
 
 
