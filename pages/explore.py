@@ -178,6 +178,30 @@ st.caption("Searched over every setting where some sample's exit changes (exact,
            "why. Intervals: 95% paired bootstrap over the dev samples; 'within noise' when the interval of the "
            "difference covers zero. Click a row to load it into the knobs.")
 
+# ---- "lose at most x": the dev-set best beside a guaranteed setting ------------------------------------
+if kind == "loss":
+    st.markdown("**Lose at most: the dev-set best, and a setting with a guarantee**")
+    a1, a2 = st.columns([1, 3])
+    sure = a1.select_slider("Guarantee confidence", [0.8, 0.9, 0.95, 0.99], 0.9, key="l.conf",
+                            bind="query-params", help="1 - delta: how sure the guarantee is")
+    try:
+        answers = trust_views.lose_at_most(run, target, delta=round(1 - sure, 4))
+    except ValueError as err:  # e.g. 0 points: no setting but the full model loses nothing for sure
+        answers = None
+        a2.warning(md(err))
+    if answers is not None:
+        a2.dataframe(trust_views.two_answers(answers), hide_index=True, key="l.table", column_config={
+            "answer": st.column_config.TextColumn("answer", width=100),
+            "setting": st.column_config.TextColumn("setting", width=220),
+            "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
+            "points_lost": st.column_config.NumberColumn("points lost (all dev rows)", format="%.2f"),
+            "heldout_lost": st.column_config.TextColumn("inputs lost on held-out rows, 95% interval", width=260),
+        })
+        st.text(answers.guarantee)
+        st.text(answers.why + (" " + answers.metric_note if answers.metric_note else ""))
+        st.button("Load the guaranteed setting into the knobs", key="l.load", icon=":material/verified:",
+                  on_click=lambda g=answers.guaranteed: appstate.load_setting(run, g.strategy, g.params))
+
 # ---- guarantee: a setting calibrated on held-out samples ---------------------------------------------
 with st.expander("Guarantee: calibrate the open rule's knob on held-out samples", expanded=False):
     g = st.columns(4)

@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.app import figures, knob_scale, rundata
-from core.engine import metrics
+from core.engine import goal, metrics
 from core.engine.metrics import OperatingPoint
 from core.engine.strategies import apply
 from core.runs.folders import DEFAULT_ROOT
@@ -196,6 +196,27 @@ def test_lose_at_most_goal_and_one_click_answer(root):
     assert at.session_state["strategy"] == TAB_LABELS[op.strategy]
     ev = run.evaluate(op.strategy, {c.name: at.session_state[c.key] for c in run.controls(op.strategy)})
     assert ev["score"] == op.score and ev["layer_speedup"] == op.layer_speedup
+
+
+def test_lose_at_most_shows_both_answers_and_loads_the_guaranteed_one(root):
+    """'Lose at most x' answers twice on the page, as core.engine.goal.lose_at_most does: the dev-set best
+    and the guaranteed setting with the sentence on why it is slower; the button loads the guaranteed one."""
+    at = open_page("pages/explore.py", run="synth-joint", target_kind="lose at most", max_drop="2.0")
+    run = rundata.load_run(Path(root) / "synth-joint")
+    answers = goal.lose_at_most(run.cache, 2.0, delta=0.1, strategies=run.strategies)
+    table = next(d.value for d in at.dataframe if "answer" in d.value)
+    assert list(table["answer"]) == ["dev-set best", "guaranteed"]
+    assert table["layer_speedup"].tolist() == pytest.approx([answers.dev.whole["layer_speedup"],
+                                                            answers.guaranteed.whole["layer_speedup"]])
+    texts = [t.value for t in at.text]
+    assert answers.guarantee in texts and any(t.startswith(answers.why) for t in texts)
+    at.button(key="l.load").click().run()
+    assert not at.exception
+    from core.app.appstate import TAB_LABELS
+    g = answers.guaranteed
+    assert at.session_state["strategy"] == TAB_LABELS[g.strategy]
+    ev = run.evaluate(g.strategy, {c.name: at.session_state[c.key] for c in run.controls(g.strategy)})
+    assert ev["layer_speedup"] == pytest.approx(g.whole["layer_speedup"])
 
 
 def test_guarantee_panel_shows_held_out_numbers(root):

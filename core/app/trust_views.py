@@ -99,6 +99,26 @@ def lose_at_most(run, points: float, *, delta: float, risk: str = "gap", method:
                                                      seed=seed, strategies=run.strategies, feats=run.feats))
 
 
+ANSWERS = {"dev": "dev-set best", "guarantee": "guaranteed"}
+
+
+def two_answers(lam: LoseAtMost) -> pd.DataFrame:
+    """Explore's two answers to "lose at most x points" side by side: the dev-set best (chosen and scored
+    on the same rows) and the guaranteed setting (Learn then Test on the calibration rows), each with its
+    numbers on every dev row and on the held-out rows that chose nothing."""
+    rows = []
+    for key, a in (("dev", lam.dev), ("guarantee", lam.guaranteed)):
+        lost = f"{100 * a.heldout['risk']:.2f}%"
+        interval = a.uncertainty.get("heldout_risk_interval") if key == "guarantee" else None
+        lost += (f" [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]" if interval
+                 else " (no interval: these rows helped choose it)")
+        rows.append({"answer": ANSWERS[key],
+                     "setting": f"{STRATEGIES[a.strategy].title or a.strategy}, {describe_params(a.params)}",
+                     "layer_speedup": a.whole["layer_speedup"], "points_lost": a.whole["points_lost"],
+                     "heldout_lost": lost})
+    return pd.DataFrame(rows)
+
+
 # ---- Compare: runs that differ only in seed --------------------------------------------------------
 _SEED_SUFFIX = re.compile(r"-seed\d+$")
 
