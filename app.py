@@ -22,6 +22,7 @@ nav = {
         st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),
         st.Page("pages/traces.py", title="Traces", icon=":material/timeline:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("pages/slices.py", title="Slices", icon=":material/filter_list:"),
     ],
 }
 build = [st.Page(f"pages/{name}.py", title=title, icon=icon)

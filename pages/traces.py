@@ -1,7 +1,7 @@
 """Traces: the samples under one exit rule, filtered; one sample's layer-by-layer story."""
 import streamlit as st
 
-from core.app import appstate, explain, figures, rundata
+from core.app import appstate, explain, figures, rundata, slice_views
 from core.app.narrow import key_outside, legend_html
 from core.app.plain import md
 
@@ -150,6 +150,22 @@ if parts and st.button("Open in Playground: edit this text and rerun it through 
     st.switch_page("pages/playground.py", query_params={"run": run.name})
 why = explain.explain(run.cache, pos, rule, params)
 st.text(f"Why {rundata.strategy_title(rule)} exits at layer {why.exit_layer}: {why.sentence}")
+
+# ---- this sample under a second rule B beside the open one (Slices' "where two rules differ" links here) ----
+vs = slice_views.second_arm(st.query_params.to_dict(), run, lambda name: next(
+    (appstate.try_load(i) for i in appstate.run_infos() if i.name == name), "it is not in the run folder."))
+if isinstance(vs, str):
+    st.warning(md(vs))
+elif vs is not None:
+    st.subheader(f"Sample {row['row']} under A (the rule above) and B, side by side")
+    for col, (tag, side) in zip(st.columns(2), [("A", slice_views.Arm(run, rule, params, ev["exit_layer"], ev["pred"])),
+                                                ("B", vs)]):
+        w = explain.explain(side.run.cache, pos, side.rule, side.params)
+        col.text(slice_views.side_sentence(tag, side, pos, w.sentence))
+        fig = key_outside(explain.add_markers(figures.sample_figure(
+            side.run, pos, rundata.sample_exits(side.run, pos, {side.rule: side.params})), w))
+        col.plotly_chart(fig, key=f"vs-figure-{tag}", config={"displayModeBar": False})
+    st.button("Close B", key="t.vs.close", on_click=lambda: slice_views.close_second_rule(st.query_params))
 if row["overthinking"]:
     k = int(row["first right layer"])
     st.warning(f"Overthinking: exit {k} was already right (label probability "
