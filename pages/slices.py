@@ -73,17 +73,14 @@ if view[0].open:
         if not keep.any():
             st.info("No sample matches every filter: clear the search or widen a range.")
         table = slice_views.slice_table(run, sl, a.pred, keep, None if by == "none" else by)
-        st.dataframe(slice_views.shown_slices(table), hide_index=True, key="s.table", column_config={
+        st.dataframe(slice_views.shown_slices(table, metric), hide_index=True, key="s.table", column_config={
             "slice": st.column_config.TextColumn("slice", width=190),
             "samples": st.column_config.NumberColumn("samples", width=65),
-            "score": st.column_config.NumberColumn(metric, format="%.4f"),
-            "vs full model": st.column_config.NumberColumn("vs full model", format="%+.4f"),
-            "mean exit layer": st.column_config.NumberColumn("mean exit layer", format="%.2f"),
-            "layer speed-up": st.column_config.NumberColumn("layer speed-up", format="%.2fx",
-                                                            help="L / mean exit layer of the slice"),
+            "lost": st.column_config.NumberColumn("lost", width=45, help="Right at the last exit, wrong at the rule's"),
+            "gained": st.column_config.NumberColumn("gained", width=55, help="Wrong at the last exit, right at the rule's"),
         })
-        st.caption("95% intervals: the score and its difference to the full model by paired percentile bootstrap over "
-                   "the slice's samples (1,000 resamples; '-' under 20 samples); the mean exit layer by a normal "
+        st.caption("Brackets hold 95% intervals: the score and its difference to the full model by paired percentile "
+                   "bootstrap over the slice's samples (1,000 resamples; none under 20 samples); the mean exit layer by a normal "
                    "interval (mean ± 1.96 standard errors), the layer speed-up's is L over its ends. A slice's numbers "
                    "are read on its own samples: small slices have wide intervals.")
         if keep.any():

@@ -95,19 +95,25 @@ def slice_table(run: rundata.RunData, s: Slicer, pred: np.ndarray, keep: np.ndar
         parts.append(table(np.where(keep, 0, -1), [SELECTED]))
     if by in s.feats:
         codes, names = s.feats[by]
-        parts.append(table(np.where(keep, codes, -1), [f"{by} = {n}" for n in names]))
+        groups = table(np.where(keep, codes, -1), [f"{by} = {n}" for n in names])
+        if len(parts) == 2 and len(groups) == 1:  # the filter is the one group: say it once
+            parts.pop()
+        parts.append(groups)
     return pd.concat(parts, ignore_index=True)
 
 
-def shown_slices(t: pd.DataFrame) -> pd.DataFrame:
-    """The slice table as the page shows it: intervals as '[low, high]' text ('-' where none)."""
-    def iv(lo, hi, fmt):
-        return [f"[{a:{fmt}}, {b:{fmt}}]" if np.isfinite(a) and np.isfinite(b) else "-" for a, b in zip(lo, hi)]
+def shown_slices(t: pd.DataFrame, metric_words: str) -> pd.DataFrame:
+    """The slice table as the page shows it: each number with its 95% interval, as text ('no interval'
+    where there is none)."""
+    def iv(v, lo, hi, fmt, unit=""):
+        return [f"{x:{fmt}}{unit} [{a:{fmt}}, {b:{fmt}}]" if np.isfinite(a) and np.isfinite(b) else f"{x:{fmt}}{unit} (no interval)"
+                for x, a, b in zip(v, lo, hi)]
     return pd.DataFrame({
-        "slice": t["slice"], "samples": t["n"], "score": t["score"], "score 95%": iv(t["score_low"], t["score_high"], ".3f"),
-        "vs full model": t["delta"], "vs full 95%": iv(t["delta_low"], t["delta_high"], "+.3f"),
-        "mean exit layer": t["mean_exit_layer"], "exit 95%": iv(t["exit_low"], t["exit_high"], ".2f"),
-        "layer speed-up": t["layer_speedup"], "speed-up 95%": iv(t["speedup_low"], t["speedup_high"], ".2f"),
+        "slice": t["slice"], "samples": t["n"],
+        metric_words: iv(t["score"], t["score_low"], t["score_high"], ".3f"),
+        "vs full model": iv(t["delta"], t["delta_low"], t["delta_high"], "+.3f"),
+        "mean exit layer": iv(t["mean_exit_layer"], t["exit_low"], t["exit_high"], ".2f"),
+        "layer speed-up": iv(t["layer_speedup"], t["speedup_low"], t["speedup_high"], ".2f", "x"),
         "lost": t["lost"], "gained": t["gained"]})
 
 

@@ -52,12 +52,15 @@ def length_bins(words: np.ndarray, n_bins: int = 4) -> tuple[np.ndarray, list[st
         return words.copy(), []
     edges = np.unique(np.quantile(words, np.linspace(0, 1, n_bins + 1)[1:-1], method="higher").astype(np.int64))
     codes = np.searchsorted(edges, words, side="right")          # bin j holds edges[j-1] <= w < edges[j]
-    lows = np.concatenate([[words.min()], edges])
-    highs = np.concatenate([edges - 1, [words.max()]])
-    used = np.bincount(codes, minlength=len(lows)) > 0
+    used = np.bincount(codes, minlength=len(edges) + 1) > 0
     remap = np.cumsum(used) - 1
-    names = [f"{lo}-{hi} words" if lo != hi else f"{lo} words" for lo, hi, u in zip(lows, highs, used) if u]
-    return remap[codes].astype(np.int64), names
+    codes = remap[codes]
+    G = int(used.sum())
+    lows, highs = np.full(G, words.max()), np.full(G, words.min())
+    np.minimum.at(lows, codes, words)                           # each bin named by its own shortest and longest
+    np.maximum.at(highs, codes, words)
+    names = [f"{lo}-{hi} words" if lo != hi else f"{lo} words" for lo, hi in zip(lows, highs)]
+    return codes.astype(np.int64), names
 
 
 def exit_layers(exit_layer: np.ndarray, L: int) -> tuple[np.ndarray, list[str]]:
