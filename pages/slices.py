@@ -74,8 +74,8 @@ if view[0].open:
             st.info("No sample matches every filter: clear the search or widen a range.")
         table = slice_views.slice_table(run, sl, a.pred, keep, None if by == "none" else by)
         st.dataframe(slice_views.shown_slices(table, metric), hide_index=True, key="s.table", column_config={
-            "slice": st.column_config.TextColumn("slice", width=190),
-            "samples": st.column_config.NumberColumn("samples", width=65),
+            "slice": st.column_config.TextColumn("slice", width=160),
+            "samples": st.column_config.NumberColumn("samples", width=60),
             "lost": st.column_config.NumberColumn("lost", width=45, help="Right at the last exit, wrong at the rule's"),
             "gained": st.column_config.NumberColumn("gained", width=55, help="Wrong at the last exit, right at the rule's"),
         })
@@ -134,22 +134,28 @@ if view[1].open:
             st.stop()
         top = slice_views.top_slices(sl, a, b, what=what, min_size=int(min_size))
         st.text(slice_views.finder_sentence(top, float(slice_views.differ_mask(a, b, what).mean()), int(min_size), what))
-        st.dataframe(top[["slice", "n", "differ", "rate", "low", "high"]], hide_index=True, key="s.finder",
-                     column_config={"slice": st.column_config.TextColumn("slice", width=330),
-                                    "n": st.column_config.NumberColumn("samples"),
-                                    "rate": st.column_config.NumberColumn("differ rate", format="percent"),
-                                    "low": st.column_config.NumberColumn("95% low", format="percent"),
-                                    "high": st.column_config.NumberColumn("95% high", format="percent")})
+        st.dataframe(top[["slice", "rate", "low", "high", "n", "differ"]], hide_index=True, key="s.finder",
+                     column_config={"slice": st.column_config.TextColumn("slice", width=220),
+                                    "rate": st.column_config.NumberColumn("differ rate", format="percent", width=70),
+                                    "low": st.column_config.NumberColumn("95% low", format="percent", width=65),
+                                    "high": st.column_config.NumberColumn("95% high", format="percent", width=65),
+                                    "n": st.column_config.NumberColumn("samples", width=60),
+                                    "differ": st.column_config.NumberColumn("differ", width=50)})
         st.markdown(f"**The {len(diff)} samples that differ, most different first**")
         st.caption("A changed prediction first, then the larger gap between the exit layers (B exit - A exit). "
                    "Click a row to open the sample in Traces with A and B side by side.")
         table_key = appstate.selection_key("s.diff")
-        st.dataframe(diff.drop(columns=["pos"]), hide_index=True, height=360, key=table_key, on_select="rerun",
-                     selection_mode="single-row", column_config={
+        st.dataframe(diff, hide_index=True, height=360, key=table_key, on_select="rerun", selection_mode="single-row",
+                     column_order=["row", "flip", "gap", "A exit", "B exit", "A predicts", "B predicts", "label", "right",
+                                   "text"],
+                     column_config={
                          "row": st.column_config.NumberColumn(width=50),
-                         "text": st.column_config.TextColumn(width=280),
-                         "flip": st.column_config.CheckboxColumn("prediction flips", width=70),
-                         "right": st.column_config.TextColumn("right under", width=70)})
+                         "flip": st.column_config.CheckboxColumn("flips", width=45, help="The prediction changes"),
+                         "gap": st.column_config.NumberColumn("gap", width=40, help="B exit - A exit"),
+                         "A exit": st.column_config.NumberColumn(width=50),
+                         "B exit": st.column_config.NumberColumn(width=50),
+                         "right": st.column_config.TextColumn("right under", width=70),
+                         "text": st.column_config.TextColumn(width=360)})
         picked = appstate.selected_rows(table_key)
         if picked and picked[0] < len(diff):
             row = diff.iloc[picked[0]]

@@ -128,8 +128,10 @@ def test_the_slice_finder_names_the_slice_that_differs_most():
     differ[(color == 1) & (size == 2)] = rng.random(((color == 1) & (size == 2)).sum()) < 0.9   # 50 samples, ~90%
     tiny = np.flatnonzero((color == 0) & (size == 0))[:5]
     differ[tiny] = True                       # 5 samples, 100%: below the minimum size
-    feats = {"color": (color, ["red", "blue"]), "size": (size, ["s0", "s1", "s2", "s3"])}
-    top = slices.find_slices(feats, differ, min_size=20)
+    feats = {"color": (color, ["red", "blue"]), "size": (size, ["s0", "s1", "s2", "s3"]),
+             "shape": (np.zeros(n, dtype=np.int64), ["round"])}
+    top = slices.find_slices(feats, differ, min_size=20, top=50)
+    assert not top["slice"].str.contains("shape = round &|& shape = round").any()   # says nothing its part does not
     best = top.iloc[0]
     members = (color == 1) & (size == 2)
     assert best["slice"] == "color = blue & size = s2" and best["n"] == members.sum()

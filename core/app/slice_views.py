@@ -109,12 +109,12 @@ def shown_slices(t: pd.DataFrame, metric_words: str) -> pd.DataFrame:
         return [f"{x:{fmt}}{unit} [{a:{fmt}}, {b:{fmt}}]" if np.isfinite(a) and np.isfinite(b) else f"{x:{fmt}}{unit} (no interval)"
                 for x, a, b in zip(v, lo, hi)]
     return pd.DataFrame({
-        "slice": t["slice"], "samples": t["n"],
+        "slice": t["slice"],
         metric_words: iv(t["score"], t["score_low"], t["score_high"], ".3f"),
-        "vs full model": iv(t["delta"], t["delta_low"], t["delta_high"], "+.3f"),
         "mean exit layer": iv(t["mean_exit_layer"], t["exit_low"], t["exit_high"], ".2f"),
         "layer speed-up": iv(t["layer_speedup"], t["speedup_low"], t["speedup_high"], ".2f", "x"),
-        "lost": t["lost"], "gained": t["gained"]})
+        "vs full model": iv(t["delta"], t["delta_low"], t["delta_high"], "+.3f"),
+        "samples": t["n"], "lost": t["lost"], "gained": t["gained"]})
 
 
 # ---- where two decisions differ ------------------------------------------------------------------

@@ -174,13 +174,20 @@ def find_slices(feats: dict[str, tuple[np.ndarray, list[str]]], differ, *, min_s
                 depth: int = 2, top: int = 10) -> pd.DataFrame:
     """The slices where `differ` [N] bool is most often true: every group of one feature and (depth 2)
     every pair of groups of two features, at least `min_size` samples, ranked by difference rate, then
-    size. Columns: slice ('gold label = negative & exit layer = layer 2'), n, differ, rate, low, high
+    size. A pair is listed only where it differs more often than each of its two groups alone (else it
+    repeats what its parent says). Columns: slice ('gold label = negative & exit layer = layer 2'), n, differ, rate, low, high
     (Wilson 95%), lift (rate / the rate over all samples). The top rate is the largest of many slices,
     so it is optimistic; its interval is that of the one slice alone."""
     differ = np.asarray(differ, dtype=bool)
     overall = differ.mean() if differ.size else np.nan
     parts = []
     names_of = list(feats)
+    single = {}                                                    # feature -> [G] rate of each of its groups
+    for name, (c, groups) in feats.items():
+        ok = c >= 0
+        n1 = np.bincount(c[ok], minlength=len(groups))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            single[name] = np.bincount(c[ok], differ[ok], minlength=len(groups)) / n1
     for r in range(1, depth + 1):
         for combo in combinations(names_of, r):
             code = np.zeros(differ.size, dtype=np.int64)
@@ -198,6 +205,13 @@ def find_slices(feats: dict[str, tuple[np.ndarray, list[str]]], differ, *, min_s
             if not keep.size:
                 continue
             idx = np.array(np.unravel_index(keep, sizes)).T            # [kept, r] group of each feature
+            if r > 1:  # a conjunction is news only where it differs more often than each of its parts alone
+                rate = k[keep] / n[keep]
+                parents = np.max([single[name][idx[:, j]] for j, name in enumerate(combo)], axis=0)
+                new = rate > parents + 1e-12
+                keep, idx = keep[new], idx[new]
+                if not keep.size:
+                    continue
             label = [" & ".join(f"{name} = {feats[name][1][j]}" for name, j in zip(combo, row)) for row in idx]
             parts.append(pd.DataFrame({"slice": label, "features": r, "n": n[keep], "differ": k[keep].astype(np.int64)}))
     if not parts:
