@@ -133,8 +133,13 @@ def main(argv=None) -> int:
     _, tout = timed_rows_per_s(preds, points, tenc, 32, 4)
     scores = {v: metrics.score(caches["fp32"].metric, labels, tout[v]) for v in VARIANTS}
     print(f"\ntest split ({len(test)} rows, batch 32): " + ", ".join(f"{v} {s:.4f}" for v, s in scores.items()))
-    print(f"  int8 early exit - fp32 full: {100 * (scores['int8 early exit'] - scores['fp32 full']):+.2f} points")
     result["test"] = scores
+    result["test_diff_vs_fp32_full"] = {}
+    for v in VARIANTS[1:]:  # paired bootstrap over the test rows: each variant against fp32 full
+        d = metrics.diff_interval(caches["fp32"].metric, labels, tout[v], tout["fp32 full"])
+        print(f"  {v} - fp32 full: {100 * d.estimate:+.2f} points (95% paired bootstrap "
+              f"{100 * d.low:+.2f} to {100 * d.high:+.2f})")
+        result["test_diff_vs_fp32_full"][v] = [d.estimate, d.low, d.high]
     load_end = os.getloadavg()
     print(f"load average at the end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
     result["load"] = [load_start, load_end]

@@ -245,7 +245,7 @@ def test_export_is_a_valid_operating_point(root):
     at = open_page("pages/explore.py", run="synth-joint")
     assert at.get("download_button"), "no export button"
     code = json.loads(next(c.value for c in at.code if c.value.lstrip().startswith("{")))
-    assert code["run_name"] == "synth-joint" and code["num_layers"] == 6 and code["format_version"] == 1
+    assert code["run_name"] == "synth-joint" and code["num_layers"] == 6 and code["format_version"] == 2
     assert code["weights"]["sha256"] is None, "synthetic runs have no weights"
     assert any(c.value.startswith("python -m core.predict --point synth-joint-") for c in at.code)
 

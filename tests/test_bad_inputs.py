@@ -142,6 +142,9 @@ TABLE: list[tuple[str, str, str]] = [
     ("point-params-malformed",
      "point `params` of the wrong type (`{\"threshold\": [0.3]}`), missing (`{}`), a 400-digit integer, a budget layer `[3]` or `\"3.0\"`; a point nested 200,000 levels deep; `\"metric\": \"nonsense\"`",
      "refused before any work: one line naming the file and the field, exit code 2 (one check of the rule's declared params in `core.engine.registry.STRATEGIES` serves core.predict, core.export and `from_point`)"),
+    ("point-precision-unknown",
+     "a point file whose `precision` is not one the project runs (`\"int4\"`), whose `batch_size` is `0` or `\"32\"`, or a version-2 point without `precision`; `core.export --precision int4`, or `--precision int8` on a run without `cache-int8.npz`",
+     "refused before the model loads: one line naming the file (or the option) and the field, with the precisions that exist (fp32, int8, fp16, bf16) or the `core.cache_variant` command that writes the missing cache, exit code 2"),
     ("export-out-unwritable",
      "`core.export --out` on a read-only file system or a folder; `--params '{\"threshold\": [1]}'`",
      "one line naming the option and the path or the knob, exit code 2, nothing written"),
@@ -951,6 +954,37 @@ def check_point_label_names_reordered(run, tmp_path, capsys):
         assert "is not the run's" in line and not out.exists()
         with pytest.raises(ValueError, match=f"{field} .* is not the run's"):
             EarlyExitPredictor.from_point(bad)
+
+
+def check_point_precision_unknown(run, tmp_path, capsys):
+    import json
+
+    from core.serving.export import main as export_main
+    from core.serving.predict import main as predict_main
+    from core.serving.predictor import EarlyExitPredictor
+
+    data = _two_texts(tmp_path / "in.csv")
+    for edit, words in (({"precision": "int4"}, "precision 'int4' is not one of fp32, int8, fp16, bf16"),
+                        ({"batch_size": 0}, "batch_size must be a positive integer or null, got 0"),
+                        ({"batch_size": "32"}, "batch_size must be a positive integer or null, got '32' (a string)")):
+        bad = _point(run, tmp_path / "points", edit=edit)
+        out = tmp_path / "o.jsonl"
+        _fails_in_one_line(predict_main, ["--point", str(bad), "--input", str(data), "--output", str(out)],
+                           capsys, "core.predict", str(bad), words)
+        assert not out.exists()
+        with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            EarlyExitPredictor.from_point(bad)
+    v2 = json.loads(_point(run, tmp_path / "points").read_text())
+    del v2["precision"]
+    (tmp_path / "no-precision.json").write_text(json.dumps(v2))
+    _fails_in_one_line(predict_main, ["--point", str(tmp_path / "no-precision.json"), "--input", str(data), "--output",
+                                      str(tmp_path / "o.jsonl")], capsys, "core.predict", "missing field 'precision'")
+    argv = ["--run", str(run), "--strategy", "entropy", "--params", '{"threshold": 0.5}', "--out", str(tmp_path / "e.json")]
+    _fails_in_one_line(export_main, [*argv, "--precision", "int4"], capsys, "core.export",
+                       "--precision 'int4' is not one of fp32, int8")
+    _fails_in_one_line(export_main, [*argv, "--precision", "int8"], capsys, "core.export",
+                       "no int8 cache (cache-int8.npz)", "python -m core.cache_variant")
+    assert not (tmp_path / "e.json").exists()
 
 
 def check_csv_extra_field(tiny, run, tmp_path, capsys):

@@ -110,7 +110,7 @@ def test_export_roundtrip_and_from_point(tiny_run, tmp_path):
     out = tmp_path / "points" / "p.json"
     out.parent.mkdir()
     data = write_point(tiny_run, "entropy", {"threshold": 0.9}, out)
-    assert data["format_version"] == 1 and not Path(data["run"]).is_absolute()
+    assert data["format_version"] == 2 and data["precision"] == "fp32" and not Path(data["run"]).is_absolute()
     assert data["promise"]["score"]["interval"] is None and data["promise"]["guarantee"] is None
     assert data["promise"]["measured_on"]["rows"] == 12 and data["label_names"] == ["neg", "pos"]
     point = read_point(out)
@@ -145,7 +145,7 @@ def test_point_file_errors_name_the_file_and_fault(tiny_run, tmp_path):
     good = tmp_path / "p.json"
     write_point(tiny_run, "patience", {"patience": 2}, good)
     cases = [(lambda d: d.pop("strategy"), "missing field 'strategy'"),
-             (lambda d: d.update(format_version=2), "format_version 2 is not supported"),
+             (lambda d: d.update(format_version=3), "format_version 3 is not supported"),
              (lambda d: d.update(params={"patience": 0}), "params: patience.patience = 0 is out of range"),
              (lambda d: d["promise"]["score"].update(interval=[0.9, 0.1]), "interval must be"),
              (lambda d: d["weights"].update(sha256="0" * 64), "the point was made for 000000000000"),
@@ -224,12 +224,15 @@ def test_predict_command_csv_jsonl_stdin(tiny_run, tmp_path, capsys, monkeypatch
     code, out, _ = _predict_here(capsys, ["--point", str(point), "--input", str(jl), "--text-column", "review",
                                           "--output", str(tmp_path / "o2.jsonl")])
     assert code == 0
-    assert (tmp_path / "o2.jsonl").read_text() == (tmp_path / "o.jsonl").read_text()
+    # --compare-full adds the fp32 full model's answer to each row; the rest is the same
+    assert all(r["full_prediction"] in ("neg", "pos") for r in rows)
+    plain = [json.dumps({k: v for k, v in r.items() if k != "full_prediction"}) for r in rows]
+    assert (tmp_path / "o2.jsonl").read_text().splitlines() == plain
     assert "accuracy:" not in out
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\n".join(texts[:3]) + "\n\n").encode())))
     code, _, _ = _predict_here(capsys, ["--point", str(point), "--input", "-", "--output", str(tmp_path / "o3.jsonl")])
     assert code == 0
-    assert (tmp_path / "o3.jsonl").read_text().splitlines() == (tmp_path / "o.jsonl").read_text().splitlines()[:3]
+    assert (tmp_path / "o3.jsonl").read_text().splitlines() == plain[:3]
     # bad input: one clear line naming what was wrong
     code, _, err = _predict_here(capsys, ["--point", str(point), "--input", str(csv), "--text-column", "nope",
                                           "--output", str(tmp_path / "o4.jsonl")])

@@ -22,6 +22,20 @@ from core.runs.io import atomic_write_bytes
 
 FORMAT_VERSION = 1
 PROB_SUM_TOL = 1e-4
+PRECISIONS = ("fp32", "int8", "fp16", "bf16")   # a run's caches: cache.npz (fp32), cache-<precision>.npz
+
+
+def variant_file(precision: str) -> str:
+    """The cache file name of a precision inside a run folder (fp32 is the run's own cache.npz)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return CACHE_FILE if precision == "fp32" else f"cache-{precision}.npz"
+
+
+def precision_caches(run_folder) -> dict[str, Path]:
+    """{precision: cache path} of the caches a run folder holds (fp32 first)."""
+    folder = Path(run_folder)
+    return {p: folder / variant_file(p) for p in PRECISIONS if (folder / variant_file(p)).is_file()}
 
 
 @dataclass

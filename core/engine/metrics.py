@@ -285,6 +285,10 @@ class OperatingPoint:
     score_interval: list | None = None          # [low, high], paired bootstrap over dev samples
     delta_interval: list | None = None          # [low, high] of score - full model's score
     interval_note: str = ""                     # how the intervals were made
+    # added by the precision frontier (issue 22, core.engine.frontier); absent in older files
+    precision: str = "fp32"                     # the cache (and model) precision the setting runs at
+    batch_size: int | None = None               # the batch size its wall-clock speed-up is measured at
+    batch_wallclock_speedup: float | None = None  # over fp32 full at batch_size, from the latency tables
 
     @classmethod
     def from_evaluation(cls, run: str, cache, ev: dict) -> "OperatingPoint":

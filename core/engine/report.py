@@ -303,13 +303,16 @@ def promise_section(path: Path) -> str:
             [f"{s['metric']} % (all layers)", promised("full_score", pct),
              pct(s["full_score"]) + ci(s.get("full_score_interval"))],
             ["layer speed-up", promised("layer_speedup", x), x(s["layer_speedup"]) + " (exact count)"],
-            ["wall-clock speed-up", promised("wallclock_speedup", x) + ", estimated at batch size 1",
+            ["wall-clock speed-up", promised("wallclock_speedup", x) + f", estimated at batch size "
+             f"{s.get('promise_batch_size') or 1} over fp32 full",
              x(s["measured_speedup"]) + f", batch size {s['batch_size']}, one run (no interval)"],
             ["rows per second", "–", f"{s['rows_per_s']:.1f} early exit, {s['full_rows_per_s']:.1f} all layers "
              f"({rec['torch_threads']} torch thread(s), shared machine)"]]
     inside = s.get("score_interval") and s["score_interval"][0] <= p["score"] <= s["score_interval"][1]
     return (f"The \"lose at most {100 * c['max_drop']:g} point\" pick (fastest setting over every rule within "
-            f"{100 * c['max_drop']:g} point of the full model on dev): {c['strategy']} "
+            f"{100 * c['max_drop']:g} point of the full model on dev"
+            + (f", over the precisions {', '.join(c['precisions_searched'])}" if c.get("precisions_searched") else "")
+            + f"): {c.get('precision', 'fp32')} {c['strategy']} "
             f"`{json.dumps(c['params'], sort_keys=True)}`, exported as `{rec['point_file']}` and applied with "
             f"`core.predict --compare-full` to the {s['rows']} Rotten Tomatoes rows outside the dev set that "
             f"training did not draw (`{rec['command']}`). Promised numbers are measured on the "

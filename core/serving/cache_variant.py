@@ -32,24 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.engine.cache import PRECISIONS, precision_caches, variant_file  # noqa: F401 (re-exported)
 from core.runs.folders import CACHE_FILE
 
-PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 CPU_PRECISIONS = ("fp32", "int8")
 LATENCY_BATCHES = (1, 32)
-
-
-def variant_file(precision: str) -> str:
-    """The cache file name of a precision inside a run folder (fp32 is the run's own cache.npz)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    return CACHE_FILE if precision == "fp32" else f"cache-{precision}.npz"
-
-
-def precision_caches(run_folder) -> dict[str, Path]:
-    """{precision: cache path} of the caches a run folder holds (fp32 first; torch-free)."""
-    folder = Path(run_folder)
-    return {p: folder / variant_file(p) for p in PRECISIONS if (folder / variant_file(p)).is_file()}
 
 
 # ---- precision ---------------------------------------------------------------------------------------

@@ -1,7 +1,13 @@
-"""The operating-point file, version 1: one chosen exit rule of one trained run, ready to run.
+"""The operating-point file, version 2: one chosen exit rule of one trained run, ready to run.
 
     python -m core.export --run checkpoints/rotten_tomatoes-joint --strategy entropy \
-        --params '{"threshold": 0.3}' --out entropy-0.3.json
+        --params '{"threshold": 0.3}' [--precision int8] [--batch-size 32] --out entropy-0.3.json
+
+Version 2 adds `precision` (fp32, int8, fp16, bf16: the weights are converted to it before they run, and
+the promise is measured on that precision's cache, `cache-<precision>.npz`) and `batch_size` (what
+core.predict runs it at by default, and the batch size its wall-clock speed-up over fp32 full was read
+at from the caches' latency tables; null: core.predict's default, 32). A version-1 file still loads: it
+reads as fp32 with batch size null (as before).
 
 The file says which weights to load (the run folder, relative to the file where possible, and the
 sha256 of its `model.safetensors`), how to read the exits (strategy and params, label names) and
@@ -35,7 +41,8 @@ from core.runs.folders import CACHE_FILE, CONFIG_FILE, METRICS_FILE, STATUS_FILE
 from core.runs.io import atomic_write_json, read_json
 
 FORMAT = "early-exit-lab/operating-point"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)   # version 1: no precision (fp32) and no batch size
 PROMISED = ("score", "full_score", "layer_speedup", "wallclock_speedup")  # each {"value", "interval"}
 _TOP_FIELDS = {"format": str, "format_version": int, "run": str, "run_name": str, "weights": dict,
                "backbone": str, "task": (str, type(None)), "metric": str, "label_names": list,
@@ -64,6 +71,16 @@ class PointFile:
     @property
     def promise(self) -> dict:
         return self.data["promise"]
+
+    @property
+    def precision(self) -> str:
+        """The precision the point runs at (fp32 for a version-1 file)."""
+        return self.data.get("precision", "fp32")
+
+    @property
+    def batch_size(self) -> int | None:
+        """The batch size the point names (None for a version-1 file or when not named)."""
+        return self.data.get("batch_size")
 
     def promised(self, name: str) -> tuple[float | None, list | None]:
         """(value, interval or None) of one promised number."""
@@ -103,7 +120,8 @@ def _relative(target: Path, start: Path) -> str:
 
 # ---- writing -------------------------------------------------------------------------------------
 def promise_from_evaluation(ev: dict, *, n_rows: int, split: str = "dev", task: str | None = None,
-                            intervals: dict | None = None, guarantee: dict | None = None) -> dict:
+                            intervals: dict | None = None, guarantee: dict | None = None,
+                            file: str = CACHE_FILE) -> dict:
     """The promise block from a `core.engine.metrics.evaluate` result.
 
     `intervals` maps names in PROMISED to [lo, hi] (e.g. bootstrap intervals); `guarantee` is a
@@ -120,25 +138,79 @@ def promise_from_evaluation(ev: dict, *, n_rows: int, split: str = "dev", task: 
         out[name] = {"value": None if v is None else float(v),
                      "interval": None if iv is None else [float(iv[0]), float(iv[1])]}
     out["mean_exit_layer"] = float(ev["mean_exit_layer"])
-    out["wallclock_note"] = ("estimated from the run's batch-1 per-layer latencies (cache layer_ms)"
-                             if ev.get("wallclock_speedup") is not None else "no per-layer latencies in this run")
-    out["measured_on"] = {"split": split, "rows": int(n_rows), "task": task, "file": CACHE_FILE}
+    out["wallclock_note"] = ev.get("wallclock_note") or (
+        "estimated from the run's batch-1 per-layer latencies (cache layer_ms)"
+        if ev.get("wallclock_speedup") is not None else "no per-layer latencies in this run")
+    out["wallclock_batch_size"] = ev.get("wallclock_batch_size", 1 if ev.get("wallclock_speedup") is not None else None)
+    out["measured_on"] = {"split": split, "rows": int(n_rows), "task": task, "file": file}
     out["guarantee"] = guarantee
     return out
 
 
+def check_precision(precision, batch_size, *, where: str = "") -> None:
+    """A precision core.predict can run and a batch size that is a positive integer or None."""
+    from core.engine.cache import PRECISIONS
+
+    if precision not in PRECISIONS:
+        shown = repr(precision) if isinstance(precision, str) and len(precision) <= 40 else _shown(precision)
+        raise ValueError(f"{where}precision {shown} is not one of {', '.join(PRECISIONS)}")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"{where}batch_size must be a positive integer or null, got {_shown(batch_size)}")
+
+
+def evaluate_at(run_dir: str | os.PathLike, strategy: str, params: dict, *, precision: str = "fp32",
+                batch_size: int | None = None, cache=None) -> tuple:
+    """(cache of `precision`, evaluation) of a setting: scored on that precision's cache, its full score
+    fp32 full's, and its wall-clock speed-up over fp32 full at `batch_size` from the latency tables
+    (precisions other than fp32 with no batch size: at batch size 1; None where no table has it).
+    `cache` (optional): that precision's cache already loaded."""
+    from core.engine import metrics
+    from core.engine.cache import ExitCache, variant_file
+
+    check_precision(precision, batch_size)
+    run_dir = Path(run_dir)
+    path = run_dir / variant_file(precision)
+    if cache is None and precision == "fp32":
+        cache = ExitCache.load(run_dir)
+    if cache is None:
+        if not path.is_file():
+            raise ValueError(f"{run_dir}: no {precision} cache ({path.name}); write it with "
+                             f"`python -m core.cache_variant --run {run_dir} --precision {precision}`")
+        cache = ExitCache.load(path)
+    ref = cache if precision == "fp32" else ExitCache.load(run_dir)
+    full = metrics.score(ref.metric, ref.labels, ref.probs[:, -1].argmax(-1))
+    ev = metrics.evaluate(cache, strategy, full_score=full,
+                          **check_params(strategy, params, cache.L, where="params", complete=False))
+    at = batch_size if batch_size is not None else (None if precision == "fp32" else 1)
+    if at is not None:
+        try:
+            ev["wallclock_speedup"] = metrics.batch_wallclock_speedup(ev["exit_layer"], cache, at, reference=ref)
+            ev["wallclock_note"] = (f"over fp32 full at batch size {at}, from the latency tables of the {precision} "
+                                    f"and fp32 caches ({(cache.latency or {}).get('threads', '?')} thread(s), "
+                                    f"{(cache.latency or {}).get('machine', 'machine unknown')})")
+            ev["wallclock_batch_size"] = at
+        except ValueError as e:
+            ev["wallclock_speedup"], ev["wallclock_batch_size"] = None, None
+            ev["wallclock_note"] = f"no wall-clock estimate: {e}"
+    return cache, ev
+
+
 def build_point(run_dir: str | os.PathLike, strategy: str, params: dict, *, out: str | os.PathLike,
                 intervals: dict | None = None, guarantee: dict | None = None,
-                hash_weights: bool = True) -> dict:
-    """The v1 dict for `strategy`/`params` on the run in `run_dir`, promise measured on its dev cache.
-    `out` is where the file will live (the run path is stored relative to it)."""
-    from core.engine.cache import ExitCache
-    from core.engine.metrics import evaluate
+                hash_weights: bool = True, precision: str = "fp32", batch_size: int | None = None) -> dict:
+    """The v2 dict for `strategy`/`params` on the run in `run_dir` at `precision`, promise measured on
+    that precision's dev cache (see `evaluate_at`). `out` is where the file will live (the run path is
+    stored relative to it)."""
+    from core.engine.cache import ExitCache, variant_file
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir}: no such run folder")
-    cache = ExitCache.load(run_dir)
+    check_precision(precision, batch_size)
+    cache = ExitCache.load(run_dir) if precision == "fp32" else None
+    if precision != "fp32" and not (run_dir / variant_file(precision)).is_file():
+        raise ValueError(f"{run_dir}: no {precision} cache ({variant_file(precision)}); write it with "
+                         f"`python -m core.cache_variant --run {run_dir} --precision {precision}`")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     if "labels" in STRATEGIES[strategy].needs:
@@ -146,15 +218,16 @@ def build_point(run_dir: str | os.PathLike, strategy: str, params: dict, *, out:
     if hash_weights and not (run_dir / WEIGHTS_FILE).is_file():
         raise ValueError(f"{run_dir}: no {WEIGHTS_FILE}, so this point could not run; rebuild the weights "
                          f"with: {rebuild_command(run_dir)}")
-    ev = evaluate(cache, strategy, **check_params(strategy, params, cache.L, where="params", complete=False))
+    cache, ev = evaluate_at(run_dir, strategy, params, precision=precision, batch_size=batch_size, cache=cache)
     return point_from_evaluation(run_dir, cache, ev, run_path=_relative(run_dir, Path(out).parent),
-                                 intervals=intervals, guarantee=guarantee, hash_weights=hash_weights)
+                                 intervals=intervals, guarantee=guarantee, hash_weights=hash_weights,
+                                 precision=precision, batch_size=batch_size)
 
 
 def point_from_evaluation(run_dir: str | os.PathLike, cache, ev: dict, *, run_path: str | None = None,
                           intervals: dict | None = None, guarantee: dict | None = None,
-                          hash_weights: bool = True) -> dict:
-    """The v1 dict from an evaluation already made (`core.engine.metrics.evaluate` on the run's cache).
+                          hash_weights: bool = True, precision: str = "fp32", batch_size: int | None = None) -> dict:
+    """The v2 dict from an evaluation already made (`core.engine.metrics.evaluate` on the run's cache).
     `run_path` is what the file records as the run folder (default: its absolute path). The weights'
     sha256 is null when the run has none (or `hash_weights` is False); `read_point` refuses such files."""
     run_dir = Path(run_dir)
@@ -164,6 +237,9 @@ def point_from_evaluation(run_dir: str | os.PathLike, cache, ev: dict, *, run_pa
     sha = _cached_sha256(weights) if hash_weights and weights.is_file() else None
     backbone = (cfg.get("model") or {}).get("backbone") or cache.meta.get("backbone") or cfg.get("backbone")
     strategy = ev["strategy"]
+    check_precision(precision, batch_size)
+    from core.engine.cache import variant_file
+
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "run": run_path if run_path is not None else str(run_dir.resolve()), "run_name": run_dir.resolve().name,
@@ -171,8 +247,9 @@ def point_from_evaluation(run_dir: str | os.PathLike, cache, ev: dict, *, run_pa
         "backbone": str(backbone or "unknown"), "task": cache.meta.get("task"), "metric": cache.metric,
         "label_names": list(cache.label_names), "num_layers": int(cache.L),
         "strategy": strategy, "params": resolve_params(strategy, dict(ev["params"]), cache.L),
+        "precision": precision, "batch_size": batch_size,
         "promise": promise_from_evaluation(ev, n_rows=cache.N, task=cache.meta.get("task"),
-                                           intervals=intervals, guarantee=guarantee),
+                                           intervals=intervals, guarantee=guarantee, file=variant_file(precision)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -211,14 +288,16 @@ def predict_command(point_file: str, input_file: str = "INPUT.csv", output_file:
 
 
 def app_export(run_dir: str | os.PathLike, cache, ev: dict, *, intervals: dict | None = None,
-               guarantee: dict | None = None, suffix: str = "") -> tuple[dict, str, str, str | None]:
+               guarantee: dict | None = None, suffix: str = "", precision: str = "fp32",
+               batch_size: int | None = None) -> tuple[dict, str, str, str | None]:
     """What Explore's export shows for the current evaluation: (v1 dict with the run's absolute path, so
     the downloaded file works wherever it is saved on this machine; file name; the core.predict command
     for it; a plain sentence on why the point cannot run, or None). `intervals` and `guarantee` go into
     the promise as in `promise_from_evaluation`."""
     run_dir = Path(run_dir)
-    data = point_from_evaluation(run_dir, cache, ev, intervals=intervals, guarantee=guarantee)
-    fname = f"{run_dir.name}-{ev['strategy']}{suffix}.json"
+    data = point_from_evaluation(run_dir, cache, ev, intervals=intervals, guarantee=guarantee,
+                                 precision=precision, batch_size=batch_size)
+    fname = f"{run_dir.name}-{ev['strategy']}{'' if precision == 'fp32' else '-' + precision}{suffix}.json"
     problem = None
     if "labels" in STRATEGIES[ev["strategy"]].needs:
         problem = "This rule needs the gold labels: it is a ceiling to compare against, not a point to run."
@@ -476,8 +555,17 @@ def validate(data, *, where: str) -> None:
     if data.get("format") != FORMAT:
         bad(f"not an operating-point file (format is {data.get('format')!r}, expected {FORMAT!r}); "
             "write one with `python -m core.export` or Explore's export")
-    if data.get("format_version") != FORMAT_VERSION:
-        bad(f"format_version {data.get('format_version')!r} is not supported (this version reads {FORMAT_VERSION})")
+    if data.get("format_version") not in READ_VERSIONS:
+        bad(f"format_version {data.get('format_version')!r} is not supported (this version reads "
+            f"{' and '.join(map(str, READ_VERSIONS))})")
+    if data["format_version"] >= 2:
+        for name in ("precision", "batch_size"):
+            if name not in data:
+                bad(f"missing field {name!r} (a version-2 point names its precision and batch size)")
+        try:
+            check_precision(data["precision"], data["batch_size"])
+        except ValueError as e:
+            bad(str(e))
     for name, kind in _TOP_FIELDS.items():
         if name not in data:
             bad(f"missing field {name!r}")
@@ -565,11 +653,15 @@ def read_point(path: str | os.PathLike, *, check_weights: bool = True) -> PointF
 # ---- command line --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.export",
-                                 description="Write an operating-point file (version 1) for a run's exit rule.")
+                                 description="Write an operating-point file (version 2) for a run's exit rule.")
     ap.add_argument("--run", required=True, help="run folder (with cache.npz and model.safetensors)")
     ap.add_argument("--strategy", required=True, help=f"exit rule: {', '.join(STRATEGIES)}")
     ap.add_argument("--params", default="{}", help='the rule\'s knobs as JSON, e.g. \'{"threshold": 0.3}\'')
     ap.add_argument("--out", required=True, help="where to write the .json file")
+    ap.add_argument("--precision", default="fp32", help="fp32 (default), int8 (CPU), fp16 / bf16 (CUDA): the run "
+                    "needs that precision's cache (python -m core.cache_variant)")
+    ap.add_argument("--batch-size", type=int, default=None, help="the batch size core.predict runs it at and its "
+                    "wall-clock promise is read at (the caches' latency tables: 1 or 32)")
     ap.add_argument("--intervals", action="store_true",
                     help="add the setting's 95%% bootstrap interval of its dev score (as Explore's download does)")
     ap.add_argument("--guarantee", metavar="JSON", help='calibrate the rule\'s swept knob on held-out rows and '
@@ -587,19 +679,25 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--params must be a JSON object, e.g. '{\"threshold\": 0.3}'")
         if args.strategy in STRATEGIES:  # the knobs' types and ranges before any file is read
             check_params(args.strategy, params, where="--params", complete=False)
+        check_precision(args.precision, args.batch_size, where="--")
         check_output_path(args.out, "--out", make_folder=True)
         check_free_space(args.out, "--out", 16 * 1024)  # a point file is a few kB
         refuse_inputs_as_outputs({"--out": args.out}, {f"the run's {f}": Path(args.run) / f for f in RUN_FILES})
         strategy, params, extras = promise_extras(args.run, args.strategy, params, intervals=args.intervals,
                                                   guarantee=parse_guarantee(args.guarantee))
-        data = write_point(args.run, strategy, params, args.out, **extras)
+        if args.precision != "fp32" and "guarantee" in extras:
+            raise ValueError("--guarantee calibrates on the fp32 cache; use it with --precision fp32")
+        data = write_point(args.run, strategy, params, args.out, precision=args.precision,
+                           batch_size=args.batch_size, **extras)
     except (ValueError, OSError) as e:
         print(f"core.export: error: {e}", file=sys.stderr)
         return 2
     p = data["promise"]
     print(f"core.export: wrote {args.out}: {data['strategy']} {json.dumps(data['params'], sort_keys=True)}, "
           f"dev {data['metric']} {p['score']['value']:.4f} (full model {p['full_score']['value']:.4f}), "
-          f"layer speed-up {p['layer_speedup']['value']:.2f}x", file=sys.stderr)
+          f"layer speed-up {p['layer_speedup']['value']:.2f}x, {data['precision']}"
+          + (f", wall-clock {p['wallclock_speedup']['value']:.2f}x over fp32 full at batch size "
+             f"{p['wallclock_batch_size']}" if p['wallclock_speedup']['value'] is not None else ""), file=sys.stderr)
     if p["guarantee"] is not None:
         print(f"guarantee: {p['guarantee']['guarantee']}", file=sys.stderr)
     print(f"run it with: {predict_command(args.out)}", file=sys.stderr)

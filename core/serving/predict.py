@@ -7,10 +7,15 @@
 Input: CSV, TSV, JSONL (read as `core.data.tasks` reads a training file: same column guessing and
 messages), or `-` for standard input with one text per line (blank lines skipped). Output: one JSON
 line per input row, in input order: {"row", "prediction" (label name), "exit_layer" (1-based),
-"probability" (of the prediction at the exit)}. At the end a summary: rows, mean exit layer, layer
-speed-up, rows per second; with --compare-full the full model's rows per second on the same rows and
-the measured speed-up; with labels the score. Beside each measured number the point's promise, and a
-plain statement where the measurement falls outside the promise's interval.
+"probability" (of the prediction at the exit)}, and with --compare-full "full_prediction" (the fp32 full
+model's label). At the end a summary (core.engine.promise_check): for every promised number the measured
+and the promised value with their intervals and a verdict (kept / outside the interval / no interval);
+the guarantee the point carries and, with labels and --compare-full, the measured risk with its
+Clopper-Pearson interval; and, without labels, whether the new texts exit at the layers the rows the
+promise was measured on did (a chi-square test naming the layers that moved: a drift warning).
+The point runs at its precision (a version-2 point: int8 is dynamic quantization on CPU) and, unless
+--batch-size is given, at its batch size (32 when it names none); --compare-full runs the fp32 full
+model on the same rows, the reference the promised wall-clock speed-up is over.
 
 Every check comes before the model loads: each output can be written (not a folder, a folder where a
 file can be made, room on its disk for the rows), none is the same file as the point, the input or a
@@ -142,8 +147,10 @@ def _progress(total: int, desc: str, enabled: bool):
                 mininterval=0.5 if sys.stderr.isatty() else 10.0, dynamic_ncols=True)
 
 
-def run_rows(pred, texts, pairs, *, batch_size: int, compare_full: bool, show_progress: bool) -> dict:
-    """Early exit (and with compare_full the full model) on these rows. Batches are length-sorted;
+def run_rows(pred, texts, pairs, *, batch_size: int, compare_full: bool, show_progress: bool,
+             full=None) -> dict:
+    """Early exit (and with compare_full the full model: `full`, another predictor such as the fp32
+    model of an int8 point, else `pred` itself) on these rows. Batches are length-sorted;
     the two variants alternate batch by batch so load on the machine hits both alike.
     -> {"exit_layer", "pred", "prob", "seconds", "full_seconds" | None, "full_pred" | None}."""
     strategy, params = pred._rule(None, None)
@@ -165,7 +172,7 @@ def run_rows(pred, texts, pairs, *, batch_size: int, compare_full: bool, show_pr
             prob[idx] = probs[np.arange(len(idx)), layer - 1, p]
             if compare_full:
                 t = time.perf_counter()
-                full_pred[idx] = pred.full_batch(batch).argmax(-1)
+                full_pred[idx] = (full or pred).full_batch(batch).argmax(-1)
                 full_secs += time.perf_counter() - t
             bar.update(len(idx))
     bar.close()
@@ -184,6 +191,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def summarize(point, out: dict, labels: np.ndarray | None, *, batch_size: int) -> dict:
     """The measured numbers beside the point's promise (JSON-safe)."""
+    from core.engine import promise_check
     from core.engine.metrics import score
 
     L = point.data["num_layers"]
@@ -211,57 +219,78 @@ def summarize(point, out: dict, labels: np.ndarray | None, *, batch_size: int) -
     s["promise_intervals"] = {k: point.promised(k)[1] for k in ("score", "full_score", "layer_speedup",
                                                                  "wallclock_speedup")}
     s["promise_rows"] = point.promise.get("measured_on", {}).get("rows")
+    s["precision"], s["point_batch_size"] = point.precision, point.batch_size
+    s["promise_batch_size"] = point.promise.get("wallclock_batch_size", 1 if s["promise"]["wallclock_speedup"] else None)
+    note = promise_check.mean_speedup_note(s["promise_batch_size"], batch_size)
+    s["checks"] = [
+        promise_check.verdict("layer speed-up", s["layer_speedup"], s["promise"]["layer_speedup"],
+                              s["promise_intervals"]["layer_speedup"]),
+        promise_check.verdict("wall-clock speed-up over fp32 full", s["measured_speedup"],
+                              s["promise"]["wallclock_speedup"], s["promise_intervals"]["wallclock_speedup"],
+                              note=note or ("one timed run, no interval" if s["measured_speedup"] is not None else "")),
+        promise_check.verdict(point.data["metric"], s["score"], s["promise"]["score"],
+                              s["promise_intervals"]["score"], s["score_interval"],
+                              note="" if labels is not None else "no --label-column"),
+        promise_check.verdict(f"{point.data['metric']} of the fp32 full model", s["full_score"],
+                              s["promise"]["full_score"], s["promise_intervals"]["full_score"], s["full_score_interval"],
+                              note="" if s["full_score"] is not None else
+                              "needs --label-column and --compare-full")]
+    g = point.promise.get("guarantee")
+    s["guarantee"] = None if g is None else g.get("guarantee") or json.dumps(g, sort_keys=True)
+    s["measured_risk"] = None
+    if labels is not None and out["full_pred"] is not None:
+        s["measured_risk"] = promise_check.measured_risk(out["pred"], out["full_pred"], labels, g)
+    s["drift"] = _drift(point, out["exit_layer"])
     return s
 
 
-def _judge(name: str, measured, promised, interval, measured_interval=None) -> str:
-    """A plain sentence on whether `measured` keeps the promise."""
-    if measured is None or promised is None:
-        return ""
-    if interval is not None:
-        inside = interval[0] <= measured <= interval[1]
-        return ("" if inside else f"  -> the measured {name} is OUTSIDE the promised interval "
-                f"[{interval[0]:.4g}, {interval[1]:.4g}]")
-    if measured_interval is not None:
-        inside = measured_interval[0] <= promised <= measured_interval[1]
-        return (f"  (no interval promised; the promise lies inside the measured 95% interval)" if inside else
-                f"  -> the promised {name} lies OUTSIDE the measured 95% interval "
-                f"[{measured_interval[0]:.4f}, {measured_interval[1]:.4f}]")
-    return "  (the promise carries no interval, so the gap cannot be judged against one)"
+def _drift(point, exit_layer) -> dict | None:
+    """The exit-layer drift check against the rows the promise was measured on (the point's cache at
+    its precision, the rule applied to it); None with no cache to compare with."""
+    from core.engine import promise_check, strategies
+    from core.engine.cache import ExitCache
+
+    path = point.run_dir / point.promise.get("measured_on", {}).get("file", "cache.npz")
+    if not path.is_file():
+        return None
+    try:
+        cache = ExitCache.load(path)
+        ref, _ = strategies.apply(point.strategy, cache.probs, confidence=cache.confidence, **point.params)
+    except ValueError:
+        return None
+    return promise_check.exit_drift(exit_layer, ref, point.data["num_layers"],
+                                    ref_name=f"dev rows of {path.name} the promise was measured on")
 
 
 def summary_lines(s: dict) -> list[str]:
-    p, iv = s["promise"], s["promise_intervals"]
-    rows = [f"rows: {s['rows']} (batch size {s['batch_size']}, {s['strategy']} "
-            f"{json.dumps(s['params'], sort_keys=True)}; promise measured on {s['promise_rows']} dev rows)"]
+    """The summary core.predict prints: what ran, then one verdict sentence per promised number, the
+    guarantee and the measured risk, and the drift check."""
+    rows = [(f"rows: {s['rows']} (batch size {s['batch_size']}, {s.get('precision', 'fp32')}, {s['strategy']} "
+             f"{json.dumps(s['params'], sort_keys=True)}; promise measured on {s['promise_rows']} dev rows)")]
     rows.append(f"mean exit layer: {s['mean_exit_layer']:.3f}")
-    rows.append(f"layer speed-up: {s['layer_speedup']:.3f}x   promised {p['layer_speedup']:.3f}x"
-                + _judge("layer speed-up", s["layer_speedup"], p["layer_speedup"], iv["layer_speedup"]))
     if s["rows_per_s"] is not None:
         rows.append(f"rows per second (early exit, model time after tokenization): {s['rows_per_s']:.1f}")
     if s["full_rows_per_s"] is not None:
-        wc = p["wallclock_speedup"]
-        rows.append(f"rows per second (all layers, same rows and batches): {s['full_rows_per_s']:.1f}")
-        rows.append(f"measured speed-up (batched, one run, no repeats: no interval): {s['measured_speedup']:.3f}x   "
-                    + (f"promised {wc:.3f}x (estimated at batch size 1 from per-layer latencies)" if wc else
-                       "no wall-clock promise (the run has no per-layer latencies)")
-                    + _judge("wall-clock speed-up", s["measured_speedup"], wc, iv["wallclock_speedup"]))
-        rows.append(f"early exit agrees with all layers on {100 * s['agreement_with_full']:.1f}% of rows")
-    if s["score"] is not None:
-        ci = s["score_interval"]
-        ci_text = f" (95% interval {ci[0]:.4f}-{ci[1]:.4f})" if ci else " (no interval for this metric)"
-        rows.append(f"{s['metric']}: {s['score']:.4f}{ci_text}   promised {p['score']:.4f}"
-                    + _judge(s["metric"], s["score"], p["score"], iv["score"], ci))
-        if s["full_score"] is not None:
-            rows.append(f"{s['metric']} of all layers: {s['full_score']:.4f}   promised {p['full_score']:.4f}"
-                        + _judge("full-model score", s["full_score"], p["full_score"], iv["full_score"],
-                                 s["full_score_interval"]))
+        rows.append(f"rows per second (fp32 full model, same rows and batches): {s['full_rows_per_s']:.1f}; "
+                    f"measured speed-up {s['measured_speedup']:.3f}x; early exit agrees with it on "
+                    f"{100 * s['agreement_with_full']:.1f}% of rows")
+    rows.append("promised against measured:")
+    rows += [f"  {c['sentence']}" for c in s.get("checks", [])]
+    rows.append("guarantee: " + (s["guarantee"] or "none (the point carries no calibration guarantee)"))
+    if s.get("measured_risk"):
+        rows.append("  " + s["measured_risk"]["sentence"])
+    elif s["score"] is not None:
+        rows.append("  (the measured risk needs the full model's answers: add --compare-full)")
+    if s.get("drift"):
+        rows.append(s["drift"]["sentence"])
     return rows
 
 
 def write_output(path: str, out: dict, label_names: list[str], offset: int = 0) -> None:
+    full = out.get("full_pred")
     lines = [json.dumps({"row": offset + i, "prediction": label_names[int(p)], "exit_layer": int(m),
-                         "probability": round(float(q), 6)})
+                         "probability": round(float(q), 6),
+                         **({} if full is None else {"full_prediction": label_names[int(full[i])]})})
              for i, (p, m, q) in enumerate(zip(out["pred"], out["exit_layer"], out["prob"]))]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
@@ -274,9 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--text-pair-column")
     ap.add_argument("--label-column", help="gold labels (names or ids): adds the score to the summary")
     ap.add_argument("--output", required=True, help="JSONL file to write, one line per input row")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="rows per batch (default: the point's batch size, else 32)")
     ap.add_argument("--compare-full", action="store_true",
-                    help="also run all layers on the same rows and report the measured speed-up")
+                    help="also run the fp32 full model on the same rows: the measured speed-up, and with "
+                         "labels the measured risk")
     ap.add_argument("--summary-json", help="also write the summary numbers to this JSON file")
     return ap
 
@@ -311,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = _world()
     state = _state() if world > 1 else None
     try:
-        if args.batch_size < 1:
+        if args.batch_size is not None and args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         from core.serving.export import check_free_space, read_point
 
@@ -331,19 +362,23 @@ def main(argv: list[str] | None = None) -> int:
             check_free_space(args.summary_json, "--summary-json", 16 * 1024)
         from core.serving.predictor import EarlyExitPredictor
 
-        pred = EarlyExitPredictor.from_point(args.point, device=state.device if state is not None else "cpu")
+        device = state.device if state is not None else "cpu"
+        pred = EarlyExitPredictor.from_point(args.point, device=device)
+        full = (EarlyExitPredictor.from_point(args.point, device=device, precision="fp32")
+                if args.compare_full and point.precision != "fp32" else None)
+        batch_size = args.batch_size or point.batch_size or 32
     except (ValueError, OSError) as e:
         print(f"core.predict: error: {e}", file=sys.stderr)
         return 2
     n = len(texts)
     start, stop = shard(n, rank, world)
     out = run_rows(pred, texts[start:stop], None if pairs is None else pairs[start:stop],
-                   batch_size=args.batch_size, compare_full=args.compare_full, show_progress=rank == 0)
+                   batch_size=batch_size, compare_full=args.compare_full, show_progress=rank == 0, full=full)
     if state is not None:
         out = _gather(state, args.output, out, rank, world)
         if out is None:
             return 0
-    s = summarize(point, out, labels, batch_size=args.batch_size)
+    s = summarize(point, out, labels, batch_size=batch_size)
     s["processes"], s["output_replaced"] = world, replaced
     try:
         write_output(args.output, out, point.label_names)

@@ -166,20 +166,31 @@ class EarlyExitPredictor:
 
     # ---- an operating-point file ----------------------------------------------------------------
     @classmethod
-    def from_point(cls, path, *, device: str | torch.device = "cpu") -> "EarlyExitPredictor":
-        """A predictor for the run and exit rule an operating-point file (core.export, v1) names; the
-        weights' sha256 is checked first. `predict_batch` then uses the point's rule by default."""
+    def from_point(cls, path, *, device: str | torch.device = "cpu", precision: str | None = None) -> "EarlyExitPredictor":
+        """A predictor for the run and exit rule an operating-point file (core.export, v1 or v2) names, at
+        the point's precision (v1: fp32; `precision` overrides it, e.g. "fp32" for the full-model
+        baseline): the weights' sha256 is checked first, then the model is converted as
+        `core.serving.cache_variant.convert` converts it for that precision's cache (int8: dynamic
+        quantization on CPU). `predict_batch` then uses the point's rule by default."""
         from core.models.multi_exit import MultiExitModel
+        from core.serving.cache_variant import convert
         from core.serving.export import read_point
 
         point = read_point(path)
-        model = MultiExitModel.from_run(point.run_dir, device=device)
+        precision = point.precision if precision is None else precision
+        if precision == "int8" and torch.device(device).type != "cpu":
+            raise ValueError(f"{point.path}: precision int8 (dynamic quantization) runs on CPU; run it with device cpu")
+        if precision in ("fp16", "bf16") and torch.device(device).type != "cuda":
+            raise ValueError(f"{point.path}: precision {precision} is for CUDA devices; run it on a GPU, or export "
+                             "the point at fp32 or int8 for CPU")
+        model = convert(MultiExitModel.from_run(point.run_dir, device=device), precision)
         if model.num_layers != point.data["num_layers"] or model.cfg.num_labels != len(point.label_names):
             raise ValueError(f"{point.path}: the point is for {point.data['num_layers']} layers and "
                              f"{len(point.label_names)} classes, the weights have {model.num_layers} and "
                              f"{model.cfg.num_labels}; export the point again")
         pred = cls(model)
         pred.point = point
+        pred.precision = precision
         pred.label_names = point.label_names
         pred._check(point.strategy, point.params)
         return pred

@@ -5,15 +5,20 @@
 The default run trains on `max_train` rows drawn (with its seed) from the Rotten Tomatoes rows outside
 its dev set (core.data.tasks); the rest of those rows are text the model never saw (runs made with the
 held-out test split, split version 2, are checked on that split instead). This command
-1. picks the fastest exact setting over every rule within `max_drop` of the full model (core.engine.metrics.pick),
-2. exports it as `<run>/promise-point.json` (core.export, v1),
-3. runs `python -m core.predict --compare-full` on the unseen rows (with their labels), and
+1. picks the fastest exact setting over every precision the run has caches for (cache.npz, cache-int8.npz)
+   and every rule within `max_drop` of the fp32 full model, fastest in wall clock over fp32 full at
+   `--batch-size` from the caches' latency tables (core.engine.frontier.pick_precision; a run with only
+   its fp32 cache and no latency table: core.engine.metrics.pick by layer speed-up),
+2. exports it as `<run>/promise-point.json` (core.export, v2: its precision and batch size),
+3. runs `python -m core.predict --compare-full` on the unseen rows (with their labels) at that precision,
+   the fp32 full model beside it, and
 4. writes `<run>/promise.json`: the point, the command, and promised against measured numbers.
 `python -m core.report` renders promise.json as a table in docs/RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,15 +31,23 @@ PROMISE_FILE = "promise.json"
 DEFAULT_RUN = DEFAULT_ROOT / "rotten_tomatoes-joint"
 
 
-def pick_within(cache, max_drop: float = 0.01) -> dict:
-    """The goal picker's answer (core.engine.metrics.pick) for "lose at most `max_drop`": the fastest exact
-    setting over every deployable rule within `max_drop` of the full model, with its bootstrap interval."""
-    from core.engine import metrics
+def pick_within(caches, max_drop: float = 0.01, batch_size: int | None = 32) -> dict:
+    """The goal picker's answer for "lose at most `max_drop`" over precision x rule x setting
+    (core.engine.frontier.pick_precision): the fastest exact setting within `max_drop` of fp32 full, in
+    wall clock at `batch_size` where every cache has a latency table there, else (fp32 only) by layer
+    speed-up; with its bootstrap interval. `caches`: {precision: ExitCache}, or one fp32 ExitCache."""
+    from core.engine import frontier
 
-    op = metrics.pick(cache, max_drop=max_drop)
+    if not isinstance(caches, dict):
+        caches = {"fp32": caches}
+    if batch_size is not None and not all(frontier.has_batch(c, batch_size) for c in caches.values()):
+        caches, batch_size = {"fp32": caches["fp32"]}, None
+    op = frontier.pick_precision(caches, max_drop=max_drop, batch_size=batch_size)
     return {"strategy": op.strategy, "params": dict(op.params), "score": float(op.score),
             "full_score": float(op.full_score), "layer_speedup": float(op.layer_speedup),
-            "max_drop": float(max_drop), "score_interval": op.score_interval}
+            "max_drop": float(max_drop), "score_interval": op.score_interval, "precision": op.precision,
+            "batch_size": op.batch_size, "wallclock_speedup": op.batch_wallclock_speedup,
+            "precisions_searched": sorted(caches)}
 
 
 def unseen_rows(run_dir: Path):
@@ -59,36 +72,46 @@ def unseen_rows(run_dir: Path):
     return rest["text"].tolist(), rest["label"].to_numpy()
 
 
-def run_promise(run_dir: Path, *, max_drop: float = 0.01, batch_size: int = 32) -> dict:
+def run_promise(run_dir: Path, *, max_drop: float = 0.01, batch_size: int = 32, threads: int | None = 1) -> dict:
+    """Steps 1-4 of the module docstring. `threads`: torch's CPU threads while core.predict runs (default 1,
+    the thread count the caches' latency tables are measured at; None: torch's default)."""
     import pandas as pd
 
-    from core.engine.cache import ExitCache
+    from core.engine.frontier import load_precisions
     from core.serving import predict
     from core.serving.export import write_point
 
     run_dir = Path(run_dir)
-    cache = ExitCache.load(run_dir)
-    choice = pick_within(cache, max_drop)
+    caches = load_precisions(run_dir)
+    cache = caches["fp32"]
+    choice = pick_within(caches, max_drop, batch_size)
     point_path = run_dir / POINT_FILE
     iv = choice["score_interval"]
     write_point(run_dir, choice["strategy"], choice["params"], point_path,
-                intervals=None if iv is None else {"score": iv})
+                intervals=None if iv is None else {"score": iv}, precision=choice["precision"],
+                batch_size=batch_size)
     texts, labels = unseen_rows(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "unseen.csv"
         pd.DataFrame({"text": texts, "label": [cache.label_names[i] for i in labels]}).to_csv(csv, index=False)
         argv = ["--point", str(point_path), "--input", str(csv), "--output", str(Path(tmp) / "pred.jsonl"),
                 "--batch-size", str(batch_size), "--compare-full", "--summary-json", str(Path(tmp) / "s.json")]
-        rc = predict.main(argv)
+        import torch
+
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads or old)
+        try:
+            rc = predict.main(argv)
+        finally:
+            torch.set_num_threads(old)
         if rc != 0:
             raise RuntimeError(f"core.predict failed with exit status {rc}")
         summary = read_json(Path(tmp) / "s.json")
-    import torch
-
     record = {"point_file": POINT_FILE, "choice": choice, "summary": summary,
-              "unseen_rows": len(texts), "torch_threads": torch.get_num_threads(),
+              "unseen_rows": len(texts), "torch_threads": threads or old,
+              "load_average": list(os.getloadavg()),
               "command": f"python -m core.promise --run {_shown(run_dir)} --max-drop {max_drop} "
-                         f"--batch-size {batch_size}"}
+                         f"--batch-size {batch_size}" + (f" --threads {threads}" if threads else "")}
     atomic_write_json(run_dir / PROMISE_FILE, record)
     return record
 
@@ -106,9 +129,12 @@ def main(argv=None) -> int:
     ap.add_argument("--run", default=str(DEFAULT_RUN))
     ap.add_argument("--max-drop", type=float, default=0.01, help="largest dev-score loss allowed (0.01 = 1 point)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for the measurement (default 1, "
+                    "as the latency tables; 0: torch's default)")
     args = ap.parse_args(argv)
     try:
-        rec = run_promise(Path(args.run), max_drop=args.max_drop, batch_size=args.batch_size)
+        rec = run_promise(Path(args.run), max_drop=args.max_drop, batch_size=args.batch_size,
+                          threads=args.threads or None)
     except ValueError as e:
         print(f"core.promise: error: {e}", file=sys.stderr)
         return 2
