@@ -51,7 +51,7 @@ SECTIONS = {
                "omega_grad", "lambda_div", "stage2_epochs"),
     "training": ("epochs", "budget", "batch_size", "lr", "head_lr", "weight_decay", "warmup_ratio", "max_grad_norm",
                  "seed", "eval_batch_size", "val_fraction", "patience"),
-    "output": ("latency_samples", "save_weights", "fp16_weights", "eval_every_epoch", "log_every"),
+    "output": ("latency_samples", "save_weights", "fp16_weights", "precisions", "eval_every_epoch", "log_every"),
 }
 ALWAYS_PASSED = config.ALWAYS_PASSED   # written into argv even at their defaults
 
@@ -70,8 +70,9 @@ LABELS = {
     "latency_samples": "Latency samples", "save_weights": "Save weights", "fp16_weights": "Weights as float16",
     "eval_every_epoch": "Score the exits every epoch", "log_every": "Log every (steps)",
     "val_fraction": "Validation fraction (of training rows)", "patience": "Early-stopping patience (epochs)",
-    "split_version": "Data split version",
+    "split_version": "Data split version", "precisions": "Extra precision cache (blank: fp32 only)",
 }
+PRECISION_CHOICES = ("", "int8")   # the Train form offers CPU's; fp16 / bf16 need CUDA (core.train --precisions)
 _MINIMUM = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "cycle": 1, "max_length": 8, "log_every": 1,
             "max_train": 1, "max_dev": 1, "stage2_epochs": 1, "latency_samples": 0, "exit_dim": 0,
             "bypass_dim": 1, "seed": 0, "patience": 0, "split_version": 1}
@@ -95,7 +96,7 @@ class Field:
 def _choices() -> dict[str, tuple]:
     return {"method": config.METHODS, "optimizer": config.OPTIMIZERS, "omega_grad": config.OMEGA_GRADS, "budget": config.BUDGETS,
             "teachers": config.TEACHERS, "exit_kind": config.EXIT_KINDS, "pooling": config.POOLINGS,
-            "bypass_act": config.ACTIVATION_NAMES, "metric": config.METRICS}
+            "bypass_act": config.ACTIVATION_NAMES, "metric": config.METRICS, "precisions": PRECISION_CHOICES}
 
 
 def _float_widget(default) -> tuple[float, str]:
@@ -159,6 +160,7 @@ def relevant(name: str, values: dict) -> bool:
         "bypass_act": method == "badge" or bool(values.get("bypass")),
         "exit_dim": values.get("exit_kind", "linear") in ("mlp", "mha"),
         "fp16_weights": values.get("save_weights", True) is not False,
+        "precisions": values.get("save_weights", True) is not False,
     }
     return rules.get(name, True)
 

@@ -22,6 +22,7 @@ from typing import Any
 from core.data.splits import SPLIT_VERSION, SPLIT_VERSIONS
 from core.data.tasks import METRICS  # noqa: F401  (the Train form reads METRICS here)
 from core.data.tasks import load_task as load_named_task
+from core.engine.cache import PRECISIONS
 from core.runs.folders import check_run_name
 from core.runs.io import read_json
 
@@ -105,6 +106,10 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("save_weights", bool, True, "write model.safetensors"),
     ("fp16_weights", bool, False, "store the weights as float16"),
     ("latency_samples", int, 50, "dev sentences timed at batch size 1 for per-layer latency (0 = skip)"),
+    ("precisions", str, None, ("also write these precisions' exit caches at the end of training, comma-separated: "
+                               "int8 (dynamic quantization, CPU), fp16 / bf16 (CUDA); each as `python -m "
+                               "core.cache_variant` writes it, with the latency tables at batch sizes 1 and 32 "
+                               "(needs the weights saved)")),
     ("eval_every_epoch", bool, True, "score every exit on the dev set after each epoch"),
     ("log_every", int, 10, "write a train record every this many steps"),
 ]
@@ -116,6 +121,17 @@ CONTROL_KEYS = ("command", "canonical_command", "config", "config_file", "model"
 
 
 # ---- configuration ------------------------------------------------------------------------------
+def precision_list(text) -> list[str]:
+    """The extra precisions of `--precisions` ("int8" or "int8,bf16"; fp32 is the run's own cache), in order,
+    once each. ValueError naming the unknown one."""
+    names = [p.strip().lower() for p in str(text or "").split(",") if p.strip()]
+    for p in names:
+        if p not in PRECISIONS or p == "fp32":
+            raise ValueError(f"--precisions: {p!r} is not a precision to add; valid: "
+                             f"{', '.join(x for x in PRECISIONS if x != 'fp32')} (fp32 is the run's own cache)")
+    return list(dict.fromkeys(names))
+
+
 def _coerce(name: str, value):
     typ = TYPES[name]
     if value is None:
@@ -189,6 +205,9 @@ def resolve_config(config: dict) -> dict:
         bad(f"patience must be an integer >= 0, got {cfg['patience']!r}")
     if cfg["patience"] and not cfg["val_fraction"]:
         bad("--patience needs a validation split to watch: add --val-fraction (e.g. 0.1)")
+    cfg["precisions"] = ",".join(precision_list(cfg["precisions"])) or None
+    if cfg["precisions"] and not cfg["save_weights"]:
+        bad("--precisions converts the saved weights: it needs them written (drop --no-save-weights)")
     if cfg["split_version"] not in SPLIT_VERSIONS:
         bad(f"split_version must be one of {', '.join(map(str, SPLIT_VERSIONS))}, got {cfg['split_version']!r}")
     if cfg["teachers"] not in TEACHERS:

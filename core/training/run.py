@@ -398,11 +398,27 @@ def _run(cfg: dict, folder: Path, accelerator, should_stop, work: Path | None = 
         if cfg["save_weights"]:
             raw.save_pretrained(folder, dtype=torch.float16 if cfg["fp16_weights"] else torch.float32,
                                 write_config=False)
+        write_precisions(cfg, folder, writer, trainer, check_stop)
         _mark_done(folder, trainer, keeper, task.metric, labels, last_eval["scores"], t_start)
         if folder != final:
             swap_in(folder, final)  # the finished replacement takes the old run's place
     accelerator.wait_for_everyone()
     return final
+
+
+def write_precisions(cfg: dict, folder: Path, writer, trainer, check_stop) -> None:
+    """`--precisions`: each precision's exit cache beside cache.npz, through core.serving.cache_variant's
+    make_variant (the command `python -m core.cache_variant` runs), from the weights just saved."""
+    from core.serving.cache_variant import make_variant
+    from core.training.config import precision_list
+
+    for p in precision_list(cfg.get("precisions")):
+        check_stop()
+        writer.status(trainer, force=True, message=f"writing the {p} exit cache")
+        device = "cpu" if p == "int8" else "cuda"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--precisions {p} needs a CUDA device (none here); use int8 on CPU")
+        make_variant(folder, p, device=device, command=f"{cfg['canonical_command']} (--precisions {cfg['precisions']})")
 
 
 def measure_latency(model, tokenizer, task, n: int):
