@@ -32,11 +32,14 @@ if explore and shared.get("focus") in strategies and "s.rule" not in st.session_
     st.session_state["s.rule"] = shared["focus"]
     appstate.write_url({"s.rule": appstate.TAB_LABELS[shared["focus"]]})
 keep_valid("s.rule", lambda v: v in strategies)
-cols = st.columns([2] + [2] * max(len(run.controls(s)) for s in strategies))
+by_label = {appstate.TAB_LABELS[s]: s for s in strategies}   # as many columns as the open rule has knobs (no gaps on a phone)
+guess = st.session_state.get("s.rule") or by_label.get(st.query_params.get("s.rule"), home_rule)
+cols = st.columns([2] + [2] * max(len(run.controls(guess)), 1))
 rule = cols[0].selectbox("Exit rule (A)", strategies, index=strategies.index(home_rule), key="s.rule",
                          format_func=appstate.TAB_LABELS.get, bind="query-params")
 appstate.inherit_knobs(run, rule, explore.get(rule, {}), prefix="s.")
-params = appstate.draw_controls(run, rule, prefix="s.", columns=cols[1:])
+n_knobs = len(run.controls(rule))
+params = appstate.draw_controls(run, rule, prefix="s.", columns=cols[1:] if len(cols) > n_knobs else st.columns(n_knobs))
 a = slice_views.arm(run, rule, params)
 sl = slice_views.slicer(run, a.exit_layer, a.pred)
 _, note = run.texts()
@@ -134,11 +137,13 @@ if view[1].open:
             st.stop()
         top = slice_views.top_slices(sl, a, b, what=what, min_size=int(min_size))
         st.text(slice_views.finder_sentence(top, float(slice_views.differ_mask(a, b, what).mean()), int(min_size), what))
-        st.dataframe(top[["slice", "rate", "low", "high", "n", "differ"]], hide_index=True, key="s.finder",
-                     column_config={"slice": st.column_config.TextColumn("slice", width=220),
-                                    "rate": st.column_config.NumberColumn("differ rate", format="percent", width=70),
-                                    "low": st.column_config.NumberColumn("95% low", format="percent", width=65),
-                                    "high": st.column_config.NumberColumn("95% high", format="percent", width=65),
+        st.dataframe(top[["slice", "rate", "low", "high", "n", "differ"]].assign(
+                         rate=100 * top["rate"], low=100 * top["low"], high=100 * top["high"]), hide_index=True,
+                     key="s.finder",
+                     column_config={"slice": st.column_config.TextColumn("slice", width=330),
+                                    "rate": st.column_config.NumberColumn("differ rate", format="%.0f%%", width=70),
+                                    "low": st.column_config.NumberColumn("95% low", format="%.0f%%", width=65),
+                                    "high": st.column_config.NumberColumn("95% high", format="%.0f%%", width=65),
                                     "n": st.column_config.NumberColumn("samples", width=60),
                                     "differ": st.column_config.NumberColumn("differ", width=50)})
         st.markdown(f"**The {len(diff)} samples that differ, most different first**")
@@ -154,7 +159,7 @@ if view[1].open:
                          "gap": st.column_config.NumberColumn("gap", width=40, help="B exit - A exit"),
                          "A exit": st.column_config.NumberColumn(width=50),
                          "B exit": st.column_config.NumberColumn(width=50),
-                         "right": st.column_config.TextColumn("right under", width=70),
+                         "right": st.column_config.TextColumn("right under", width=80),
                          "text": st.column_config.TextColumn(width=360)})
         picked = appstate.selected_rows(table_key)
         if picked and picked[0] < len(diff):

@@ -251,7 +251,7 @@ def slice_figure(t: pd.DataFrame, metric_words: str, L: int):
     interval (where it has one). Slice names are user text: drawn as text, not Plotly markup."""
     t = t.iloc[::-1]                                              # first row on top
     y = [plot_text(s) for s in t["slice"]]
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.08,
                         subplot_titles=("Mean exit layer", metric_words))
     for col, (v, lo, hi, color) in enumerate([("mean_exit_layer", "exit_low", "exit_high", "#2563eb"),
                                               ("score", "score_low", "score_high", "#16a34a")], start=1):
