@@ -5,6 +5,7 @@ import json
 import streamlit as st
 
 from core.app import appstate, explore_extras, figures, playground_io, rundata, trust_views
+from core.app import precision_views
 from core.app.narrow import fixed_frame, legend_html
 from core.app.plain import md
 from core.serving import export
@@ -238,7 +239,63 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
         b1.button("Load the calibrated setting into the knobs", key="g.load", disabled=cal.fallback,
                   on_click=lambda: appstate.load_setting(run, cal.strategy, cal.params))
         b2.download_button("Download the calibrated point (JSON)", export.point_json(cal_point), file_name=cal_name,
-                           mime="application/json", key="g.export", icon=":material/download:")
+                           mime="application/json", key="g.export", icon=":material/download:", on_click="ignore")
+
+# ---- precision x rule x setting: one frontier, in wall clock at a batch size (issue 22) ------------------
+st.subheader("Precision and wall clock")
+precisions = precision_views.available(run)
+if len(precisions) == 1 and not precision_views.batch_sizes(run):
+    st.caption("This run has only its fp32 cache, with no latency table by batch size. Write an int8 cache and the "
+               "tables with the command below (or train with `--precisions int8`), then open this page again.")
+    st.code(f"python -m core.cache_variant --run {run.path} --precision int8", language="bash", wrap_lines=True)
+else:
+    q1, q2, q3 = st.columns([2, 1, 2])
+    chosen = q1.multiselect("Precisions", precisions, default=precisions, key="p.prec", bind="query-params",
+                            help="The run's exit caches by precision; fp32 is the reference every score loss and "
+                                 "wall-clock speed-up is measured against")
+    sizes = [str(b) for b in precision_views.batch_sizes(run, chosen)]
+    batch = q2.radio("Batch size", sizes, key="p.batch", horizontal=True, bind="query-params",
+                     help="The batch size the wall-clock speed-up is read at (the caches' latency tables)") if sizes else None
+    batch = None if batch is None else int(batch)
+    p_axis = q3.radio("Speed-up axis ", list(precision_views.AXES) if batch else ["layer"], key="p.axis",
+                      format_func=precision_views.AXES.get, horizontal=True, bind="query-params")
+    p_table = precision_views.setting_table(run, focus, settings[focus], chosen, batch)
+    st.plotly_chart(precision_views.frontier_figure(run, chosen, batch_size=batch, axis=p_axis, focus=focus,
+                                                    current=precision_views.current_points(p_table, p_axis)),
+                    key="p.chart", config={"displaylogo": False})
+    st.dataframe(p_table, hide_index=True, key="p.table", column_config={
+        "score": st.column_config.NumberColumn(rundata.metric_name(run.metric), format="%.4f"),
+        "vs fp32 full": st.column_config.NumberColumn(format="%+.4f"),
+        "mean exit layer": st.column_config.NumberColumn(format="%.2f"),
+        "layer speed-up": st.column_config.NumberColumn(format="%.2fx"),
+        "wall-clock speed-up": st.column_config.NumberColumn(format="%.2fx")})
+    st.caption(f"{rundata.strategy_title(focus)} at the current knobs, scored on each precision's own cache (its "
+               "probabilities are that precision's). Wall-clock speed-up: fp32 full's ms per row at the batch size "
+               "over this precision's expected ms per row at these exits, from the latency tables measured with the "
+               "caches (one measurement each, no interval). Interval: 95% paired bootstrap against fp32 full's "
+               "predictions. Faint points: every exact setting of every rule; lines: each precision's frontier.")
+    if kind == "loss" and (batch or len(chosen) == 1):
+        p_goal = precision_views.goal_table(run, target, chosen, batch)
+        st.text(f"Lose at most {target:.1f} points against fp32 full, fastest "
+                + (f"in wall clock at batch size {batch}:" if batch else "by layer speed-up:"))
+        st.dataframe(p_goal[["meets", "precision", "strategy", "setting", "score", "delta", "layer_speedup",
+                             "wallclock_speedup"]], hide_index=True, key="p.goal", column_config={
+            "score": st.column_config.NumberColumn(format="%.4f"),
+            "delta": st.column_config.NumberColumn("vs fp32 full", format="%+.4f"),
+            "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
+            "wallclock_speedup": st.column_config.NumberColumn("wall-clock speed-up", format="%.2fx")})
+    p_export = st.selectbox("Export the current knobs at", chosen or ["fp32"], key="p.export_at")
+    try:
+        p_cache, p_ev = export.evaluate_at(run.path, focus, settings[focus], precision=p_export, batch_size=batch,
+                                           cache=precision_views.caches(run).get(p_export))
+        p_point, p_name, p_cmd, p_problem = export.app_export(run.path, p_cache, p_ev, precision=p_export,
+                                                             batch_size=batch)
+        st.download_button(f"Download the {p_export} operating point (JSON)", export.point_json(p_point),
+                           file_name=p_name, mime="application/json", icon=":material/download:", key="p.download",
+                           on_click="ignore", disabled="labels" in STRATEGIES[focus].needs)
+        st.code(p_cmd, language="bash", wrap_lines=True)
+    except ValueError as err:
+        st.warning(md(err))
 
 # ---- where the samples exit, and the export ---------------------------------------------------------
 h, e = st.columns([1, 1])
@@ -266,7 +323,7 @@ with e:
         run.path, run.cache, ev, intervals={"score": (iv_score.low, iv_score.high)})
     st.session_state[playground_io.EXPLORE_LAST] = playground_io.explore_record(run.name, focus, ev["params"])  # the Playground opens here
     st.download_button("Download operating point (JSON)", export.point_json(point), file_name=point_name,
-                       mime="application/json", icon=":material/download:", key="export",
+                       mime="application/json", icon=":material/download:", key="export", on_click="ignore",
                        disabled="labels" in STRATEGIES[focus].needs)
     if problem:
         st.warning("This point cannot be run as it is:")
@@ -277,10 +334,12 @@ with e:
     st.code(export.point_json(point), language="json", height=300)
     st.markdown("**Export the sweeps**")
     d1, d2 = st.columns(2)
-    d1.download_button("Every swept setting (CSV)", lambda: explore_extras.sweeps_csv(run.sweeps()), file_name=f"{run.name}-sweeps.csv",
-                       mime="text/csv", icon=":material/download:", key="sweeps-csv")
-    d2.download_button("Pareto frontier (CSV)", lambda: explore_extras.frontier_csv(run.sweeps(), x), file_name=f"{run.name}-frontier.csv",
-                       mime="text/csv", icon=":material/download:", key="frontier-csv")
+    # bytes made once per run, not a function: a download works after any number of reruns (explore_extras)
+    d1.download_button("Every swept setting (CSV)", explore_extras.sweeps_csv_bytes(run), file_name=f"{run.name}-sweeps.csv",
+                       mime="text/csv", icon=":material/download:", key="sweeps-csv", on_click="ignore")
+    d2.download_button("Pareto frontier (CSV)", explore_extras.frontier_csv_bytes(run, x),
+                       file_name=f"{run.name}-frontier-{x}.csv", mime="text/csv", icon=":material/download:",
+                       key="frontier-csv", on_click="ignore")
     st.markdown("**Link to this view**")
     st.code(explore_extras.share_link(st.context.url, {k: st.query_params.get_all(k) for k in st.query_params}),
             language=None, wrap_lines=True)

@@ -179,8 +179,12 @@ def draw_controls(run: rundata.RunData, strategy: str, *, prefix: str = "", colu
             stops = knob_scale.run_stops(run, c, st.session_state, prefix) if c.widget == "slider" else None
             if stops:  # quantile scale: each step moves about the same share of samples
                 now = float(st.session_state.get(key, c.default))
-                stops = knob_scale.with_value(knob_scale.with_value(stops, now), knob_scale.url_value(st.query_params.get(key), c))
-                v = st.select_slider(c.label, stops, now, format_func=knob_scale.label_format(stops), key=key,
+                for extra in (now, knob_scale.url_value(st.query_params.get(key), c), float(c.default)):
+                    stops = knob_scale.with_value(stops, extra)
+                # the widget's default is the knob's default, never its current value: Streamlit leaves a bound
+                # widget's value out of the URL when it equals the default, so a setting loaded by a callback
+                # (goal row, chart click, "Load the answer") would otherwise never reach the address bar
+                v = st.select_slider(c.label, stops, float(c.default), format_func=knob_scale.label_format(stops), key=key,
                                      help=(c.help + " " if c.help else "") + knob_scale.HELP, bind="query-params")
             elif c.widget == "slider":
                 v = st.slider(c.label, c.low, c.high, c.default, c.step, format=c.fmt, key=key,

@@ -73,6 +73,19 @@ def frontier_csv(sweeps: pd.DataFrame, x: str) -> str:
     return metrics.pareto(sweeps.dropna(subset=[x]), x=x).to_csv(index=False)
 
 
+def sweeps_csv_bytes(run) -> bytes:
+    """`sweeps_csv` of a loaded run (rundata.RunData), made once per run. A download button gets these
+    bytes, not a function that makes them: Streamlit gives a function's ("deferred") download a new id on
+    every rerun and forgets the old one, so a click that races a rerun downloaded nothing; the same bytes
+    keep the same address across reruns."""
+    return run.memo(("sweeps-csv",), lambda: sweeps_csv(run.sweeps()).encode())
+
+
+def frontier_csv_bytes(run, x: str) -> bytes:
+    """`frontier_csv` of a loaded run on axis `x`, made once per run and axis (see sweeps_csv_bytes)."""
+    return run.memo(("frontier-csv", x), lambda: frontier_csv(run.sweeps(), x).encode())
+
+
 def share_link(page_url: str | None, params: dict[str, list[str]]) -> str:
     """`page_url` (query dropped; None: a relative link) with `params` (key -> its values) as the query."""
     base = (page_url or "").split("?", 1)[0]

@@ -63,14 +63,18 @@ def settle(pg, timeout: float = 60.0, *, ready: str = '[data-testid="stMain"]'):
     raise AssertionError("the app kept running")
 
 
-def screenshot(pg, name: str):
-    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it."""
+def screenshot(pg, name: str, *, width: int = 1400):
+    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it.
+    `width` 390 gives a phone's layout (saved as `<name>-390.png`)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
+    if width != 1400:
+        pg.set_viewport_size({"width": width, "height": 844})
+        time.sleep(1.0)
     height = pg.evaluate("""() => { const m = document.querySelector('[data-testid="stMain"]');
                                     return m ? m.scrollHeight : 900 }""")
-    pg.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 7000)})
+    pg.set_viewport_size({"width": width, "height": min(int(height) + 40, 9000)})
     time.sleep(1.0)  # plotly re-lays out on resize
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    pg.screenshot(path=str(SHOTS / (f"{name}.png" if width == 1400 else f"{name}-{width}.png")), full_page=True)
     pg.set_viewport_size({"width": 1400, "height": 900})
 
 
