@@ -82,6 +82,9 @@ if view[0].open:
             "lost": st.column_config.NumberColumn("lost", width=45, help="Right at the last exit, wrong at the rule's"),
             "gained": st.column_config.NumberColumn("gained", width=55, help="Wrong at the last exit, right at the rule's"),
         })
+        pays = slice_views.who_pays(table, metric)
+        if pays:
+            st.text(pays)
         st.caption("Brackets hold 95% intervals: the score and its difference to the full model by paired percentile "
                    "bootstrap over the slice's samples (1,000 resamples; none under 20 samples); the mean exit layer by a normal "
                    "interval (mean ± 1.96 standard errors), the layer speed-up's is L over its ends. A slice's numbers "

@@ -171,6 +171,19 @@ def test_select_filters_by_plain_text_and_ranges(synth):
     assert t.filter(like="exit layer =", axis=0)["n"].sum() == want.sum()
 
 
+def test_who_pays_names_the_group_that_loses_most_and_the_fastest(synth):
+    a = slice_views.arm(synth, "entropy", synth.default_params("entropy"))
+    s = slice_views.slicer(synth, a.exit_layer, a.pred)
+    t = slice_views.slice_table(synth, s, a.pred, np.ones(synth.cache.N, dtype=bool), slice_views.GOLD)
+    groups = t.iloc[1:]
+    said = slice_views.who_pays(t, "Accuracy")
+    fast = groups.loc[groups["mean_exit_layer"].idxmin(), "slice"]
+    assert f"Exits earliest: {fast}, mean exit layer" in said
+    worst = groups.loc[groups["delta"].idxmin()]
+    assert (f"Gives up the most: {worst['slice']}, {worst['delta']:+.3f}" in said) == (worst["delta"] < 0)
+    assert slice_views.who_pays(t.iloc[:2], "Accuracy") is None
+
+
 def test_the_second_rule_travels_to_traces_exactly(synth):
     b = slice_views.arm(synth, "pcee", {**synth.default_params("pcee"), "threshold": 0.123456789123})
     q = slice_views.second_rule_params("other-run", b)

@@ -117,6 +117,23 @@ def shown_slices(t: pd.DataFrame, metric_words: str) -> pd.DataFrame:
         "samples": t["n"], "lost": t["lost"], "gained": t["gained"]})
 
 
+def who_pays(t: pd.DataFrame, metric_words: str) -> str | None:
+    """Which group of a grouped slice table gives up the most score against the full model, and which exits
+    earliest; None without two groups."""
+    g = t[~t["slice"].isin([WHOLE, SELECTED])]
+    if len(g) < 2:
+        return None
+    worst, fast = g.loc[g["delta"].idxmin()], g.loc[g["mean_exit_layer"].idxmin()]
+    lost = int(g["lost"].sum())
+    iv = (f" (95% interval [{worst['delta_low']:+.3f}, {worst['delta_high']:+.3f}])"
+          if np.isfinite(worst["delta_low"]) else " (no interval: too few samples)")
+    pays = (f"Gives up the most: {worst['slice']}, {worst['delta']:+.3f} {metric_words} against the full model{iv}, "
+            f"{int(worst['lost'])} of the {lost} samples lost in these groups." if worst["delta"] < 0 else
+            "No group scores below the full model at these knobs.")
+    return (f"{pays} Exits earliest: {fast['slice']}, mean exit layer {fast['mean_exit_layer']:.2f} "
+            f"({fast['layer_speedup']:.2f}x layer speed-up).")
+
+
 # ---- where two decisions differ ------------------------------------------------------------------
 @dataclass
 class Arm:
