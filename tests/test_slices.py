@@ -269,3 +269,21 @@ def test_traces_shows_the_second_rule_beside_the_first(run_root, synth):
     assert f"exits at layer {int(a_exit)} " in sides[0]
     at.button(key="t.vs.close").click().run()
     assert not [t for t in at.text if t.value.startswith("B: ")]
+
+
+def test_slices_opens_on_the_rule_and_knobs_explore_had(run_root, synth):
+    at = AppTest.from_file(APP, default_timeout=60)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(rundata.ROOT_ENV, str(run_root))
+        at.query_params["run"] = synth.name
+        at.run()
+        at.switch_page("pages/explore.py")
+        at.query_params["run"], at.query_params["strategy"] = synth.name, "PABEE"
+        at.run()
+        at.slider(key="patience.patience").set_value(4).run()
+        at.switch_page("pages/slices.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="s.rule").value == "patience" and at.slider(key="s.patience.patience").value == 4
+    b = synth.evaluate("patience", {"patience": 4})
+    assert at.dataframe[0].value.iloc[0]["mean exit layer"].startswith(f"{b['exit_layer'].mean():.2f} [")

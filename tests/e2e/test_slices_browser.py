@@ -87,10 +87,15 @@ def test_two_rules_rank_their_differences_and_one_opens_in_traces_side_by_side(b
     page.get_by_role("tab", name="Where two rules differ").click()
     settle(page)
     page.get_by_text("The slice that differs most").first.wait_for(timeout=30000)
+    page.locator('[data-testid="stSelectbox"]', has_text="Exit rule (B)").first.click()
+    page.get_by_role("option", name="Voting", exact=True).click()
+    settle(page)
+    assert "s.vs.rule=Voting" in page.url
+    page.get_by_text("B: Ensemble voting").first.wait_for(timeout=30000)
     no_error_box(page)
     ranked = grid(page, 1)
     a = run.evaluate("entropy", run.default_params("entropy"))
-    b = run.evaluate("patience", run.default_params("patience"))
+    b = run.evaluate("voting", run.default_params("voting"))
     differ = (a["pred"] != b["pred"]) | (a["exit_layer"] != b["exit_layer"])
     assert page.get_by_text(f"{int(differ.sum())} of {run.cache.N} samples differ").count() == 1
     first = ranked[0]
@@ -108,7 +113,7 @@ def test_two_rules_rank_their_differences_and_one_opens_in_traces_side_by_side(b
     page.wait_for_selector("h1:has-text('Traces')", timeout=30000)
     settle(page)
     no_error_box(page)
-    assert f"sample={first['row']}" in page.url and "t.vs.rule=patience" in page.url
+    assert f"sample={first['row']}" in page.url and "t.vs.rule=voting" in page.url
     page.get_by_text("side by side").first.wait_for(timeout=30000)
     sides = page.locator('[data-testid="stText"]').all_inner_texts()
     b_text = next(t for t in sides if t.startswith("B: "))
