@@ -287,3 +287,23 @@ def test_slices_opens_on_the_rule_and_knobs_explore_had(run_root, synth):
     assert at.selectbox(key="s.rule").value == "patience" and at.slider(key="s.patience.patience").value == 4
     b = synth.evaluate("patience", {"patience": 4})
     assert at.dataframe[0].value.iloc[0]["mean exit layer"].startswith(f"{b['exit_layer'].mean():.2f} [")
+
+
+@pytest.mark.skipif(not (BUNDLED.parent / "rotten_tomatoes-badge" / "cache.npz").exists(), reason="no bundled badge run")
+def test_a_rule_of_another_run_on_the_same_dev_set():
+    run = rundata.load_run(BUNDLED)
+    other = rundata.load_run(BUNDLED.parent / "rotten_tomatoes-badge")
+    at = open_slices(BUNDLED.parent, run=run.name, **{"s.view": "Where two rules differ", "s.vs.run": other.name,
+                                                      "s.vs.rule": "Entropy"})
+    assert not at.warning, [w.value for w in at.warning]
+    a = run.evaluate("entropy", run.default_params("entropy"))
+    b = other.evaluate("entropy", other.default_params("entropy"))
+    said = "\n".join(t.value for t in at.text)
+    n_diff = int(((a["pred"] != b["pred"]) | (a["exit_layer"] != b["exit_layer"])).sum())
+    assert f"on {other.name}." in said and f"{n_diff} of {run.cache.N} samples differ" in said
+    # Traces gets B with its run, and reads back the same decision
+    b_arm = slice_views.arm(other, "entropy", other.default_params("entropy"))
+    q = slice_views.second_rule_params(run.name, b_arm)
+    assert q["t.vs.run"] == other.name
+    back = slice_views.second_arm(q, run, load=lambda name: rundata.load_run(BUNDLED.parent / name))
+    assert back.run.name == other.name and np.array_equal(back.exit_layer, b["exit_layer"])
