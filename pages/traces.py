@@ -1,7 +1,7 @@
 """Traces: the samples under one exit rule, filtered; one sample's layer-by-layer story."""
 import streamlit as st
 
-from core.app import appstate, explain, figures, rundata, slice_views
+from core.app import appstate, explain, figures, rundata, slice_views, trace_filters
 from core.app.narrow import key_outside, legend_html
 from core.app.plain import md
 
@@ -53,7 +53,8 @@ with f4:
     query = st.text_input("Search", key="t.q", bind="query-params", placeholder="a word, or a row id")
 
 table = rundata.trace_table(run, ev["exit_layer"], ev["pred"])
-view = rundata.filter_traces(table, outcome=outcome, layers=tuple(layers), overthinking=over, query=query)
+filters = trace_filters.Filters(outcome=outcome, layers=tuple(layers), overthinking=over, query=query)
+view = filters.apply(table)
 st.caption(f"**{len(view)}** of {N} samples match. In the whole run {int(table['overthinking'].sum())} samples "
            f"overthink, and {int((~table['right']).sum())} are wrong at the exit of this rule. "
            "Click a row or a point to open the sample below.")
@@ -97,37 +98,43 @@ if pos is None and not view.empty:
 
 with t_col:
     table_key = appstate.selection_key("traces-table")
-    st.dataframe(view, hide_index=True, height=360, key=table_key, on_select=lambda: _open_row(table_key),
-                 selection_mode="single-row",
-                 column_order=["row", "text", "label", "prediction", "exit layer", "right", "overthinking",
-                               "first right layer"],
-                 column_config={
-                     "row": st.column_config.NumberColumn(width=50),
-                     "text": st.column_config.TextColumn(width=260),
-                     "label": st.column_config.TextColumn(width=80),
-                     "prediction": st.column_config.TextColumn(width=80),
-                     "exit layer": st.column_config.NumberColumn("exit", width=40),
-                     "right": st.column_config.CheckboxColumn("right", width=45),
-                     "overthinking": st.column_config.CheckboxColumn("overthinks", width=75),
-                     "first right layer": st.column_config.NumberColumn("first right", width=70,
-                                                                        help="First exit that is right (0: none)"),
-                 })
+    if view.empty:  # no empty table and no scatter without points: say which filter to loosen
+        st.info(trace_filters.loosen_advice(table, filters, L), icon=":material/filter_alt_off:")
+    else:
+        st.dataframe(view, hide_index=True, height=360, key=table_key, on_select=lambda: _open_row(table_key),
+                     selection_mode="single-row",  # the text last: a phone shows the short columns first
+                     column_order=["row", "exit layer", "right", "label", "prediction", "overthinking",
+                                   "first right layer", "text"],
+                     column_config={
+                         "row": st.column_config.NumberColumn(width=50),
+                         "text": st.column_config.TextColumn(width=260),
+                         "label": st.column_config.TextColumn(width=80),
+                         "prediction": st.column_config.TextColumn(width=80),
+                         "exit layer": st.column_config.NumberColumn("exit", width=40),
+                         "right": st.column_config.CheckboxColumn("right", width=45),
+                         "overthinking": st.column_config.CheckboxColumn("overthinks", width=75),
+                         "first right layer": st.column_config.NumberColumn("first right", width=70,
+                                                                            help="First exit that is right (0: none)"),
+                     })
 with s_col:
     scatter_key = appstate.selection_key("traces-scatter")
-    st.plotly_chart(figures.samples_scatter(view, L, current=pos), key=scatter_key,
-                    on_select=lambda: _open_point(scatter_key), selection_mode="points",
-                    config={"displaylogo": False})
+    if not view.empty:
+        st.plotly_chart(figures.samples_scatter(view, L, current=pos), key=scatter_key,
+                        on_select=lambda: _open_point(scatter_key), selection_mode="points",
+                        config={"displaylogo": False})
     if len(view) > 1500:
         st.caption("Showing a random 1,500 of the matching samples.")
 
 # ---- one sample -------------------------------------------------------------------------------------
-if pos is None:
-    st.info("No sample matches the filters.")
+if pos is None:  # nothing matches (the advice above says what to loosen) and no row was asked for
     st.stop()
 pos = int(pos)
 row = table.loc[pos]
 with head:
     st.subheader(f"Sample {row['row']} (dev row)")
+    outside = None if pos in view.index else trace_filters.outside_note(table, pos, filters, L, n_match=len(view))
+    if outside:
+        st.warning(outside, icon=":material/filter_alt_off:")
 parts = run.raw_text(pos)
 for label, part in zip(["A", "B"] if len(parts) == 2 else [""], parts):
     st.markdown(f"> {'**' + label + '** ' if label else ''}{md(part)}")  # the text as plain text
