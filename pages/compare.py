@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.app import appstate, compare_tables, figures, history, history_figures, rundata, trust_views
+from core.app import appstate, compare_tables, figures, history, history_figures, precision_views, rundata, trust_views
 from core.app.narrow import key_outside, legend_html
 from core.app.plain import md
 from core.runs.folders import read_metrics
@@ -110,6 +110,27 @@ st.caption("Each cell: the rule's best dev score among its swept settings that r
            "does). **± 95%**: how far one dev set of this size moves an accuracy like the full model's (binomial, "
            "per run; empty for scores that are not accuracies), so two cells closer than that are not told apart. "
            "Explore's goal table gives each setting its own paired bootstrap interval.")
+
+# ---- precisions side by side (issue 22; core.app.precision_views) --------------------------------------
+have = list(dict.fromkeys(p for r in runs for p in precision_views.available(r)))
+if len(have) > 1:
+    st.subheader("Precisions side by side")
+    v1, v2, v3 = st.columns([2, 1, 2])
+    side = v1.multiselect("Precisions", have, default=have, key="c.prec", bind="query-params",
+                          help="Each run's exit caches by precision (python -m core.cache_variant, core.train --precisions)")
+    sizes = ["1", "32"]
+    side_batch = int(v2.radio("Batch size", sizes, index=1, key="c.batch", horizontal=True, bind="query-params",
+                              help="Wall-clock speed-ups over each run's fp32 full model at this batch size"))
+    side_drop = v3.slider("Lose at most (points vs fp32 full)", 0.0, 5.0, 1.0, 0.1, format="%.1f pts", key="c.pdrop",
+                          bind="query-params")
+    st.dataframe(precision_views.across_runs(runs, side, side_batch, side_drop), hide_index=True, key="c.precisions",
+                 column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("last exit", "S-avg", "score")}
+                 | {c: st.column_config.NumberColumn(format="%.2fx") for c in
+                    ("full model wall-clock", "layer speed-up", "wall-clock speed-up")})
+    st.caption("One row per run and precision: its exits scored on that precision's own cache, its full model in wall "
+               "clock over the run's fp32 full model, and the fastest setting of any rule within the points chosen of "
+               "fp32 full at that precision (wall clock from the caches' latency tables at the batch size: one "
+               "measurement each, no interval; empty where a cache has no table at this batch size).")
 
 # ---- training history -----------------------------------------------------------------------------------
 st.subheader("Training history")

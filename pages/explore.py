@@ -4,8 +4,7 @@ import json
 
 import streamlit as st
 
-from core.app import appstate, explore_extras, figures, playground_io, rundata, trust_views
-from core.app import precision_views
+from core.app import appstate, explore_extras, figures, playground_io, precision_views, rundata, trust_views
 from core.app.narrow import fixed_frame, legend_html
 from core.app.plain import md
 from core.serving import export

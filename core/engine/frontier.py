@@ -76,10 +76,10 @@ def batch_view(cache, batch_size: int):
     return view
 
 
-def _check(caches: dict, batch_size) -> int | None:
+def _check(caches: dict, batch_size, *, need_batch: bool = True) -> int | None:
     check_same_rows(caches)
     if batch_size is None:
-        if len(caches) > 1:
+        if len(caches) > 1 and need_batch:
             raise ValueError("comparing precisions needs a batch size for the wall-clock speed-up (layer speed-up is "
                              f"the same at every precision); name one of {batch_sizes(caches) or [1, 32]}")
         return None
@@ -98,7 +98,7 @@ def frontier_points(caches: dict, *, batch_size: int | None = None, strategies=N
     """Every rule's exact settings (thinned to `max_points` a curve for drawing; None: all) at every
     precision, one frame: precision, strategy, params, score, delta_vs_fp32_full, mean_exit_layer,
     layer_speedup and, with `batch_size`, wallclock_speedup over fp32 full at that batch size (else NaN)."""
-    bs = _check(caches, batch_size)
+    bs = _check(caches, batch_size, need_batch=False)
     ref = caches["fp32"]
     ref_full = metrics.score(ref.metric, ref.labels, ref.probs[:, -1].argmax(-1))
     ref_ms = None if bs is None else metrics.batch_full_latency_ms(ref, bs)
