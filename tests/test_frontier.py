@@ -159,3 +159,17 @@ def test_exit_drift_names_the_layers_that_moved():
     assert few["p_value"] is None and "no drift test" in few["sentence"]
     # layers no row reaches on either side are left out of the test (degrees of freedom)
     assert promise_check.exit_drift(np.r_[[1] * 30, [2] * 30], np.r_[[1] * 40, [2] * 40], 6)["dof"] == 1
+
+
+def test_the_promise_picks_over_precisions(caches):
+    """core.promise's choice is the frontier's at the batch size; without tables there, fp32's goal picker."""
+    from core.serving.promise import pick_within
+
+    choice = pick_within(caches, 0.01, 32)
+    op = frontier.pick_precision(caches, max_drop=0.01, batch_size=32)
+    assert (choice["precision"], choice["strategy"], choice["params"]) == (op.precision, op.strategy, op.params)
+    assert choice["wallclock_speedup"] == pytest.approx(op.batch_wallclock_speedup)
+    assert choice["precisions_searched"] == ["fp32", "int8"]
+    fallback = pick_within(caches, 0.01, 8)   # no table at batch size 8: fp32 alone, by layer speed-up
+    plain = metrics.pick(caches["fp32"], max_drop=0.01)
+    assert (fallback["precision"], fallback["strategy"], fallback["params"]) == ("fp32", plain.strategy, plain.params)

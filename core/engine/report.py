@@ -320,7 +320,9 @@ def promise_section(path: Path) -> str:
             + table(["", "promised (dev)", "measured (unseen rows)"], rows) + "\n\n"
             + ("The promised score lies inside the measured score's 95% interval. " if inside else
                "The promised score lies OUTSIDE the measured score's 95% interval. ")
-            + f"Early exit agrees with all layers on {pct(s['agreement_with_full'])}% of the rows.\n")
+            + f"Early exit agrees with all layers on {pct(s['agreement_with_full'])}% of the rows."
+            + "".join(" " + s[k]["sentence"][:1].upper() + s[k]["sentence"][1:]
+                      for k in ("measured_risk", "drift") if s.get(k)) + "\n")
 
 
 # ---- claims -------------------------------------------------------------------------------------
