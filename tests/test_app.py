@@ -20,7 +20,7 @@ from core.engine.strategies import apply
 from core.runs.folders import DEFAULT_ROOT
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ["pages/home.py", "pages/explore.py", "pages/traces.py", "pages/compare.py"]
+PAGES = ["pages/home.py", "pages/explore.py", "pages/traces.py", "pages/compare.py", "pages/slices.py"]
 GOOD_RUNS = ["synth-joint", "synth-leebert", "synth-pair3", "synth-deep", "synth-notexts"]
 
 
