@@ -10,6 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.app import appstate, figures, rundata, train_form
+from core.app.narrow import key_outside, legend_html
 from core.app.plain import md
 from core.data.glue import BUILTIN_TASKS, GLUE_TASKS, SHARED_GLUE_DIR
 from core.runs.folders import holds_run
@@ -333,7 +334,10 @@ def live_panel(job) -> None:
         return
     c1, c2 = st.columns(2)
     with c1:
-        st.plotly_chart(figures.losses_figure(data.train), key="live-losses", config={"displayModeBar": False})
+        if data.train.empty:  # not an empty frame with a made-up axis
+            st.info("The loss of each exit: waiting for the first steps.", icon=":material/hourglass_top:")
+        else:
+            st.plotly_chart(figures.losses_figure(data.train), key="live-losses", config={"displayModeBar": False})
     with c2:
         if data.evals.empty:
             st.info("The per-exit dev scores appear after the first epoch.")
@@ -341,18 +345,26 @@ def live_panel(job) -> None:
             st.plotly_chart(figures.scores_figure(data.evals, data.metric), key="live-scores",
                             config={"displayModeBar": False})
     if data.omega:
-        st.markdown(f"**Ω, LeeBERT's learned loss weights** ({len(data.omega)} snapshots so far)")
+        n_om = len(data.omega)
+        st.markdown(f"**Ω, LeeBERT's learned loss weights** ({n_om} snapshot{'s' if n_om != 1 else ''} so far)")
         c1, c2 = st.columns([2, 3])
         with c1:
             st.plotly_chart(figures.omega_heatmap(data.omega[-1]), key="live-omega-heatmap",
                             config={"displayModeBar": False})
         with c2:
-            st.plotly_chart(figures.omega_lines_figure(data.omega), key="live-omega-lines",
-                            config={"displayModeBar": False})
+            if n_om < 2:  # one snapshot draws no line: say when they come instead of empty frames
+                st.info("Ω over the training steps: waiting for the second snapshot.", icon=":material/hourglass_top:")
+            else:
+                lines = key_outside(figures.omega_lines_figure(data.omega))
+                st.plotly_chart(lines, key="live-omega-lines", config={"displayModeBar": False})
+                st.html(legend_html(lines))
         st.caption("Row m of Ω weighs exit m's own cross-entropy (ce) and its distillation from each teacher "
                    "exit t (kd:t); each row sums to 1. LeeBERT learns Ω with its Ω optimizer (CLO-v2 by default).")
-        st.plotly_chart(figures.omega_steps_figure(data.omega, rundata.config_of(job.folder)), key="live-omega-drift",
-                        config={"displayModeBar": False})
+        if n_om < 2:
+            return
+        drift = key_outside(figures.omega_steps_figure(data.omega, rundata.config_of(job.folder)))
+        st.plotly_chart(drift, key="live-omega-drift", config={"displayModeBar": False})
+        st.html(legend_html(drift))  # under the plot: above it, Plotly's legend sat on the subtitle
         st.caption("Each exit's own-CE weight (solid) against the data-free drift (dashed): the same Ω updates "
                    "fed constant terms (CE 1, distillation 0) and no data.")
 

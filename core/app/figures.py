@@ -58,6 +58,11 @@ def layout(*, top: int = 40, right: int = 10, legend: bool = True, white: bool =
     return {**out, **extra}
 
 
+def subtitle(text: str) -> str:
+    """A figure title's second line: 12 px, regular weight, slate (Plotly's <sup> was too small to read)."""
+    return f"<span style='font-size:12px;font-weight:normal;color:#475569'>{text}</span>"
+
+
 def _fig(data: list[dict], layout: dict) -> go.Figure:
     """A go.Figure from trusted dicts, skipping plotly's (slow) validation where plotly allows it."""
     try:
@@ -421,10 +426,13 @@ def omega_heatmap(record: dict, title: str = "") -> go.Figure:
         z=shown, x=terms, y=[f"exit {m + 1}" for m in range(om.shape[0])], colorscale="Viridis",
         text=np.where(om > 0, np.char.mod(f"%.{digits}f", om), ""), texttemplate="%{text}" if om.size <= 200 else None,
         hovertemplate="%{y}, %{x}: %{z:.4f}<extra></extra>", colorbar=dict(thickness=10), hoverongaps=False))
-    sub = f"step {record.get('step', '?')}, epoch {record.get('epoch', '?')}"
+    subs = [f"step {record.get('step', '?')}, epoch {record.get('epoch', '?')}; rows sum to 1"]
+    if (om == 0).any():  # e.g. the diagonal: an exit does not distill from itself
+        subs.append("blank: a term the exit does not have")  # its own line: a phone clipped one long line
     head = title or "Ω now: each exit's loss weights"
-    fig.update_layout(**layout(top=60, white=True), height=140 + 30 * om.shape[0],
-                      title=dict(text=f"{head}<br><sup>{sub}; rows sum to 1; colours span the current range</sup>",
+    extra = 18 if (om == 0).any() else 0
+    fig.update_layout(**layout(top=64 + extra, white=True), height=144 + extra + 30 * om.shape[0],
+                      title=dict(text=head + "".join(f"<br>{subtitle(t)}" for t in subs),
                                  x=0, font=dict(size=14)))
     fig.update_yaxes(autorange="reversed")
     return fig
@@ -454,7 +462,7 @@ def omega_lines_figure(records: list[dict], *, cols: int = 3) -> go.Figure:
     rows = math.ceil(L / cols)
     fig = make_subplots(rows=rows, cols=cols, shared_xaxes=True, shared_yaxes=True,
                         subplot_titles=[f"exit {m}" for m in range(1, L + 1)],
-                        vertical_spacing=0.12 if rows > 1 else 0.1, horizontal_spacing=0.04)
+                        vertical_spacing=0.12 if rows > 1 else 0.1, horizontal_spacing=0.07)
     order = list(dict.fromkeys(t for r in records for t in (r.get("terms") or [])))
     terms = sorted(dict.fromkeys(df["term"]), key=lambda t: order.index(t) if t in order else len(order)) \
         if not df.empty else []
@@ -475,11 +483,11 @@ def omega_lines_figure(records: list[dict], *, cols: int = 3) -> go.Figure:
                                      hovertemplate=f"exit {m}, {t}<br>step %{{x}}: %{{y:.4f}}<extra></extra>"),
                           row=(m - 1) // cols + 1, col=(m - 1) % cols + 1)
             shown.add(t)
-    fig.update_layout(**layout(white=True), height=90 + 190 * rows)
-    fig.update_layout(title=dict(text="Ω over training steps (ce in black; kd:t, distillation from exit t, in exit t's "
-                                      "colour)",
-                                 x=0, y=0.99, font=dict(size=14)),
-                      margin=dict(l=10, r=10, t=90, b=10), legend=dict(y=1.0 + 0.12 / rows))
+    # a short title (the key and the caption say the rest) and at most 3 ticks per small panel: on a phone
+    # a long title was clipped and the panels' step ticks ran into each other
+    fig.update_layout(**layout(top=60, white=True, legend=False), height=70 + 190 * rows,
+                      title=dict(text="Ω over training steps", x=0, y=0.99, font=dict(size=14)))
+    fig.update_xaxes(nticks=3)
     return fig
 
 
@@ -518,12 +526,14 @@ def omega_steps_figure(records: list[dict], config: dict, title: str = "") -> go
                                      line=dict(color=colors[m], width=1.5, dash="dash"),
                                      hovertemplate=f"data-free drift, exit {m + 1}, step %{{x}}: "
                                                    "%{y:.4f}<extra></extra>"))
-    sub = ("dashed: the same Ω updates fed no data (core.engine.omega_drift)" if drift is not None
+    sub = ("dashed: the same Ω updates fed no data" if drift is not None
            else "fixed weights: nothing is learned")
-    fig.update_layout(**layout(top=60, white=True), height=340, xaxis_title="training step", yaxis_title="own-CE weight in Ω",
-                      title=dict(text=f"{title}<br><sup>{sub}</sup>" if title else f"<sup>{sub}</sup>", x=0,
-                                 font=dict(size=14)))
-    fig.update_layout(legend=dict(y=1.12))
+    small = subtitle(sub)
+    # the key goes under the chart (narrow.key_outside + legend_html): above it, it sat on this subtitle
+    fig.update_layout(**layout(top=60 if title else 36, white=True, legend=False), height=340,
+                      xaxis_title="training step", yaxis_title="own-CE weight in Ω",
+                      title=dict(text=f"{title}<br>{small}" if title else small, x=0, font=dict(size=14)))
+    fig.update_xaxes(nticks=6)
     return fig
 
 
