@@ -126,3 +126,23 @@ def test_predict_runs_the_point_at_its_precision_and_says_what_it_found(run, tmp
     assert s["drift"]["ref_counts"] == np.bincount(want_layer - 1, minlength=int8.L).tolist()
     assert s["drift"]["new_counts"] == np.bincount([r["exit_layer"] - 1 for r in rows], minlength=int8.L).tolist()
     assert "no drift test (24 new rows, 8 dev rows of cache-int8.npz" in stdout   # 8 reference rows are too few
+
+
+def test_predict_holds_the_measured_risk_against_the_points_guarantee(run, tmp_path, capsys):
+    from core.serving.export import promise_extras
+    from core.serving.predict import main
+
+    strategy, params, extras = promise_extras(run, "entropy", {}, guarantee={"epsilon": 0.3, "delta": 0.2})
+    write_point(run, strategy, params, tmp_path / "g.json", **extras)
+    g = read_point(tmp_path / "g.json").promise["guarantee"]
+    csv = tmp_path / "in.csv"
+    csv.write_text("text,label\n" + "".join(f"\"{t}\",{LABELS[i % 3]}\n" for i, t in enumerate(TEXTS)))
+    capsys.readouterr()
+    assert main(["--point", str(tmp_path / "g.json"), "--input", str(csv), "--output", str(tmp_path / "o.jsonl"),
+                 "--compare-full", "--summary-json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["guarantee"] == g["guarantee"] and f"guarantee: {g['guarantee']}" in out
+    r = s["measured_risk"]
+    assert r["risk"] == g["risk"] and r["epsilon"] == pytest.approx(0.3) and r["rows"] == len(TEXTS)
+    assert r["verdict"] in ("kept", "outside the interval") and "guaranteed 30.00%" in out
