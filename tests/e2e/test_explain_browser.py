@@ -87,7 +87,7 @@ def test_compare_shows_training_history(app_server, page):
 @pytest.mark.parametrize("path,name", [
     ("/?run=synth-joint", "home"), ("/explore?run=synth-joint", "explore"),
     ("/traces?run=synth-joint&sample=3", "traces"), ("/compare", "compare"), ("/playground", "playground"),
-    ("/train", "train"),
+    ("/train", "train"), ("/slices?run=synth-joint", "slices"),
 ])
 def test_every_page_at_390_px(browser, app_server, path, name):
     got = narrow_shot(browser, app_server, path, name)
