@@ -76,6 +76,26 @@ def _own_front(df: pd.DataFrame, x: str) -> pd.DataFrame:
     return metrics.pareto(df, x=x, exclude=())
 
 
+TWIN_SHARE = 0.9   # two rules whose envelopes share this share of their points draw the same curve
+
+
+def twin_curves(envelopes: dict[str, pd.DataFrame], x: str) -> dict[str, str]:
+    """{rule: the earlier rule whose curve it repeats}: envelopes (in drawing order) that share at least
+    TWIN_SHARE of their (speed-up, score) points, e.g. Max-prob and Entropy on two classes, or PCEE at
+    patience 1 and Entropy. The key names them ("PCEE = Entropy") and the later one is drawn dashed."""
+    points = {s: set(zip(e[x].round(9), e["score"].round(9))) for s, e in envelopes.items() if not e.empty}
+    twins, names = {}, list(points)
+    for i, s in enumerate(names):
+        for first in names[:i]:
+            if first in twins:
+                continue
+            common = len(points[s] & points[first])
+            if common >= TWIN_SHARE * max(len(points[s]), len(points[first])):
+                twins[s] = first
+                break
+    return twins
+
+
 def _custom(df: pd.DataFrame) -> np.ndarray:
     """customdata of swept points: [strategy, params-json, title, readable setting] (a numpy string
     array: Streamlit deep-copies figures, and copying one array is cheaper than thousands of lists)."""
@@ -122,23 +142,27 @@ def _build_static_traces(run: RunData, strategies: tuple[str, ...], x: str, focu
                          name="Oracle (reads labels)", text=["Oracle"], textposition="top center",
                          customdata=_custom(o), hovertemplate=hover,
                          marker=dict(size=14, symbol="star", color=COLORS["oracle"])))
-    for s in strategies:
+    order = [s for s in run.strategies if s in strategies and s != "budget"]  # registry order: Entropy first
+    envs = {s: _own_front(pts[pts["strategy"] == s], x) for s in order if (pts["strategy"] == s).any()}
+    twins = twin_curves(envs, x)
+    for s, env in envs.items():
         df = pts[pts["strategy"] == s]
-        if s == "budget" or df.empty:
-            continue
-        env = _own_front(df, x)
         color = COLORS.get(s, "#334155")
-        line = dict(color=color, width=2)
+        name = strategy_title(s) + (f" = {strategy_title(twins[s])}" if s in twins else "")
+        # a curve repeating an earlier one: dashed, with open markers, so the one under it stays visible
+        line = dict(color=color, width=2.5, dash="dash") if s in twins else dict(color=color, width=2)
         if focus is None or s == focus:
             data.append(dict(type="scatter", x=df[x].to_numpy(dtype=float), y=df["score"].to_numpy(dtype=float),
-                             mode="markers", name=strategy_title(s), legendgroup=s, customdata=_custom(df),
+                             mode="markers", name=name, legendgroup=s, customdata=_custom(df),
                              hovertemplate=hover, marker=dict(size=7, color=color, opacity=0.35)))
             data.append(dict(type="scatter", x=env[x].to_numpy(dtype=float), y=env["score"].to_numpy(dtype=float),
                              mode="lines", legendgroup=s, showlegend=False, hoverinfo="skip", line=line))
         else:
+            marker = dict(size=8, symbol="circle-open", color=color, line=dict(width=1.5)) if s in twins else \
+                dict(size=4, color=color)
             data.append(dict(type="scatter", x=env[x].to_numpy(dtype=float), y=env["score"].to_numpy(dtype=float),
-                             mode="lines+markers", name=strategy_title(s), legendgroup=s, customdata=_custom(env),
-                             hovertemplate=hover, line=line, marker=dict(size=4, color=color)))
+                             mode="lines+markers", name=name, legendgroup=s, customdata=_custom(env),
+                             hovertemplate=hover, line=line, marker=marker))
     return data
 
 
@@ -198,25 +222,32 @@ def tradeoff_figure(run: RunData, strategies: list[str], current: dict[str, dict
     if focus is not None:
         data += _interval_band(run, focus, x)
     if best is not None and not best.empty:
+        best = _one_per_point(best, x)
         data.append(dict(type="scatter", x=best[x].tolist(), y=best["score"].tolist(), mode="markers",
                          name="Best at target", hovertemplate=_hover(x),
-                         customdata=[[s, p, strategy_title(s), d] for s, p, d in
-                                     zip(best["strategy"], best["params"], best["setting"])],
+                         customdata=[[s, p, t, d] for s, p, t, d in
+                                     zip(best["strategy"], best["params"], best["titles"], best["setting"])],
                          marker=dict(size=15, symbol="diamond-open", color="#0f172a", line=dict(width=2)),
                          **({"error_y": dict(type="data", symmetric=False, thickness=1.5, width=4, color="#0f172a",
                                             array=(best["score_high"] - best["score"]).tolist(),
                                             arrayminus=(best["score"] - best["score_low"]).tolist())}
                             if "score_low" in best else {})))
-    for s, ev in current.items():  # current settings last, on top
+    taken = {}  # where a current marker already sits: a second one there becomes a wider ring around it
+    for s, ev in (sorted(current.items(), key=lambda kv: kv[0] != focus)):  # current settings last, on top
         xv = ev.get(x)
         if xv is None:
             continue
         big = s == focus
+        spot = (round(float(xv), 9), round(float(ev["score"]), 9))
+        ring = taken.get(spot, 0)
+        taken[spot] = ring + 1
+        size = (20 if big else 13) + 8 * ring
         data.append(dict(
             type="scatter", x=[xv], y=[ev["score"]], mode="markers", legendgroup=s, showlegend=False,
             name=f"{strategy_title(s)}: current",
-            marker=dict(size=20 if big else 13, color=COLORS.get(s, "#334155"), symbol="circle",
-                        line=dict(color="#0f172a" if big else "white", width=3 if big else 2)),
+            marker=dict(size=size, color=COLORS.get(s, "#334155"), symbol="circle-open" if ring else "circle",
+                        line=dict(color=COLORS.get(s, "#334155") if ring else "#0f172a" if big else "white",
+                                  width=3 if big or ring else 2)),
             hovertemplate=f"<b>{strategy_title(s)} (current)</b><br>{describe_params(ev['params'])}"
                           "<br>score %{y:.4f}<br>%{x:.3f}<extra></extra>"))
     lay = dict(**layout(), height=520, clickmode="event+select", hovermode="closest", dragmode="zoom",
@@ -224,6 +255,19 @@ def tradeoff_figure(run: RunData, strategies: list[str], current: dict[str, dict
                   xaxis=dict(title=dict(text=AXES[x])),
                   yaxis=dict(title=dict(text=f"{metric_name(run.metric)} on the dev set")))
     return _fig(data, lay)
+
+
+def _one_per_point(best: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The goal table's rows with one row per (speed-up, score) point: rules whose best setting lands on the
+    same point share one diamond (and one error bar), titled with all their names ("Entropy = Max-prob")."""
+    spot = list(zip(best[x].round(9), best["score"].round(9)))
+    titles = {}
+    for k, s in zip(spot, best["strategy"]):
+        titles.setdefault(k, []).append(strategy_title(s))
+    keep = ~pd.Series(spot, index=best.index).duplicated().to_numpy()
+    out = best[keep].copy()
+    out["titles"] = [" = ".join(titles[k]) for k, kept in zip(spot, keep) if kept]
+    return out
 
 
 def home_figure(run: RunData, threshold: float | None = None) -> go.Figure:
