@@ -67,6 +67,12 @@ def _chosen(run, precisions) -> dict:
     return chosen
 
 
+def _shared(run, kind: str, chosen: dict, batch_size, make, *extra):
+    """`make()` memoized on the run (shared by every session) under the caches' files, the chosen
+    precisions and the batch size: the frontier does not move with the knobs, so a rerun reuses it."""
+    return run.memo((kind, _stamp(run), tuple(chosen), batch_size, *extra), make, limit=16)
+
+
 def setting_table(run, strategy: str, params: dict, precisions, batch_size: int | None, seed: int = 0) -> pd.DataFrame:
     """The open rule at its current knobs at each precision: score, vs fp32 full with its 95% paired
     bootstrap interval, mean exit layer, layer speed-up and (with a batch size) wall-clock speed-up over
@@ -93,7 +99,8 @@ def goal_table(run, points: float, precisions, batch_size: int | None) -> pd.Dat
     precision and rule, fastest first (core.engine.frontier.frontier_table), with a readable setting."""
     chosen = _chosen(run, precisions)
     bs = batch_size if len(chosen) > 1 or batch_size is not None else None
-    table = frontier.frontier_table(chosen, max_drop=points / 100, batch_size=bs)
+    table = _shared(run, "precision-goal", chosen, bs,
+                    lambda: frontier.frontier_table(chosen, max_drop=points / 100, batch_size=bs), float(points))
     if table.empty:
         return table
     table = table.assign(setting=[", ".join(f"{k} {_num(v)}" for k, v in json.loads(p).items()) for p in table["params"]])
@@ -113,7 +120,8 @@ def frontier_figure(run, precisions, *, batch_size: int | None, axis: str = "wal
     wall = axis == "wallclock"
     if wall and batch_size is None:
         raise ValueError("the wall-clock axis needs a batch size with a latency table in every chosen cache")
-    pts = frontier.frontier_points(chosen, batch_size=batch_size if wall else None)
+    bs = batch_size if wall else None
+    pts = _shared(run, "precision-points", chosen, bs, lambda: frontier.frontier_points(chosen, batch_size=bs))
     x = "wallclock_speedup" if wall else "layer_speedup"
     data = []
     for p in chosen:
