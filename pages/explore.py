@@ -253,7 +253,7 @@ else:
                             help="The run's exit caches by precision; fp32 is the reference every score loss and "
                                  "wall-clock speed-up is measured against")
     sizes = [str(b) for b in precision_views.batch_sizes(run, chosen)]
-    batch = q2.radio("Batch size", sizes, key="p.batch", horizontal=True, bind="query-params",
+    batch = q2.radio("Batch size", sizes, index=len(sizes) - 1, key="p.batch", horizontal=True, bind="query-params",
                      help="The batch size the wall-clock speed-up is read at (the caches' latency tables)") if sizes else None
     batch = None if batch is None else int(batch)
     p_axis = q3.radio("Speed-up axis ", list(precision_views.AXES) if batch else ["layer"], key="p.axis",

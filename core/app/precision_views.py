@@ -16,6 +16,7 @@ from core.engine.strategies import apply
 AXES = {"wallclock": "wall-clock speed-up over fp32 full", "layer": "layer speed-up"}
 SYMBOLS = {"fp32": "circle", "int8": "diamond", "fp16": "square", "bf16": "triangle-up"}
 DASH = {"fp32": "solid", "int8": "dot", "fp16": "dash", "bf16": "dashdot"}
+LINE = {"fp32": "#4a4a4a", "int8": "#c2185b", "fp16": "#00897b", "bf16": "#6d4c41"}   # each precision's frontier
 
 
 def _stamp(run) -> tuple:
@@ -137,8 +138,9 @@ def frontier_figure(run, precisions, *, batch_size: int | None, axis: str = "wal
                                       f"{AXES[axis]} %{{x:.2f}}x<extra></extra>"})
         front = metrics.pareto(mine, x=x)
         data.append({"type": "scatter", "mode": "lines+markers", "x": front[x], "y": front["score"],
-                     "name": f"{p} frontier", "legendgroup": p, "line": {"dash": DASH.get(p, "solid"), "width": 2},
-                     "marker": {"size": 5, "symbol": SYMBOLS.get(p, "circle")},
+                     "name": f"{p} frontier", "legendgroup": p,
+                     "line": {"dash": DASH.get(p, "solid"), "width": 2.5, "color": LINE.get(p, "#888")},
+                     "marker": {"size": 5, "symbol": SYMBOLS.get(p, "circle"), "color": LINE.get(p, "#888")},
                      "customdata": np.stack([front["strategy"], front["params"]], -1),
                      "hovertemplate": f"{p} %{{customdata[0]}} %{{customdata[1]}}<br>score %{{y:.4f}}<br>"
                                       f"{AXES[axis]} %{{x:.2f}}x<extra></extra>"})
