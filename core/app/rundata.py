@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -154,6 +155,7 @@ class Control:
         return v  # unrounded: an exact candidate setting (a breakpoint) must survive loading
 
 
+_MISSING = object()
 START_SPEEDUP = 1.5   # the layer speed-up every rule's knobs open at (RunData.start_params)
 
 
@@ -172,6 +174,9 @@ class RunData:
     _texts: tuple | None = field(default=None, repr=False)
     argmax: np.ndarray | None = field(default=None, repr=False)    # [N, L] each exit's prediction
     maxprob: np.ndarray | None = field(default=None, repr=False)   # [N, L] each exit's top probability
+    # one RunData serves every session (st.cache_resource), each session's script in its own thread
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _making: dict = field(default_factory=dict, repr=False, compare=False)   # memo key -> Lock while being made
 
     def __post_init__(self):
         self.argmax = self.cache.probs.argmax(-1)
@@ -196,9 +201,10 @@ class RunData:
 
     # -- derived, cached on the object --------------------------------------------------------
     def sweeps(self) -> pd.DataFrame:
-        """Default-grid sweeps of every strategy (Oracle included), computed on first use."""
+        """Default-grid sweeps of every strategy (Oracle included), computed on first use (once, however
+        many sessions open the run at the same time)."""
         if self._sweeps is None:
-            self._sweeps = metrics.sweep_all(self.cache, feats=self.feats)
+            self._sweeps = self.memo(("sweeps",), lambda: metrics.sweep_all(self.cache, feats=self.feats))
         return self._sweeps
 
     @property
@@ -209,15 +215,29 @@ class RunData:
     def memo(self, key: tuple, make, *, limit: int | None = None):
         """The value stored under `key` (a tuple whose first item names its kind), made by `make()` on
         first use. With `limit`: once that many values of the key's kind are stored, the older half is
-        dropped before a new one is added, so a long session of knob moves does not grow without bound."""
-        if key not in self._memo:
-            if limit is not None:
-                same = [k for k in self._memo if k[0] == key[0]]
-                if len(same) >= limit:
-                    for k in same[: max(len(same) // 2, 1)]:
-                        del self._memo[k]
-            self._memo[key] = make()
-        return self._memo[key]
+        dropped before a new one is added, so a long session of knob moves does not grow without bound.
+
+        Safe across threads: sessions asking for one key at once get one `make()`, the others wait for
+        its value; a key's eviction by another session never loses the value being returned."""
+        found = self._memo.get(key, _MISSING)
+        if found is not _MISSING:
+            return found
+        with self._lock:
+            gate = self._making.setdefault(key, threading.Lock())
+        with gate:
+            found = self._memo.get(key, _MISSING)
+            if found is not _MISSING:
+                return found
+            value = make()
+            with self._lock:
+                if limit is not None:
+                    same = [k for k in self._memo if k[0] == key[0]]
+                    if len(same) >= limit:
+                        for k in same[: max(len(same) // 2, 1)]:
+                            del self._memo[k]
+                self._memo[key] = value
+                self._making.pop(key, None)
+        return value
 
     def controls(self, strategy: str) -> list[Control]:
         """The widgets of `strategy`, their defaults set to the run's starting knobs (`start_params`)."""
