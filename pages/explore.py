@@ -7,6 +7,7 @@ import streamlit as st
 from core.app import appstate, explore_extras, figures, playground_io, precision_views, rundata, trust_views
 from core.app.narrow import fixed_frame, legend_html
 from core.app.plain import md
+from core.app.plain_words import METHOD_DETAILS, epsilon_in_points, plain_and_method, table_file_name
 from core.serving import export
 
 appstate.require_app()
@@ -162,7 +163,7 @@ st.dataframe(shown, hide_index=True, key=best_key, on_select=lambda: _load_goal_
              selection_mode="single-row", column_config={
                  "meets": st.column_config.TextColumn("meets goal", width=70),
                  "strategy": st.column_config.TextColumn("rule", width=80),
-                 "setting": st.column_config.TextColumn("setting", width=220),
+                 "setting": st.column_config.TextColumn("setting", width=420, help="Every knob of the setting"),
                  "score": st.column_config.NumberColumn(rundata.metric_name(run.metric), format="%.4f"),
                  "delta": st.column_config.NumberColumn("vs full model", format="%+.4f"),
                  "interval": st.column_config.TextColumn("vs full, 95% interval", width=140),
@@ -173,8 +174,11 @@ st.dataframe(shown, hide_index=True, key=best_key, on_select=lambda: _load_goal_
                  "wallclock_speedup": st.column_config.NumberColumn("wall-clock speed-up", format="%.2fx"),
                  "why": st.column_config.TextColumn("why it misses the goal", width=260),
              })
-st.caption("Searched over every setting where some sample's exit changes (exact, not a grid; "
-           "metrics.goal_table / metrics.pick). A rule that cannot meet the goal shows its closest setting and "
+st.download_button("Download this table (CSV)", shown.to_csv(index=False).encode(), key="goal-csv",
+                   file_name=table_file_name(run.name, f"best-per-rule-{kind}-{target:g}"),
+                   mime="text/csv", icon=":material/download:", on_click="ignore")
+st.caption("Searched over every setting where some sample's exit changes (exact, not a grid). A rule that cannot "
+           "meet the goal shows its closest setting and "
            "why. Intervals: 95% paired bootstrap over the dev samples; 'within noise' when the interval of the "
            "difference covers zero. Click a row to load it into the knobs.")
 
@@ -192,12 +196,16 @@ if kind == "loss":
     if answers is not None:
         a2.dataframe(trust_views.two_answers(answers), hide_index=True, key="l.table", column_config={
             "answer": st.column_config.TextColumn("answer", width=100),
-            "setting": st.column_config.TextColumn("setting", width=220),
+            "setting": st.column_config.TextColumn("setting", width=420),
             "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
             "points_lost": st.column_config.NumberColumn("points lost (all dev rows)", format="%.2f"),
             "heldout_lost": st.column_config.TextColumn("inputs lost on held-out rows, 95% interval", width=260),
         })
-        st.text(answers.guarantee)
+        plain, exact = plain_and_method(answers.guarantee)
+        st.text(plain)
+        if exact:
+            with st.expander("How the guarantee is tested (the exact method)"):
+                st.text(exact + ". " + METHOD_DETAILS["ltt"])
         st.text(answers.why + (" " + answers.metric_note if answers.metric_note else ""))
         st.button("Load the guaranteed setting into the knobs", key="l.load", icon=":material/verified:",
                   on_click=lambda g=answers.guaranteed: appstate.load_setting(run, g.strategy, g.params))
@@ -209,11 +217,12 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
                       format_func={"consistency": "differs from full model",
                                    "gap": "wrong where full model is right"}.get)
     eps = g[1].slider("At most (epsilon)", 0.005, 0.10, 0.01, 0.005, format="%.3f", key="g.eps",
-                      bind="query-params")
+                      bind="query-params", help="The share of new inputs allowed to go wrong (see the line below)")
     conf = g[2].select_slider("Confidence (1 - delta)", [0.8, 0.9, 0.95, 0.99], 0.9, key="g.conf",
                               bind="query-params")
     method = g[3].radio("Method", ["ltt", "crc"], key="g.method", bind="query-params",
                         format_func={"ltt": "Learn then Test", "crc": "conformal risk control"}.get)
+    st.caption(epsilon_in_points(eps, risk, metric=run.metric, goal_points=target if kind == "loss" else None))
     try:
         cal = trust_views.calibrated(run, focus, settings[focus], risk=risk, epsilon=eps, delta=round(1 - conf, 4),
                             method=method)
@@ -221,7 +230,11 @@ with st.expander("Guarantee: calibrate the open rule's knob on held-out samples"
         cal = None
         st.warning(md(err))
     if cal is not None:
-        st.text(cal.guarantee)
+        plain, exact = plain_and_method(cal.guarantee)
+        st.text(plain)
+        if exact:
+            with st.expander("How the guarantee is tested (the exact method)"):
+                st.text(exact + ". " + METHOD_DETAILS[method])
         st.dataframe(trust_views.calibration_table(run, cal), hide_index=True, key="g.table", column_config={
             "risk": st.column_config.NumberColumn("risk", format="%.4f"),
             "score": st.column_config.NumberColumn(rundata.metric_name(run.metric), format="%.4f"),

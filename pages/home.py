@@ -1,7 +1,7 @@
 """Home: early exiting in a few sentences and one figure, the runs available, where to go next."""
 import streamlit as st
 
-from core.app import appstate, figures, rundata
+from core.app import appstate, figures, home_notes, rundata
 from core.app.plain import md
 from core.runs.folders import run_warnings
 
@@ -40,9 +40,15 @@ if infos:
     broken = {k: v for k, v in loaded.items() if isinstance(v, str)}
     for name, err in broken.items():
         st.warning(f"Run **{md(name)}** cannot be opened: {md(err)}")
-    for info in infos:  # what training left out or noticed (status.json "warnings")
-        for warning in run_warnings(info.status):
-            st.warning(f"Run **{md(info.name)}**: {md(warning)}")
+    # what training left out or noticed (status.json "warnings"): one line per kind, the runs behind it
+    notes = [(info.name, warning) for info in infos for warning in run_warnings(info.status)]
+    for k, group in enumerate(home_notes.group_notes(notes)):
+        st.warning(md(group.line), icon=":material/info:")
+        if len(group.runs) > 1:
+            with st.expander(f"The {len(group.runs)} runs behind it", key=f"home-notes-{k}"):
+                st.text("\n".join(f"{name}: {text}" for name, text in group.runs))
+        else:
+            st.caption(f"Run: {md(group.runs[0][0])}")
     st.caption(f"Run folders under {md(rundata.checkpoint_root())} (set `EEL_CHECKPOINTS` to look elsewhere). "
                "Pick the run to study in the sidebar; the choice travels with every page and link.")
 else:
