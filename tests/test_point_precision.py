@@ -72,6 +72,12 @@ def test_from_point_runs_int8_and_decides_as_the_int8_cache(run, tmp_path):
     assert len(set(want_layer.tolist())) > 1
     fp = EarlyExitPredictor.from_point(tmp_path / "p8.json", precision="fp32")
     assert fp.precision == "fp32" and not any("quantized" in type(m).__module__ for m in fp.model.modules())
+    # fp16 / bf16 points are for CUDA: refused on CPU with a sentence (the code path runs on a GPU machine)
+    half = json.loads((tmp_path / "p8.json").read_text()) | {"precision": "bf16"}
+    (tmp_path / "bf16.json").write_text(json.dumps(half))
+    assert read_point(tmp_path / "bf16.json").precision == "bf16"
+    with pytest.raises(ValueError, match="precision bf16 is for CUDA devices"):
+        EarlyExitPredictor.from_point(tmp_path / "bf16.json")
 
 
 def test_version_1_point_still_loads_as_fp32(run, tmp_path):
