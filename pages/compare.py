@@ -5,6 +5,7 @@ import streamlit as st
 from core.app import appstate, compare_tables, figures, history, history_figures, precision_views, rundata, trust_views
 from core.app.narrow import key_outside, legend_html
 from core.app.plain import md
+from core.app.plain_words import table_file_name
 from core.runs.folders import read_metrics
 
 appstate.require_app()
@@ -27,6 +28,7 @@ for name in picked:
     elif name in died:
         st.warning(f"Run **{md(name)}** {md(died[name])}")
 runs = [loaded[n] for n in picked if isinstance(loaded[n], rundata.RunData)]
+compare_name = f"compare-{len(runs)}-runs" if len(runs) != 1 else f"compare-{runs[0].name}"  # table file names
 configs = {r.name: rundata.config_of(r.path) for r in runs}
 words = st.text_input("Filter the picked runs", key="c.filter", bind="query-params",
                       placeholder="words in the name, task, method or optimizer, e.g. leebert slo")
@@ -55,6 +57,9 @@ st.dataframe(summary, hide_index=True, key="summary", column_config={
     "last exit": st.column_config.NumberColumn(format="%.4f"),
     "overthinking gap": st.column_config.NumberColumn(format="%+.4f", help="S-best minus the last exit"),
 })
+st.download_button("Download this table (CSV)", summary.to_csv(index=False).encode(), key="summary-csv",
+                   file_name=table_file_name(compare_name, "every-exit"), mime="text/csv",
+                   icon=":material/download:", on_click="ignore")
 st.caption("**S-avg**: the mean score over all exits, which rewards training methods that make the shallow "
            "exits good too. **S-best**: the best single exit. Scores use each task's metric.")
 if len({r.metric for r in runs}) > 1:
@@ -64,12 +69,15 @@ if len({r.metric for r in runs}) > 1:
 st.subheader("Seeds and noise")
 seeds = trust_views.seed_summary(runs)
 st.plotly_chart(figures.seed_figure(runs), key="seeds", config={"displayModeBar": False})
-st.dataframe(seeds, hide_index=True, key="seed-summary", column_config={
-    c: st.column_config.NumberColumn(format="%.4f") for c in
-    ("last exit mean", "last exit s.d.", "S-best mean", "S-best s.d.")})
+seeds_shown = trust_views.seed_table_text(seeds)  # "one seed" where a group has one run, not an empty cell
+st.dataframe(seeds_shown, hide_index=True, key="seed-summary", column_config={
+    c: st.column_config.NumberColumn(format="%.4f") for c in ("last exit mean", "S-best mean")})
+st.download_button("Download this table (CSV)", seeds_shown.to_csv(index=False).encode(), key="seed-csv",
+                   file_name=table_file_name(compare_name, "seeds"), mime="text/csv", icon=":material/download:",
+                   on_click="ignore")
 st.caption("Runs that differ only in their seed (same task, method and backbone; names ending in -seedN) are "
-           "grouped: grey points are the seeds, the bar the mean +- one standard deviation. A single run has "
-           "no s.d. (empty).")
+           "grouped and picked together: grey points are the seeds, the bar the mean +- one standard deviation. "
+           "A method trained once says 'one seed': it has no spread to show.")
 diffs = trust_views.method_differences(runs)
 if not diffs.empty:
     st.dataframe(diffs, hide_index=True, key="method-diffs", column_config={
@@ -106,6 +114,9 @@ at_least = st.slider("At least this layer speed-up", 1.0, float(max(r.L for r in
 grid = compare_tables.rules_at_target(runs, at_least, appstate.TAB_LABELS)
 st.dataframe(grid, hide_index=True, key="rules-grid", column_config={
     c: st.column_config.NumberColumn(format="%.4f") for c in grid.columns if c not in ("run", "method")})
+st.download_button("Download this table (CSV)", grid.to_csv(index=False).encode(), key="rules-grid-csv",
+                   file_name=table_file_name(compare_name, f"rules-at-{at_least:g}x"), mime="text/csv",
+                   icon=":material/download:", on_click="ignore")
 st.caption("Each cell: the rule's best dev score among its swept settings that reach the speed-up (empty: none "
            "does). **± 95%**: how far one dev set of this size moves an accuracy like the full model's (binomial, "
            "per run; empty for scores that are not accuracies), so two cells closer than that are not told apart. "
@@ -165,7 +176,7 @@ if not with_omega:
     st.caption("None of these runs learned Ω (LeeBERT writes its loss weights to metrics.jsonl).")
 else:
     st.caption("The final Ω of each run that learned it: row m holds the weights of exit m's loss terms "
-               "(its own cross-entropy `ce`, and distillation `kd:j` from exit j).")
+               "(its own cross-entropy, ce, and its distillation from exit j, kd:j).")
     cols = st.columns(min(len(with_omega), 3))
     for k, (r, recs) in enumerate(with_omega):
         with cols[k % len(cols)]:

@@ -4,6 +4,7 @@ import streamlit as st
 from core.app import appstate, explain, figures, rundata, slice_views, trace_filters
 from core.app.narrow import key_outside, legend_html
 from core.app.plain import md
+from core.app.plain_words import table_file_name
 
 appstate.require_app()
 
@@ -116,6 +117,9 @@ with t_col:
                          "first right layer": st.column_config.NumberColumn("first right", width=70,
                                                                             help="First exit that is right (0: none)"),
                      })
+        st.download_button("Download these samples (CSV)", view.to_csv(index=False).encode(), key="t.csv",
+                           file_name=table_file_name(run.name, f"traces-{rule}-{len(view)}-samples"),
+                           mime="text/csv", icon=":material/download:", on_click="ignore")
 with s_col:
     scatter_key = appstate.selection_key("traces-scatter")
     if not view.empty:

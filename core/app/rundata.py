@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -103,16 +104,29 @@ def default_run(runs: list[RunInfo]) -> str | None:
     return names[0] if names else None
 
 
-def compare_defaults(runs: list[RunInfo], current: str | None, limit: int = 6) -> list[str]:
-    """The runs Compare opens with: the sidebar's run first, then other runs of its task (same metric,
-    same dev set), up to `limit`; methods before extra seeds of a method already shown."""
+def compare_defaults(runs: list[RunInfo], current: str | None, limit: int = 9) -> list[str]:
+    """The runs Compare opens with: the sidebar's run and its seeds first, then other runs of its task
+    (same metric, same dev set), a method's seeds always together (so their spread shows), methods with
+    several seeds before single runs, up to `limit` runs (a group that does not fit is left out whole)."""
     by_name = {r.name: r for r in runs}
     task = (by_name[current].config or {}).get("task") if current in by_name else None
-    same = [r for r in runs if r.name != current and (task is None or (r.config or {}).get("task") == task)]
-    seeds = [r for r in same if (r.config or {}).get("seed", 0) not in (0, None)]
-    ordered = ([current] if current in by_name else []) + [r.name for r in same if r not in seeds] + \
-              [r.name for r in seeds]
-    return ordered[:limit]
+    same = [r.name for r in runs if task is None or (r.config or {}).get("task") == task]
+    groups: dict[str, list[str]] = {}
+    for name in same:
+        groups.setdefault(SEED_SUFFIX.sub("", name), []).append(name)
+    mine = SEED_SUFFIX.sub("", current) if current in by_name else None
+    order = sorted(groups, key=lambda g: (g != mine, len(groups[g]) == 1))  # stable: folder order otherwise
+    picked: list[str] = []
+    for g in order:
+        members = sorted(groups[g], key=lambda n: n != current)
+        if len(picked) + len(members) <= limit:
+            picked += members
+        elif g == mine:  # the sidebar's run always, even when its seeds do not all fit
+            picked += members[:limit]
+    return picked[:limit]
+
+
+SEED_SUFFIX = re.compile(r"-seed\d+$")  # run names of one method's extra seeds: <run>-seed1, <run>-seed2
 
 
 # ---- one loaded run ----------------------------------------------------------------------------

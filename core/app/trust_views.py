@@ -72,7 +72,14 @@ def calibrated(run, strategy: str, params: dict, *, risk: str, epsilon: float, d
 
 def calibration_table(run, cal: Calibrated) -> pd.DataFrame:
     """The calibrated setting's numbers on the calibration part, on the held-out part, and on the whole
-    dev set (what the other tables show), side by side."""
+    dev set (what the other tables show), side by side. Memoized on the run: moving the swept knob
+    leaves the calibration, hence this table, as it was."""
+    key = ("trust-cal-table", cal.strategy, json.dumps(cal.params, sort_keys=True, default=str), cal.risk,
+           cal.calib_idx.tobytes(), cal.test_idx.tobytes())
+    return _memo(run, key, lambda: _calibration_table(run, cal))
+
+
+def _calibration_table(run, cal: Calibrated) -> pd.DataFrame:
     exit_layer, pred = apply_features(cal.strategy, run.feats, **cal.params)
     full = run.argmax[:, -1]
     labels = run.cache.labels
@@ -149,6 +156,16 @@ def seed_summary(runs: list) -> pd.DataFrame:
                      "S-best mean": float(best.mean()), "S-best s.d.": sd(best),
                      "per seed (last exit)": ", ".join(f"{r.meta.get('seed', '?')}: {v:.4f}" for r, v in zip(members, last))})
     return pd.DataFrame(rows)
+
+
+def seed_table_text(seeds: pd.DataFrame) -> pd.DataFrame:
+    """seed_summary for the page: the s.d. columns as text, 'one seed' for a group of one run (an empty
+    cell read as missing data)."""
+    out = seeds.copy()
+    for col in ("last exit s.d.", "S-best s.d."):
+        if col in out:
+            out[col] = ["one seed" if n == 1 else f"{v:.4f}" for n, v in zip(out["seeds"], out[col])]
+    return out
 
 
 def method_differences(runs: list, *, seed: int = 0) -> pd.DataFrame:
