@@ -83,7 +83,7 @@ def setting_table(run, strategy: str, params: dict, precisions, batch_size: int 
     full_pred = ref.probs[:, -1].argmax(-1)
     rows = []
     for p, c in chosen.items():
-        layers, pred = apply(strategy, c.probs, confidence=c.confidence, **params)
+        layers, pred = apply(strategy, c.probs, labels=c.labels, confidence=c.confidence, **params)
         s_int, d_int = metrics.point_intervals(c, pred, full_pred=full_pred, seed=seed)
         wall = None
         if batch_size is not None and frontier.has_batch(c, batch_size) and frontier.has_batch(ref, batch_size):
