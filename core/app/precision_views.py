@@ -112,6 +112,41 @@ def _num(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _static_traces(run, chosen: dict, bs: int | None, axis: str) -> list[dict]:
+    """The part of the precision chart the knobs do not move (every setting, each precision's frontier,
+    fp32 full), built once per run, precisions, batch size and axis and shared by every session."""
+    def make():
+        pts = frontier.frontier_points(chosen, batch_size=bs)
+        x = "wallclock_speedup" if axis == "wallclock" else "layer_speedup"
+        data = []
+        for p in chosen:
+            mine = pts[pts["precision"] == p]
+            if mine.empty:
+                continue
+            custom = np.stack([mine["strategy"], mine["params"]], -1)
+            data.append({"type": "scattergl", "mode": "markers", "x": mine[x], "y": mine["score"], "name": f"{p}: settings",
+                         "legendgroup": p, "showlegend": False, "customdata": custom,
+                         "marker": {"size": 4, "opacity": 0.25, "symbol": SYMBOLS.get(p, "circle"),
+                                    "color": [COLORS.get(s, "#888") for s in mine["strategy"]]},
+                         "hovertemplate": f"{p} %{{customdata[0]}} %{{customdata[1]}}<br>score %{{y:.4f}}<br>"
+                                          f"{AXES[axis]} %{{x:.2f}}x<extra></extra>"})
+            front = metrics.pareto(mine, x=x)
+            data.append({"type": "scatter", "mode": "lines+markers", "x": front[x], "y": front["score"],
+                         "name": f"{p} frontier", "legendgroup": p,
+                         "line": {"dash": DASH.get(p, "solid"), "width": 2.5, "color": LINE.get(p, "#888")},
+                         "marker": {"size": 5, "symbol": SYMBOLS.get(p, "circle"), "color": LINE.get(p, "#888")},
+                         "customdata": np.stack([front["strategy"], front["params"]], -1),
+                         "hovertemplate": f"{p} %{{customdata[0]}} %{{customdata[1]}}<br>score %{{y:.4f}}<br>"
+                                          f"{AXES[axis]} %{{x:.2f}}x<extra></extra>"})
+        ref = chosen["fp32"]
+        full = metrics.score(ref.metric, ref.labels, ref.probs[:, -1].argmax(-1))
+        data.append({"type": "scatter", "mode": "markers", "x": [1.0], "y": [full], "name": "fp32 full model",
+                     "marker": {"size": 12, "symbol": "x", "color": "#444"},
+                     "hovertemplate": "fp32 full model<br>score %{y:.4f}<extra></extra>"})
+        return data
+    return _shared(run, "precision-traces", chosen, bs, make, axis)
+
+
 def frontier_figure(run, precisions, *, batch_size: int | None, axis: str = "wallclock", current: dict | None = None,
                     focus: str | None = None):
     """Every exact setting of every rule at each chosen precision (faint), each precision's Pareto
@@ -121,34 +156,8 @@ def frontier_figure(run, precisions, *, batch_size: int | None, axis: str = "wal
     wall = axis == "wallclock"
     if wall and batch_size is None:
         raise ValueError("the wall-clock axis needs a batch size with a latency table in every chosen cache")
-    bs = batch_size if wall else None
-    pts = _shared(run, "precision-points", chosen, bs, lambda: frontier.frontier_points(chosen, batch_size=bs))
-    x = "wallclock_speedup" if wall else "layer_speedup"
-    data = []
-    for p in chosen:
-        mine = pts[pts["precision"] == p]
-        if mine.empty:
-            continue
-        custom = np.stack([mine["strategy"], mine["params"]], -1)
-        data.append({"type": "scattergl", "mode": "markers", "x": mine[x], "y": mine["score"], "name": f"{p}: settings",
-                     "legendgroup": p, "showlegend": False, "customdata": custom,
-                     "marker": {"size": 4, "opacity": 0.25, "symbol": SYMBOLS.get(p, "circle"),
-                                "color": [COLORS.get(s, "#888") for s in mine["strategy"]]},
-                     "hovertemplate": f"{p} %{{customdata[0]}} %{{customdata[1]}}<br>score %{{y:.4f}}<br>"
-                                      f"{AXES[axis]} %{{x:.2f}}x<extra></extra>"})
-        front = metrics.pareto(mine, x=x)
-        data.append({"type": "scatter", "mode": "lines+markers", "x": front[x], "y": front["score"],
-                     "name": f"{p} frontier", "legendgroup": p,
-                     "line": {"dash": DASH.get(p, "solid"), "width": 2.5, "color": LINE.get(p, "#888")},
-                     "marker": {"size": 5, "symbol": SYMBOLS.get(p, "circle"), "color": LINE.get(p, "#888")},
-                     "customdata": np.stack([front["strategy"], front["params"]], -1),
-                     "hovertemplate": f"{p} %{{customdata[0]}} %{{customdata[1]}}<br>score %{{y:.4f}}<br>"
-                                      f"{AXES[axis]} %{{x:.2f}}x<extra></extra>"})
+    data = [*_static_traces(run, chosen, batch_size if wall else None, axis)]
     ref = chosen["fp32"]
-    full = metrics.score(ref.metric, ref.labels, ref.probs[:, -1].argmax(-1))
-    data.append({"type": "scatter", "mode": "markers", "x": [1.0], "y": [full], "name": "fp32 full model",
-                 "marker": {"size": 12, "symbol": "x", "color": "#444"},
-                 "hovertemplate": "fp32 full model<br>score %{y:.4f}<extra></extra>"})
     for p, (xv, yv) in (current or {}).items():
         if xv is None:
             continue
