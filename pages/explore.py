@@ -7,7 +7,7 @@ import streamlit as st
 from core.app import appstate, explore_extras, figures, playground_io, precision_views, rundata, trust_views
 from core.app.narrow import fixed_frame, legend_html
 from core.app.plain import md
-from core.app.plain_words import METHOD_DETAILS, epsilon_in_points, plain_and_method, table_file_name
+from core.app.plain_words import METHOD_DETAILS, epsilon_in_points, plain_and_method, setting_width, table_file_name
 from core.serving import export
 
 appstate.require_app()
@@ -32,7 +32,8 @@ settings, focus = {}, None
 for s, tab in zip(strategies, tabs):
     with tab:
         n = len(run.controls(s))
-        settings[s] = appstate.draw_controls(run, s, columns=st.columns(max(n, 2)))
+        # one knob: a half-width box, not a pair of columns whose empty one left a gap on a phone
+        settings[s] = appstate.draw_controls(run, s, columns=st.columns(n) if n > 1 else [st.container(width=560)])
         st.caption(f"{rundata.EXPLAIN[s]} *Source: {STRATEGIES[s].source}.*")
     if focus is None and tab.open:
         focus = s
@@ -163,7 +164,8 @@ st.dataframe(shown, hide_index=True, key=best_key, on_select=lambda: _load_goal_
              selection_mode="single-row", column_config={
                  "meets": st.column_config.TextColumn("meets goal", width=70),
                  "strategy": st.column_config.TextColumn("rule", width=80),
-                 "setting": st.column_config.TextColumn("setting", width=420, help="Every knob of the setting"),
+                 "setting": st.column_config.TextColumn("setting", width=setting_width(shown["setting"]),
+                                                        help="Every knob of the setting"),
                  "score": st.column_config.NumberColumn(rundata.metric_name(run.metric), format="%.4f"),
                  "delta": st.column_config.NumberColumn("vs full model", format="%+.4f"),
                  "interval": st.column_config.TextColumn("vs full, 95% interval", width=140),
@@ -194,9 +196,10 @@ if kind == "loss":
         answers = None
         a2.warning(md(err))
     if answers is not None:
-        a2.dataframe(trust_views.two_answers(answers), hide_index=True, key="l.table", column_config={
+        two = trust_views.two_answers(answers)
+        a2.dataframe(two, hide_index=True, key="l.table", column_config={
             "answer": st.column_config.TextColumn("answer", width=100),
-            "setting": st.column_config.TextColumn("setting", width=420),
+            "setting": st.column_config.TextColumn("setting", width=setting_width(two["setting"])),
             "layer_speedup": st.column_config.NumberColumn("layer speed-up", format="%.2fx"),
             "points_lost": st.column_config.NumberColumn("points lost (all dev rows)", format="%.2f"),
             "heldout_lost": st.column_config.TextColumn("inputs lost on held-out rows, 95% interval", width=260),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.app import knob_scale, rundata
+from core.app import knob_scale, narrow, rundata
 from core.app.plain import md
 from core.engine import health
 from core.engine.registry import STRATEGIES, RegistryField
@@ -31,6 +31,7 @@ VIA_APP = "eel_via_app"
 def run_page(page) -> None:
     """app.py: run the chosen page, marking that it runs under app.py's navigation and sidebar."""
     st.session_state[VIA_APP] = True
+    st.html(narrow.PHONE_CSS)  # style only: takes no room on the page
     try:
         page.run()
     finally:
@@ -184,7 +185,8 @@ def draw_controls(run: rundata.RunData, strategy: str, *, prefix: str = "", colu
                 # the widget's default is the knob's default, never its current value: Streamlit leaves a bound
                 # widget's value out of the URL when it equals the default, so a setting loaded by a callback
                 # (goal row, chart click, "Load the answer") would otherwise never reach the address bar
-                v = st.select_slider(c.label, stops, float(c.default), format_func=knob_scale.label_format(stops), key=key,
+                v = st.select_slider(c.label, stops, float(c.default), format_func=knob_scale.label_format(stops),
+                                     key=key,
                                      help=(c.help + " " if c.help else "") + knob_scale.HELP, bind="query-params")
             elif c.widget == "slider":
                 v = st.slider(c.label, c.low, c.high, c.default, c.step, format=c.fmt, key=key,

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import html
 
+# On a phone (the app at most 640 px wide) Plotly's toolbar lay over legends and titles: hide it there
+# (zoom and reset stay on the chart: drag, double-click). appstate.run_page adds it to every page.
+PHONE_CSS = ("<style>@media (max-width: 640px) { .js-plotly-plot .modebar-container { display: none !important; } }"
+             "</style>")
+
 # how a trace's marker symbol or line looks in the key
 _SYMBOLS = {"circle": "●", "square": "■", "star": "★", "diamond": "◆", "diamond-open": "◇",
             "circle-open": "○", "triangle-up": "▲", "x": "✕", "cross": "✚"}

@@ -54,3 +54,10 @@ def table_file_name(run_name: str, view: str) -> str:
     def part(text: str) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.") or "table"
     return f"{part(run_name)}-{part(view)}.csv"
+
+
+def setting_width(settings, *, px_per_char: float = 7.2, low: int = 160, high: int = 720) -> int:
+    """A table column width (px) that shows the longest setting string whole ("ensemble=False,
+    ensemble_span=all_passed, patience=1, ..." was cut at 220 px), within [low, high]."""
+    longest = max((len(str(t)) for t in settings), default=0)
+    return int(min(high, max(low, px_per_char * longest + 16)))
