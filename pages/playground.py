@@ -68,7 +68,7 @@ def main() -> None:
     st.title("Playground")
     st.caption("Your own text through a trained model, one layer at a time: after each layer its exit gives "
                "class probabilities, the exit rule decides whether to stop, and the layers after the exit never "
-               "run. This is `core.serving.predictor.EarlyExitPredictor`, the same code the command line uses.")
+               "run. It is the same code the command line's predictions use.")
     run = appstate.current_run()
     if run is None:
         return

@@ -46,7 +46,7 @@ FIELDS = _fields()
 st.title("Train a multi-exit model")
 st.caption("Each run trains in its own background process (`python -m core.train`) and writes its run folder "
            f"under `{mgr.root}`; this page watches it. Defaults are the papers' (LeeBERT Table 3, BADGE "
-           "Table 5, Sun et al. λ = 0.2), taken from `core.train`'s option table. When a run finishes it "
+           "Table 5, Sun et al. λ = 0.2), the training command's own defaults. When a run finishes it "
            "appears in the run picker of every page.")
 
 
@@ -235,7 +235,7 @@ def start_job() -> None:
             for role, up in uploads.items():
                 if up is not None:
                     staged[role] = train_form.save_upload(up.getvalue(), up.name, stage, role=role)
-        with st.spinner("Checking the data as core.train will..."):
+        with st.spinner("Checking the data as the training will..."):
             summary = train_form.check_task(values, train_file=staged.get("train"), dev_file=staged.get("dev"))
         job_argv = argv if stage is None else [*argv, train_form.UPLOADS_FROM, str(stage)]
         job = mgr.submit(run_name, job_argv, overwrite=overwrite)
