@@ -77,8 +77,14 @@ def _shared(run, kind: str, chosen: dict, batch_size, make, *extra):
 def setting_table(run, strategy: str, params: dict, precisions, batch_size: int | None, seed: int = 0) -> pd.DataFrame:
     """The open rule at its current knobs at each precision: score, vs fp32 full with its 95% paired
     bootstrap interval, mean exit layer, layer speed-up and (with a batch size) wall-clock speed-up over
-    fp32 full at that batch size."""
+    fp32 full at that batch size. Memoized on the run (a setting another session already opened is reused)."""
     chosen = _chosen(run, precisions)
+    key = ("precision-setting", _stamp(run), tuple(chosen), batch_size, strategy,
+           json.dumps(params, sort_keys=True, default=str), seed)
+    return run.memo(key, lambda: _setting_table(chosen, strategy, params, batch_size, seed), limit=256)
+
+
+def _setting_table(chosen: dict, strategy: str, params: dict, batch_size: int | None, seed: int) -> pd.DataFrame:
     ref = chosen["fp32"]
     full_pred = ref.probs[:, -1].argmax(-1)
     rows = []
