@@ -7,7 +7,14 @@ import streamlit as st
 from core.app import appstate, explore_extras, figures, playground_io, precision_views, rundata, trust_views
 from core.app.narrow import fixed_frame, legend_html
 from core.app.plain import md
-from core.app.plain_words import METHOD_DETAILS, epsilon_in_points, plain_and_method, setting_width, table_file_name
+from core.app.plain_words import (
+    METHOD_DETAILS,
+    epsilon_in_points,
+    plain_and_method,
+    plain_setting,
+    setting_width,
+    table_file_name,
+)
 from core.serving import export
 
 appstate.require_app()
@@ -155,9 +162,11 @@ def _load_goal_row(key, table=goal):
 best_key = appstate.selection_key("best")
 shown = goal.assign(meets=goal["meets"].map({True: "yes", False: "no"}),
                     strategy=goal["strategy"].map(appstate.TAB_LABELS), saved_fraction=100 * goal["saved_fraction"],
-                    interval=[f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(goal["delta_low"], goal["delta_high"])])
+                    interval=[f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(goal["delta_low"], goal["delta_high"])],
+                    knobs=goal["setting"],  # the exact knobs last; the setting in the knobs' own words first
+                    setting=[plain_setting(s, json.loads(p)) for s, p in zip(goal["strategy"], goal["params"])])
 shown = shown[["meets", "strategy", "setting", "score", "delta", "interval", "noise", "layer_speedup",
-               "saved_fraction", "wallclock_speedup", "why"]]
+               "saved_fraction", "wallclock_speedup", "why", "knobs"]]
 if not has_ms:
     shown = shown.drop(columns=["wallclock_speedup"])
 st.dataframe(shown, hide_index=True, key=best_key, on_select=lambda: _load_goal_row(best_key),
@@ -175,6 +184,7 @@ st.dataframe(shown, hide_index=True, key=best_key, on_select=lambda: _load_goal_
                  "saved_fraction": st.column_config.NumberColumn("saved fraction", format="%.1f%%"),
                  "wallclock_speedup": st.column_config.NumberColumn("wall-clock speed-up", format="%.2fx"),
                  "why": st.column_config.TextColumn("why it misses the goal", width=260),
+                 "knobs": st.column_config.TextColumn("knobs (exact)", width=setting_width(shown["knobs"])),
              })
 st.download_button("Download this table (CSV)", shown.to_csv(index=False).encode(), key="goal-csv",
                    file_name=table_file_name(run.name, f"best-per-rule-{kind}-{target:g}"),

@@ -28,3 +28,12 @@ def test_table_downloads_are_named_by_run_and_view():
     assert table_file_name("rotten_tomatoes-joint", "best-per-rule-loss-1") == \
         "rotten_tomatoes-joint-best-per-rule-loss-1.csv"
     assert table_file_name("a/b run", "seeds: s.d.") == "a-b-run-seeds-s.d.csv"
+
+
+def test_a_setting_in_the_knobs_own_words():
+    from core.app.plain_words import plain_setting
+
+    assert plain_setting("voting", {"delta": 3, "k": 0}) == "vote threshold delta 3, layer exponent k 0"
+    assert plain_setting("pcee", {"ensemble": False, "threshold": 0.691492}) == \
+        "ensemble off, confidence threshold 0.6915"
+    assert plain_setting("oracle", {}) == "no knobs"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from core.engine.registry import STRATEGIES
+
 RISK_WORDS = {"consistency": "differ from the full model's prediction",
               "gap": "are wrong where the full model is right"}
 
@@ -61,3 +63,16 @@ def setting_width(settings, *, px_per_char: float = 7.2, low: int = 160, high: i
     ensemble_span=all_passed, patience=1, ..." was cut at 220 px), within [low, high]."""
     longest = max((len(str(t)) for t in settings), default=0)
     return int(min(high, max(low, px_per_char * longest + 16)))
+
+
+def plain_setting(strategy: str, params: dict) -> str:
+    """A setting in the words of the knobs' labels ("vote threshold delta 3, layer exponent k 0" for
+    "delta=3, k=0"), numbers to 4 significant digits, switches as on / off."""
+    labels = STRATEGIES[strategy].labels if strategy in STRATEGIES else {}
+
+    def value(v):
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        return f"{v:.4g}" if isinstance(v, float) else str(v).replace("_", " ")
+    words = [f"{labels.get(name, name).lower()} {value(v)}" for name, v in params.items()]
+    return ", ".join(words) or "no knobs"
