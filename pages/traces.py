@@ -20,16 +20,18 @@ shared = st.session_state.get(appstate.SETTINGS_KEY) or {}
 explore = shared.get("settings", {}) if shared.get("run") == run.name else {}
 home_rule = "entropy" if "entropy" in strategies else strategies[0]
 start_rule = shared.get("focus") if explore and shared.get("focus") in strategies else home_rule
-controls_n = max(len(run.controls(s)) for s in strategies)
-cols = st.columns([2] + [2] * controls_n)
+# one wrapping row of fixed-width boxes, the rule and then only its own knobs: columns for the most knobs any
+# rule has left empty ones that stacked into a blank gap under the slider on a phone
+knob_row = st.container(horizontal=True, wrap=True, gap="medium")
 if explore and "t.rule" not in st.session_state:  # first visit: the rule Explore had open, in the link too
     st.session_state["t.rule"] = start_rule
     appstate.write_url({"t.rule": appstate.TAB_LABELS[start_rule]})
-with cols[0]:
+with knob_row.container(width=260):
     rule = st.selectbox("Exit rule", strategies, index=strategies.index(home_rule), key="t.rule",
                         format_func=appstate.TAB_LABELS.get, bind="query-params")
 appstate.inherit_knobs(run, rule, explore.get(rule, {}), prefix="t.")  # first visit: Explore's knobs
-params = appstate.draw_controls(run, rule, prefix="t.", columns=cols[1:])
+params = appstate.draw_controls(run, rule, prefix="t.",
+                                columns=[knob_row.container(width=260) for _ in run.controls(rule)])
 ev = run.evaluate(rule, params)
 st.caption(f"{rundata.EXPLAIN[rule]}  At these knobs: {rundata.metric_name(run.metric)} **{ev['score']:.4f}** "
            f"({ev['delta_vs_full']:+.4f} vs full model), mean exit layer **{ev['mean_exit_layer']:.2f}** of {L}, "
