@@ -47,6 +47,9 @@ with f1:
     outcome = st.radio("At the exit", ["all", "right", "wrong"], horizontal=True, key="t.outcome",
                        bind="query-params")
 with f2:
+    brushed = st.session_state.get("t.layers")  # set by Explore's brushed histogram: in the link too
+    if brushed is not None and tuple(brushed) != (1, L):
+        appstate.write_url({"t.layers": [str(int(v)) for v in brushed]})
     layers = st.slider("Exit layer", 1, L, (1, L), key="t.layers", bind="query-params")
 with f3:
     over = st.toggle("Overthinking", key="t.over", bind="query-params",

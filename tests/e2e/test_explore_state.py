@@ -111,3 +111,36 @@ def test_every_download_arrives_after_reruns(bundled_server, browser):
         no_error_box(pg)
     finally:
         ctx.close()
+
+
+def test_a_traces_link_keeps_the_brushed_layers(browser, bundled_server, page):
+    """Layers brushed on Explore's histogram and opened in Traces are in Traces' link: a fresh browser
+    shows the same selection (the link used to hold only the run and the rule)."""
+    open_app(page, bundled_server, EXPLORE)
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first
+    chart.scroll_into_view_if_needed()
+    time.sleep(1.0)
+    box = chart.locator("canvas, svg").first.bounding_box()
+    y = box["y"] + box["height"] * 0.6
+    page.mouse.move(box["x"] + box["width"] * 0.15, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.55, y, steps=8)
+    page.mouse.up()
+    button = page.locator("button", has_text="in Traces")
+    button.wait_for(timeout=30000)
+    button.click()
+    page.wait_for_selector("h1:has-text('Traces')", timeout=30000)
+    settle(page)
+    said = page.locator('[data-testid="stCaptionContainer"]', has_text="samples match").first.inner_text()
+    assert not said.startswith("854 of"), said  # the brush narrowed the samples
+    assert "t.layers=" in page.url, page.url
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        again = ctx.new_page()
+        again.goto(page.url)
+        settle(again)
+        again.wait_for_selector("h1:has-text('Traces')", timeout=30000)
+        settle(again)
+        assert again.locator('[data-testid="stCaptionContainer"]', has_text="samples match").first.inner_text() == said
+    finally:
+        ctx.close()
