@@ -12,6 +12,22 @@ from tests.conftest import NEG, POS, REPO, write_tiny_backbone
 APP = str(REPO / "app.py")
 
 
+# ---- app pages ---------------------------------------------------------------------------------------
+def open_page(page: str | None = None, **params) -> AppTest:
+    """Open `page` the way a link does: query parameters set before the first run."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    if page and page != "pages/home.py":
+        at.switch_page(page)
+        for k, v in params.items():
+            at.query_params[k] = v
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 # ---- predictor ---------------------------------------------------------------------------------------
 # the predictor tests' tiny model: SPREAD_LAYERS layers, SPREAD_CLASSES classes, a vocabulary of WORDS
 SPREAD_LAYERS, SPREAD_CLASSES = 4, 3

@@ -18,8 +18,8 @@ from core.engine import goal, metrics
 from core.engine.metrics import OperatingPoint
 from core.engine.strategies import apply
 from core.runs.folders import DEFAULT_ROOT
+from tests.helpers import APP, open_page
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/home.py", "pages/explore.py", "pages/traces.py", "pages/compare.py", "pages/slices.py"]
 GOOD_RUNS = ["synth-joint", "synth-leebert", "synth-pair3", "synth-deep", "synth-notexts"]
 
@@ -28,21 +28,6 @@ GOOD_RUNS = ["synth-joint", "synth-leebert", "synth-pair3", "synth-deep", "synth
 def root(run_root, monkeypatch):
     monkeypatch.setenv(rundata.ROOT_ENV, str(run_root))
     return run_root
-
-
-def open_page(page: str | None = None, **params) -> AppTest:
-    """Open `page` the way a link does: query parameters set before the first run."""
-    at = AppTest.from_file(APP, default_timeout=60)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    if page and page != "pages/home.py":
-        at.switch_page(page)
-        for k, v in params.items():
-            at.query_params[k] = v
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def metric(at: AppTest, label: str) -> str:

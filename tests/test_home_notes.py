@@ -21,3 +21,14 @@ def test_notes_without_a_colon_group_by_their_words_without_numbers():
     assert kind_of("Rows 4 and 9 were left out.") == kind_of("Rows 12 and 30 were left out.")
     assert kind_of("Rows 4 and 9 were left out.") != kind_of("Rows 4 and 9 were kept.")
     assert len(group_notes([("a", "Rows 4 and 9 were left out."), ("b", "Rows 1 and 2 were left out.")])) == 1
+
+
+def test_a_leading_file_name_is_not_the_kind_and_a_repeated_note_counts_once():
+    left = "/data/{}.csv: 3 of 24 rows left out because their text is empty (data rows 4, 9, 14)"
+    notes = [("a", left.format("train")), ("a", left.format("train")), ("b", left.format("other"))]
+    assert kind_of(notes[0][1]) == kind_of(notes[2][1]) and "/data" not in kind_of(notes[0][1])
+    (group,) = group_notes(notes)
+    assert group.runs == (("a", left.format("train")), ("b", left.format("other")))
+    assert group.line == "2 runs: for example a: 3 of 24 rows left out because their text is empty (data rows 4, 9, 14)"
+    (one,) = group_notes(notes[:2])
+    assert one.line == "1 run: " + left.format("train")

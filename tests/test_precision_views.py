@@ -7,15 +7,13 @@ import json
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from core.app import precision_views, rundata
 from core.engine import metrics
 from core.engine.cache import ExitCache
 from core.engine.strategies import apply
 from tests.conftest import write_synthetic_run
-
-APP = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app.py")
+from tests.helpers import open_page
 
 
 def _table(precision: str, L: int, scale: float) -> dict:
@@ -52,19 +50,6 @@ def root(tmp_path_factory):
 def env(root, monkeypatch):
     monkeypatch.setenv(rundata.ROOT_ENV, str(root))
     return root
-
-
-def open_page(page: str, **params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    at.switch_page(page)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def test_setting_table_is_each_precisions_own_cache(root):

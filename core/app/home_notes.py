@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*%?")
+_FILE = re.compile(r"[/\\]|\.\w{1,5}$")   # a path, or a file name with an extension
 
 
 @dataclass(frozen=True)
@@ -16,13 +17,21 @@ class NoteGroup:
 
     @property
     def line(self) -> str:
-        n = len(self.runs)
+        n = len({name for name, _ in self.runs})
         return f"{n} run{'s' if n != 1 else ''}: {self.headline}"
+
+
+def _without_file(sentence: str) -> str:
+    """The note without a leading 'FILE: ' (data notes name the file they read)."""
+    head, sep, rest = sentence.partition(": ")
+    return rest if sep and _FILE.search(head.strip()) else sentence
 
 
 def kind_of(sentence: str) -> str:
     """What a note says without its numbers: the part before its first colon (where the numbers of one
-    run follow), else the sentence with every number written as '#'."""
+    run follow), else the sentence with every number written as '#'; a leading file name is not part of
+    the kind."""
+    sentence = _without_file(sentence)
     head = sentence.split(":", 1)[0].strip() if ":" in sentence else _NUMBER.sub("#", sentence).strip()
     return head.rstrip(".") + "."
 
@@ -30,12 +39,15 @@ def kind_of(sentence: str) -> str:
 def group_notes(notes: list[tuple[str, str]]) -> list[NoteGroup]:
     """(run, sentence) pairs grouped by kind_of, in order of first appearance."""
     groups: dict[str, list[tuple[str, str]]] = {}
-    for run, sentence in notes:
+    for run, sentence in dict.fromkeys(notes):   # a note a run repeats (train and dev file alike) counts once
         groups.setdefault(kind_of(sentence), []).append((run, sentence))
     out = []
     for kind, runs in groups.items():
-        if len(runs) == 1:
+        if len({name for name, _ in runs}) == 1 and len(runs) == 1:
             out.append(NoteGroup(runs[0][1], tuple(runs)))
+            continue
+        if "#" in kind:   # the kind is the words without their numbers: show one run's note as the example
+            out.append(NoteGroup(f"for example {runs[0][0]}: {_without_file(runs[0][1])}", tuple(runs)))
             continue
         ends = {_last_sentence(text) for _, text in runs}  # advice every run shares ("More epochs may help.")
         shared = ends.pop() if len(ends) == 1 else ""

@@ -92,3 +92,43 @@ def open_app(pg, base: str, path: str):
     settle(pg)
     pg.wait_for_selector("h1", timeout=30000)
     settle(pg)
+
+
+def narrow_shot(browser, base: str, path: str, name: str) -> dict:
+    """The page at 390 px wide (a phone), whole height: a screenshot `<name>-390.png`, how wide the page
+    is (`page`, > 390 means it scrolls sideways), the Plotly figures that stick out (`wide`) and every
+    figure's height (`plots`)."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    pg = ctx.new_page()
+    try:
+        open_app(pg, base, path)
+        no_error_box(pg)
+        height = pg.evaluate("""() => document.querySelector('[data-testid="stMain"]').scrollHeight""")
+        pg.set_viewport_size({"width": 390, "height": min(int(height) + 40, 9000)})
+        time.sleep(1.5)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
+        return pg.evaluate("""() => ({
+            wide: [...document.querySelectorAll('.js-plotly-plot .main-svg:first-child')]
+                    .map(s => s.getBoundingClientRect()).filter(r => r.right > 392).length,
+            plots: [...document.querySelectorAll('.js-plotly-plot')].map(p => p.getBoundingClientRect().height),
+            page: document.documentElement.scrollWidth})""")
+    finally:
+        ctx.close()
+
+
+def brush_exit_histogram(pg):
+    """Drag across Explore's exit-layer histogram (about layers 1 to 4 of 6); returns the button that
+    opens the brushed samples in Traces once it shows."""
+    chart = pg.locator('[data-testid="stVegaLiteChart"]').first
+    chart.scroll_into_view_if_needed()
+    time.sleep(1.0)
+    box = chart.locator("canvas, svg").first.bounding_box()
+    y = box["y"] + box["height"] * 0.6
+    pg.mouse.move(box["x"] + box["width"] * 0.15, y)
+    pg.mouse.down()
+    pg.mouse.move(box["x"] + box["width"] * 0.55, y, steps=8)
+    pg.mouse.up()
+    button = pg.locator("button", has_text="in Traces")
+    button.wait_for(timeout=30000)
+    return button

@@ -4,34 +4,11 @@ and every page at 390 px wide. Screenshots (desktop and narrow) land in test-out
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.e2e.conftest import SHOTS, no_error_box, open_app, screenshot, settle  # noqa: F401 (browser / page fixtures too)
+from tests.e2e.conftest import SHOTS, brush_exit_histogram, narrow_shot, no_error_box, open_app, screenshot, settle  # noqa: F401
 
 pytestmark = [pytest.mark.e2e]
-
-
-def narrow_shot(browser, base: str, path: str, name: str) -> dict:
-    """The page at 390 px wide (a phone): screenshot, and the widths that stick out of the screen."""
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
-    pg = ctx.new_page()
-    try:
-        open_app(pg, base, path)
-        no_error_box(pg)
-        height = pg.evaluate("""() => document.querySelector('[data-testid="stMain"]').scrollHeight""")
-        pg.set_viewport_size({"width": 390, "height": min(int(height) + 40, 9000)})
-        time.sleep(1.5)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
-        return pg.evaluate("""() => ({
-            wide: [...document.querySelectorAll('.js-plotly-plot .main-svg:first-child')]
-                    .map(s => s.getBoundingClientRect()).filter(r => r.right > 392).length,
-            plots: [...document.querySelectorAll('.js-plotly-plot')].map(p => p.getBoundingClientRect().height),
-            page: document.documentElement.scrollWidth})""")
-    finally:
-        ctx.close()
 
 
 def test_traces_says_why_and_draws_the_threshold(app_server, page):
@@ -52,17 +29,7 @@ def test_explore_opens_on_entropy_and_the_brush_filters_traces(app_server, page)
     assert page.locator('[data-testid="stDownloadButton"]', has_text="Pareto frontier (CSV)").count() == 1
     link = page.locator('[data-testid="stCode"]', has_text="run=synth-joint").first.inner_text()
     assert "/explore?" in link
-    chart = page.locator('[data-testid="stVegaLiteChart"]').first
-    chart.scroll_into_view_if_needed()
-    time.sleep(1.0)
-    box = chart.locator("canvas, svg").first.bounding_box()
-    y = box["y"] + box["height"] * 0.6
-    page.mouse.move(box["x"] + box["width"] * 0.15, y)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.55, y, steps=8)
-    page.mouse.up()
-    button = page.locator("button", has_text="in Traces")
-    button.wait_for(timeout=30000)
+    button = brush_exit_histogram(page)
     label = button.inner_text()
     button.click()
     page.wait_for_selector("h1:has-text('Traces')", timeout=30000)

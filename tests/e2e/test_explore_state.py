@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import BUNDLED, NEEDS_CHROMIUM, no_error_box, open_app, screenshot, settle
+from tests.e2e.conftest import BUNDLED, NEEDS_CHROMIUM, brush_exit_histogram, no_error_box, open_app, screenshot, settle
 
 pytestmark = [pytest.mark.e2e, NEEDS_CHROMIUM,
               pytest.mark.skipif(not BUNDLED.exists(), reason=f"no bundled default run at {BUNDLED.parent}")]
@@ -117,17 +117,7 @@ def test_a_traces_link_keeps_the_brushed_layers(browser, bundled_server, page):
     """Layers brushed on Explore's histogram and opened in Traces are in Traces' link: a fresh browser
     shows the same selection (the link used to hold only the run and the rule)."""
     open_app(page, bundled_server, EXPLORE)
-    chart = page.locator('[data-testid="stVegaLiteChart"]').first
-    chart.scroll_into_view_if_needed()
-    time.sleep(1.0)
-    box = chart.locator("canvas, svg").first.bounding_box()
-    y = box["y"] + box["height"] * 0.6
-    page.mouse.move(box["x"] + box["width"] * 0.15, y)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.55, y, steps=8)
-    page.mouse.up()
-    button = page.locator("button", has_text="in Traces")
-    button.wait_for(timeout=30000)
+    button = brush_exit_histogram(page)
     button.click()
     page.wait_for_selector("h1:has-text('Traces')", timeout=30000)
     settle(page)

@@ -4,14 +4,12 @@ one of which opens in Traces with both rules side by side. Screenshots (1400 x 9
 test-output/screenshots/ (gitignored)."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 from core.app import rundata
 from core.engine import slices
-from tests.e2e.conftest import BUNDLED, NEEDS_CHROMIUM, SHOTS, no_error_box, open_app, screenshot, settle
+from tests.e2e.conftest import BUNDLED, NEEDS_CHROMIUM, narrow_shot, no_error_box, open_app, screenshot, settle
 
 pytestmark = [pytest.mark.e2e, NEEDS_CHROMIUM,
               pytest.mark.skipif(not BUNDLED.exists(), reason=f"no bundled run at {BUNDLED.parent}")]
@@ -27,24 +25,6 @@ def grid(pg, i: int) -> list[dict]:
     rows = pg.evaluate(GRID_ROWS, i)
     head = rows[0]
     return [dict(zip(head, r)) for r in rows[1:] if r]
-
-
-def narrow_shot(browser, url: str, name: str):
-    """The page at 390 x 844 (a phone), whole height; returns how wide the page is (no sideways scroll)."""
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
-    pg = ctx.new_page()
-    try:
-        pg.goto(url)
-        settle(pg, 90)
-        no_error_box(pg)
-        height = pg.evaluate("""() => document.querySelector('[data-testid="stMain"]').scrollHeight""")
-        pg.set_viewport_size({"width": 390, "height": min(int(height) + 40, 9000)})
-        time.sleep(1.5)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
-        return pg.evaluate("() => document.documentElement.scrollWidth")
-    finally:
-        ctx.close()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +59,7 @@ def test_a_gold_label_filter_shows_the_engines_slice_metrics(bundled_server, pag
     page.get_by_text(f"{int(want['n'])} of {run.cache.N} samples selected").first.wait_for()
     no_error_box(page)
     screenshot(page, "slices-gold-filter")
-    assert narrow_shot(browser, page.url, "slices-gold-filter") <= 400
+    assert narrow_shot(browser, "", page.url, "slices-gold-filter")["page"] <= 400
 
 
 def test_two_rules_rank_their_differences_and_one_opens_in_traces_side_by_side(bundled_server, page, browser, run):
@@ -103,7 +83,7 @@ def test_two_rules_rank_their_differences_and_one_opens_in_traces_side_by_side(b
     pos = run.row_ids().index(int(first["row"]))
     assert int(first["A exit"]) == a["exit_layer"][pos] and int(first["B exit"]) == b["exit_layer"][pos]
     screenshot(page, "slices-two-rules")
-    assert narrow_shot(browser, page.url, "slices-two-rules") <= 400
+    assert narrow_shot(browser, "", page.url, "slices-two-rules")["page"] <= 400
 
     # click the first row's selection box: Traces opens on that sample with A and B side by side
     table = page.locator('[data-testid="stDataFrame"]').nth(1)
@@ -120,4 +100,4 @@ def test_two_rules_rank_their_differences_and_one_opens_in_traces_side_by_side(b
     a_text = next(t for t in sides if t.startswith("A: "))
     assert f"exits at layer {b['exit_layer'][pos]} " in b_text and f"exits at layer {a['exit_layer'][pos]} " in a_text
     screenshot(page, "traces-two-rules-side-by-side")
-    assert narrow_shot(browser, page.url, "traces-two-rules-side-by-side") <= 400
+    assert narrow_shot(browser, "", page.url, "traces-two-rules-side-by-side")["page"] <= 400
