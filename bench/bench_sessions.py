@@ -18,7 +18,7 @@ to a browser); permessage-deflate as browsers negotiate it. It runs in this proc
 Printed per N: errors (exception elements in the ForwardMsgs, disconnects, reruns that never ended,
 runs that ended otherwise than successfully or showed another page than Explore), the time from sending a knob move to that rerun's
 script_finished (median, p90, max), moves done, server CPU (share of one core over the window) and
-RSS (largest sampled), the client's CPU, the whole machine's CPU (all processes: other work competing with
+RSS (at the start of the window and largest sampled), the client's CPU, the whole machine's CPU (all processes: other work competing with
 the server shows here), and the 1-minute load average at the start and end of the
 window. Goal (issue 20 row 16): no errors and p90 <= 1 s at N = 30; the median at N = 1 is the reference.
 """
@@ -331,7 +331,7 @@ class Window:
         self.cpu0, self.me0 = tree_cpu_seconds(server), self._my_cpu()
         self.load0 = os.getloadavg()[0]
         psutil.cpu_percent()                  # starts the machine-wide count
-        self.rss_max = tree_rss(server)
+        self.rss_max = self.rss0 = tree_rss(server)
         self._task = asyncio.get_running_loop().create_task(self._sample())
 
     def _my_cpu(self) -> float:
@@ -390,20 +390,20 @@ def measure(n: int, args, root: Path, logdir: Path) -> dict:
         "p90_s": percentile(tally.moves, 90), "max_s": max(tally.moves, default=float("nan")),
         "open_median_s": statistics.median(tally.opens) if tally.opens else float("nan"),
         "warm_move_s": warm.moves, "server_cpu": win.server_cpu, "client_cpu": win.client_cpu,
-        "rss_mb": win.rss_max / 2**20, "machine_cpu": win.machine_cpu, "load_start": win.load0, "load_end": win.load1, "window_s": win.wall,
+        "rss_mb": win.rss_max / 2**20, "rss_start_mb": win.rss0 / 2**20, "machine_cpu": win.machine_cpu, "load_start": win.load0, "load_end": win.load1, "window_s": win.wall,
     }
 
 
 def print_table(rows: list[dict]):
     head = (f"{'N':>3}  {'errors':>6}  {'moves':>5}  {'median s':>8}  {'p90 s':>6}  {'max s':>6}  "
-            f"{'x N=1 med':>9}  {'server CPU':>10}  {'RSS MB':>7}  {'client CPU':>10}  {'machine busy':>12}  "
+            f"{'x N=1 med':>9}  {'server CPU':>10}  {'RSS MB start/max':>16}  {'client CPU':>10}  {'machine busy':>12}  "
             f"{'load 1m start/end':>17}")
     print(head)
     print("-" * len(head))
     ref = rows[0]["median_s"] if rows and rows[0]["sessions"] == 1 else float("nan")
     for r in rows:
         print(f"{r['sessions']:>3}  {r['errors']:>6}  {r['moves']:>5}  {r['median_s']:8.3f}  {r['p90_s']:6.3f}  "
-              f"{r['max_s']:6.2f}  {r['median_s'] / ref:9.2f}  {100 * r['server_cpu']:9.0f}%  {r['rss_mb']:7.0f}  "
+              f"{r['max_s']:6.2f}  {r['median_s'] / ref:9.2f}  {100 * r['server_cpu']:9.0f}%  {r['rss_start_mb']:7.0f}/{r['rss_mb']:<8.0f}  "
               f"{100 * r['client_cpu']:9.0f}%  {100 * r['machine_cpu']:11.0f}%  {r['load_start']:8.2f}/{r['load_end']:<8.2f}")
     for r in rows:
         if r["errors"]:
@@ -418,7 +418,7 @@ def print_table(rows: list[dict]):
     print(f"\ngoal at N={last['sessions']}: no errors and p90 <= {GOAL_P90_S:g} s: {'met' if met else 'NOT met'}")
     print(f"server CPU: share of one core (this machine has {os.cpu_count()}; the server's Python runs on one at a "
           "time); machine busy: all cores, all processes (near 100% means other work competes with the server); "
-          "RSS: largest sample of the server and its children; times: knob move sent -> that rerun's "
+          "RSS: the server and its children when the window opens (sessions open) and its largest sample; times: knob move sent -> that rerun's "
           "script_finished received")
 
 
