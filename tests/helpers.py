@@ -1,6 +1,7 @@
 """Helpers shared by several test modules (fixtures live in conftest.py); no test module imports another."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +27,33 @@ def open_page(page: str | None = None, **params) -> AppTest:
         at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+# ---- many sessions at once ------------------------------------------------------------------------
+THREADS = 12
+
+
+def at_once(work, threads: int | None = None):
+    """Start `threads` (default THREADS) threads running work(i) at the same moment, as Streamlit runs
+    each session's script in its own thread; their results in order."""
+    threads = threads or THREADS
+    start = threading.Barrier(threads)
+    out, errors = [None] * threads, []
+
+    def body(i):
+        start.wait()
+        try:
+            out[i] = work(i)
+        except Exception as e:  # noqa: BLE001 - the test reports any failure of any thread
+            errors.append(e)
+
+    workers = [threading.Thread(target=body, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(30)
+    assert not errors, errors
+    return out
 
 
 # ---- predictor ---------------------------------------------------------------------------------------

@@ -176,6 +176,11 @@ TABLE: list[tuple[str, str, str]] = [
     ("model-learned-nothing",
      "a run whose exits all predict one class, or all score at chance (e.g. one short epoch on a hard task)",
      "Home, Explore, Compare and the report say so in plain words, with what to try (more epochs or rows)"),
+    ("many-sessions-at-once",
+     "a classroom: 30 browser sessions of one server opening the same run and moving its knobs at once",
+     "one loaded run serves every session: each sweep, bootstrap or table is made once while the others wait "
+     "for it, and no session loses a value to another's eviction; `bench/bench_sessions.py` measures errors "
+     "and knob-move-to-rerun times for 1, 10 and 30 sessions"),
 ]
 IDS = [row[0] for row in TABLE]
 
@@ -1316,6 +1321,19 @@ def check_model_learned_nothing(tmp_path, monkeypatch):
     text, _ = report.build(root, tmp_path / "docs")
     assert "learned nothing usable" in text and "- one-class: Every exit answers" in text
     assert "- fine:" not in text
+
+
+def check_many_sessions_at_once():
+    from core.app import rundata
+    from core.engine.cache import ExitCache
+    from tests.helpers import at_once, random_cache
+
+    probs, labels, _ = random_cache(0, n=60, num_layers=4, k=2)
+    run = rundata.RunData(name="toy", path=None, cache=ExitCache(
+        probs=probs, labels=labels, label_names=["neg", "pos"], texts=["t"] * 60,
+        meta={"task": "toy", "metric": "accuracy"}))
+    got = at_once(lambda i: run.sweeps(), threads=30)   # each session's script runs in its own thread
+    assert all(g is got[0] for g in got) and run.has_sweeps and len(got[0])
 
 
 CHECKS = {row: globals()["check_" + row.replace("-", "_")] for row in IDS}
