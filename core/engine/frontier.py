@@ -93,15 +93,21 @@ def _check(caches: dict, batch_size, *, need_batch: bool = True) -> int | None:
     return int(batch_size)
 
 
+def _fp32_full(caches: dict, batch_size: int | None) -> tuple[float, float | None]:
+    """What every precision is measured against: fp32 full's dev score and, at `batch_size`, its latency
+    (ms per row; None without a batch size)."""
+    ref = caches["fp32"]
+    score = metrics.score(ref.metric, ref.labels, ref.probs[:, -1].argmax(-1))
+    return score, (None if batch_size is None else metrics.batch_full_latency_ms(ref, batch_size))
+
+
 def frontier_points(caches: dict, *, batch_size: int | None = None, strategies=None,
                     max_points: int | None = metrics.SWEEP_POINTS) -> pd.DataFrame:
     """Every rule's exact settings (thinned to `max_points` a curve for drawing; None: all) at every
     precision, one frame: precision, strategy, params, score, delta_vs_fp32_full, mean_exit_layer,
     layer_speedup and, with `batch_size`, wallclock_speedup over fp32 full at that batch size (else NaN)."""
     bs = _check(caches, batch_size, need_batch=False)
-    ref = caches["fp32"]
-    ref_full = metrics.score(ref.metric, ref.labels, ref.probs[:, -1].argmax(-1))
-    ref_ms = None if bs is None else metrics.batch_full_latency_ms(ref, bs)
+    ref_full, ref_ms = _fp32_full(caches, bs)
     frames = []
     for p, c in caches.items():
         view = c if bs is None else batch_view(c, bs)
@@ -128,9 +134,7 @@ def frontier_table(caches: dict, *, max_drop: float, batch_size: int | None = No
     with no batch size); `meets` False (and the closest setting) when none is. Best first."""
     _, value = metrics.check_goal(max_drop=max_drop)
     bs = _check(caches, batch_size)
-    ref = caches["fp32"]
-    ref_full = metrics.score(ref.metric, ref.labels, ref.probs[:, -1].argmax(-1))
-    ref_ms = None if bs is None else metrics.batch_full_latency_ms(ref, bs)
+    ref_full, ref_ms = _fp32_full(caches, bs)
     rows = []
     for p, c in caches.items():
         view = c if bs is None else batch_view(c, bs)
